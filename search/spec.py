@@ -55,7 +55,9 @@ def _parse_budget(raw: Any) -> Any:
             try:
                 share = float(text[:-1]) / 100.0
             except ValueError:
-                raise ValueError(f"must be a number or a percentage such as '60%', got {raw!r}") from None
+                raise ValueError(
+                    f"must be a number or a percentage such as '60%', got {raw!r}"
+                ) from None
             if not 0 < share:
                 raise ValueError(f"must be > 0%, got {raw!r}")
             return Budget(value=share, relative=True)
@@ -71,7 +73,9 @@ BudgetField = Annotated[Budget | None, Field(default=None)]
 
 
 class ModelSpec(_Frozen):
-    name: str = Field(description="a built-in model (resnet8, dscnn, mobilenetv2) or module:function")
+    name: str = Field(
+        description="a built-in model (resnet8, dscnn, mobilenetv2) or module:function"
+    )
     weights: Path | None = None
     input_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = Field(default=10, ge=2)
@@ -80,7 +84,9 @@ class ModelSpec(_Frozen):
     @classmethod
     def _positive_shape(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
         if any(d <= 0 for d in v):
-            raise ValueError(f"must be three positive sizes [channels, height, width], got {list(v)}")
+            raise ValueError(
+                f"must be three positive sizes [channels, height, width], got {list(v)}"
+            )
         return v
 
 
@@ -119,7 +125,9 @@ class QuantizationSpace(_Frozen):
     def _wbits(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         bad = [b for b in v if not (2 <= b <= 8 or b == 32)]
         if not v or bad:
-            raise ValueError(f"must be a non-empty list of bits in 2..8 (or 32 for float), got {list(v)}")
+            raise ValueError(
+                f"must be a non-empty list of bits in 2..8 (or 32 for float), got {list(v)}"
+            )
         return tuple(sorted(set(v)))
 
     @field_validator("activation_bits")
@@ -234,9 +242,9 @@ class Spec(_Frozen):
     data: DataSpec = DataSpec()
     target: str = "host"
     constraints: Constraints = Constraints()
-    objectives: tuple[Literal["accuracy", "latency_ms", "energy_mj", "peak_memory_kb", "size_kb"], ...] = (
-        "accuracy",
-    )
+    objectives: tuple[
+        Literal["accuracy", "latency_ms", "energy_mj", "peak_memory_kb", "size_kb"], ...
+    ] = ("accuracy",)
     space: Space = Space()
     search: SearchSpec = SearchSpec()
 
@@ -301,7 +309,12 @@ def _message(err: dict[str, Any]) -> str:
         return "required, but missing"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         ctx = err.get("ctx", {})
-        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
+        op = {
+            "greater_than": ">",
+            "greater_than_equal": ">=",
+            "less_than": "<",
+            "less_than_equal": "<=",
+        }[kind]
         limit = next(iter(ctx.values()), "?")
         return f"must be {op} {limit}, got {got!r}"
     if kind == "literal_error":
@@ -333,8 +346,10 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
 def parse_spec(raw: Any, *, base: Path | None = None, source: str = "") -> Spec:
     """Validate an already-parsed mapping (from YAML, JSON or a study) into a Spec."""
     if not isinstance(raw, dict):
-        raise SpecError(f"{source or 'spec'}: must be a mapping of sections (name, model, ...), "
-                        f"got {type(raw).__name__}")
+        raise SpecError(
+            f"{source or 'spec'}: must be a mapping of sections (name, model, ...), "
+            f"got {type(raw).__name__}"
+        )
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     if base is not None:
         _resolve_paths(raw, base)

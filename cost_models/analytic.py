@@ -1,0 +1,195 @@
+"""The kernel-level analytic cost model (used by the ``host`` target and onnxruntime CPU devices).
+
+latency_ms = session_ms + Σ over kernels k of
+             fixed_ms[k.cls] + ns_per_mac[k.cls]·k.macs·1e-6 + ns_per_elem[k.cls]·k.elems·1e-6
+
+with the kernels of :func:`cost_models.kernels.kernels` (what onnxruntime runs after its QDQ
+fusions). energy_mj = latency_ms × power_w (the target names where its power figure comes
+from). peak_memory_kb = weights in their container + the largest sum of live activations over
+the topological schedule, each activation in its container width. size_kb = the packed weights
+(params × weight container bits / 8) + per-output-channel scale (fp32) and zero point (1 byte)
+for each quantized layer. 1 kB = 1024 bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from cost_models.base import CostModel, Measurement
+from cost_models.graph import FLOAT_BITS, Bits, Costs, LayerGraph, Precision
+from cost_models.kernels import WEIGHTED_KINDS, Kernel, consumers, kernels, weight_container_bits
+from search.errors import CalibrationError, UnsupportedLayerError
+
+__all__ = [
+    "KernelCoefficients",
+    "KernelConstants",
+    "KernelCostModel",
+    "latency_ms",
+    "peak_memory_kb",
+    "predict",
+    "size_kb",
+]
+
+_FLOAT = Precision()
+
+
+@dataclass(frozen=True)
+class KernelCoefficients:
+    """The cost of one kernel class: fixed ms per call, ns per MAC, ns per element."""
+
+    cls: str
+    fixed_ms: float = 0.0
+    ns_per_mac: float = 0.0
+    ns_per_elem: float = 0.0
+
+
+@dataclass(frozen=True)
+class KernelConstants:
+    """A device's constants for :class:`KernelCostModel`."""
+
+    session_ms: float
+    power_w: float
+    coefficients: tuple[KernelCoefficients, ...]
+
+    def coefficient(self, cls: str) -> KernelCoefficients:
+        for c in self.coefficients:
+            if c.cls == cls:
+                return c
+        raise UnsupportedLayerError(
+            f"no fitted latency coefficient for kernel class {cls!r}; this target covers "
+            f"{sorted(c.cls for c in self.coefficients)}. Recalibrate the target with a suite "
+            f"that contains such a kernel, or use other bit-widths for that layer"
+        )
+
+
+def kernel_latency_ms(kernel: Kernel, constants: KernelConstants) -> float:
+    c = constants.coefficient(kernel.cls)
+    return c.fixed_ms + (c.ns_per_mac * kernel.macs + c.ns_per_elem * kernel.elems) * 1e-6
+
+
+def latency_ms(graph: LayerGraph, bits: Bits, constants: KernelConstants) -> float:
+    """Predicted latency at batch 1 (session overhead + Σ kernel costs)."""
+    return constants.session_ms + sum(
+        kernel_latency_ms(k, constants) for k in kernels(graph, bits)
+    )
+
+
+def _act_bytes_per_elem(act_bits: int) -> int:
+    return {8: 1, 16: 2}.get(act_bits, 4)
+
+
+def _weight_bytes(graph: LayerGraph, bits: Bits) -> float:
+    total = 0.0
+    for layer in graph.layers:
+        p = bits.get(layer.name, _FLOAT)
+        total += layer.params * weight_container_bits(p.weight_bits) / 8
+    return total
+
+
+def size_kb(graph: LayerGraph, bits: Bits) -> float:
+    """Packed weights: params × container bits / 8, + 5 bytes of scale/zero point per channel
+    of each quantized layer; float layers at 32 bits."""
+    total = _weight_bytes(graph, bits)
+    for layer in graph.layers:
+        p = bits.get(layer.name, _FLOAT)
+        if layer.kind in WEIGHTED_KINDS and p.weight_bits != FLOAT_BITS:
+            total += layer.out_shape[1] * 5
+    return total / 1024
+
+
+def peak_memory_kb(graph: LayerGraph, bits: Bits) -> float:
+    """Weights in their container + the most activation bytes live at once.
+
+    A layer's output lives from its layer until its last consumer ran; it is stored at the
+    widest ``act_bits`` its consumers read (a graph output at 32 bits). The graph input is
+    stored at the width its readers read.
+    """
+    users = consumers(graph)
+    order = {layer.name: i for i, layer in enumerate(graph.layers)}
+
+    def width(name: str) -> int:
+        us = users.get(name, [])
+        if not us:
+            return 4
+        return max(_act_bytes_per_elem(bits.get(u.name, _FLOAT).act_bits) for u in us)
+
+    def last_use(name: str) -> int:
+        us = users.get(name, [])
+        return max((order[u.name] for u in us), default=len(graph.layers))
+
+    n_in = 1
+    for d in graph.input_shape:
+        n_in *= d
+    live: dict[str, float] = {"": n_in * width("")}
+    peak = 0.0
+    for i, layer in enumerate(graph.layers):
+        live[layer.name] = layer.out_elems * width(layer.name)
+        peak = max(peak, sum(live.values()))
+        for name in [n for n in live if last_use(n) <= i]:
+            del live[name]
+    return (_weight_bytes(graph, bits) + peak) / 1024
+
+
+def predict(graph: LayerGraph, bits: Bits, constants: KernelConstants) -> Costs:
+    """All four costs of ``graph`` at ``bits``."""
+    lat = latency_ms(graph, bits, constants)
+    return Costs(
+        latency_ms=lat,
+        energy_mj=lat * constants.power_w,
+        peak_memory_kb=peak_memory_kb(graph, bits),
+        size_kb=size_kb(graph, bits),
+    )
+
+
+def feature_names(cls: str) -> tuple[str, str, str]:
+    return (f"{cls}.fixed_ms", f"{cls}.ns_per_mac", f"{cls}.ns_per_elem")
+
+
+def features(graph: LayerGraph, bits: Bits) -> dict[str, float]:
+    """The linear features of the latency model: counts, MACs·1e-6 and elements·1e-6."""
+    f: dict[str, float] = {"session_ms": 1.0}
+    for k in kernels(graph, bits):
+        n_fixed, n_mac, n_elem = feature_names(k.cls)
+        f[n_fixed] = f.get(n_fixed, 0.0) + 1.0
+        f[n_mac] = f.get(n_mac, 0.0) + k.macs * 1e-6
+        f[n_elem] = f.get(n_elem, 0.0) + k.elems * 1e-6
+    return f
+
+
+class KernelCostModel(CostModel):
+    """:mod:`cost_models.analytic` as a :class:`CostModel`."""
+
+    name = "kernel"
+
+    def predict(self, graph: LayerGraph, bits: Bits, constants: Any) -> Costs:
+        return predict(graph, bits, constants)
+
+    def fit(self, measurements: Sequence[Measurement], base: Any) -> Any:
+        from cost_models.fit import fit_kernel_constants
+
+        return fit_kernel_constants(measurements, power_w=base.power_w)
+
+    def constants_to_dict(self, constants: Any) -> dict[str, Any]:
+        return {
+            "session_ms": constants.session_ms,
+            "power_w": constants.power_w,
+            "coefficients": [
+                {f.name: getattr(c, f.name) for f in fields(c)} for c in constants.coefficients
+            ],
+        }
+
+    def constants_from_dict(self, data: dict[str, Any]) -> Any:
+        allowed = {"session_ms", "power_w", "coefficients"}
+        if set(data) != allowed:
+            raise CalibrationError(
+                f"kernel constants must have exactly the keys {sorted(allowed)}, "
+                f"got {sorted(data)}; recalibrate the target"
+            )
+        try:
+            coeffs = tuple(KernelCoefficients(**c) for c in data["coefficients"])
+            out = KernelConstants(float(data["session_ms"]), float(data["power_w"]), coeffs)
+        except (TypeError, ValueError) as exc:
+            raise CalibrationError(f"invalid kernel constants: {exc}; recalibrate") from exc
+        return replace(out)

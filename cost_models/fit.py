@@ -1,0 +1,85 @@
+"""Fitting a device's latency constants from measurements: non-negative least squares.
+
+Rows are weighted by 1 / measured latency, so the fit minimizes *relative* error (what
+fidelity is judged on), and every coefficient is >= 0 (a kernel never takes negative time).
+NNLS is Lawson & Hanson's active-set algorithm ("Solving Least Squares Problems", 1974, ch. 23),
+in numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cost_models.analytic import KernelCoefficients, KernelConstants, features
+from cost_models.base import Measurement
+from search.errors import CalibrationError
+
+__all__ = ["fit_kernel_constants", "nnls"]
+
+
+def nnls(a: np.ndarray, b: np.ndarray, *, max_iter: int | None = None) -> np.ndarray:
+    """argmin_x ||a x - b||_2 subject to x >= 0 (Lawson-Hanson active set)."""
+    m, n = a.shape
+    x = np.zeros(n)
+    passive = np.zeros(n, dtype=bool)
+    tol = 10 * np.finfo(float).eps * np.linalg.norm(a, 1) * max(m, n)
+    max_iter = max_iter or 3 * n
+    w = a.T @ (b - a @ x)
+    it = 0
+    while (~passive).any() and (w[~passive] > tol).any():
+        j = int(np.argmax(np.where(~passive, w, -np.inf)))
+        passive[j] = True
+        while True:
+            it += 1
+            if it > max_iter * 10:
+                return x
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (z[passive] > 0).all():
+                x = z
+                break
+            mask = passive & (z <= 0)
+            alpha = np.min(x[mask] / (x[mask] - z[mask]))
+            x = x + alpha * (z - x)
+            passive &= x > tol
+            x[~passive] = 0.0
+        w = a.T @ (b - a @ x)
+    return x
+
+
+def fit_kernel_constants(
+    measurements: Sequence[Measurement], *, power_w: float, min_rows: int = 8
+) -> KernelConstants:
+    """Kernel-class coefficients (and session overhead) fitted to measured latencies."""
+    if len(measurements) < min_rows:
+        raise CalibrationError(
+            f"fitting needs at least {min_rows} measurements, got {len(measurements)}; "
+            f"measure more models"
+        )
+    rows = [features(g, b) for g, b, _ in measurements]
+    y = np.array([float(t) for _, _, t in measurements])
+    if not np.all(np.isfinite(y)) or (y <= 0).any():
+        raise CalibrationError("measured latency_ms must be finite and > 0 for every row")
+    names = sorted({k for r in rows for k in r})
+    # Drop columns that never vary from zero (e.g. MACs of a conversion kernel).
+    a = np.array([[r.get(k, 0.0) for k in names] for r in rows])
+    keep = np.abs(a).sum(axis=0) > 0
+    names = [n for n, k in zip(names, keep, strict=True) if k]
+    a = a[:, keep]
+    scale = a.max(axis=0)
+    weights = 1.0 / y
+    x = nnls((a / scale) * weights[:, None], y * weights) / scale
+    values = dict(zip(names, x.tolist(), strict=True))
+    classes = sorted({n.rsplit(".", 1)[0] for n in names if n != "session_ms"})
+    coeffs = tuple(
+        KernelCoefficients(
+            cls,
+            fixed_ms=values.get(f"{cls}.fixed_ms", 0.0),
+            ns_per_mac=values.get(f"{cls}.ns_per_mac", 0.0),
+            ns_per_elem=values.get(f"{cls}.ns_per_elem", 0.0),
+        )
+        for cls in classes
+    )
+    return KernelConstants(values.get("session_ms", 0.0), power_w, coeffs)

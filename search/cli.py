@@ -1,0 +1,344 @@
+"""The ``edgetune`` command line. Every command takes ``--json`` and then prints one JSON object.
+
+Errors edgetune raises on purpose print as one line, ``edgetune: error: ...``, with exit code 2
+and no traceback. Progress and logs go to stderr; results to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from search.errors import EdgetuneError, InfeasibleSpecError, SpecError
+
+EXIT_ERROR = 2
+EXIT_INFEASIBLE = 3
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _emit(args: argparse.Namespace, obj: Any, text: str) -> None:
+    from search.study import dumps
+
+    print(dumps(obj) if args.json else text, flush=True)
+
+
+def _positive_int(flag: str) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {raw!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        return value
+
+    parse.__name__ = flag
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _study_name(raw: str) -> str:
+    from search.spec import STUDY_NAME
+
+    if not STUDY_NAME.match(raw):
+        raise argparse.ArgumentTypeError(
+            f"must be 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit, got {raw!r}"
+        )
+    return raw
+
+
+def _with_overrides(spec: Any, args: argparse.Namespace) -> Any:
+    """The spec with the command line's --trials/--timeout/--workers/... applied (validated)."""
+    from search.spec import parse_spec, spec_to_json
+
+    raw = spec_to_json(spec)
+    for flag, key in (
+        ("trials", "trials"),
+        ("timeout", "timeout"),
+        ("workers", "workers"),
+        ("storage", "storage"),
+        ("study", "study"),
+        ("ray_address", "ray_address"),
+        ("executor", "executor"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            raw["search"][key] = value
+    return parse_spec(raw, source="command line")
+
+
+def _executor(spec: Any, workers: int | None = None) -> Any:
+    from search.executors import make_executor
+
+    return make_executor(
+        spec.search.executor, workers or spec.search.workers, spec.search.ray_address
+    )
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from search import study as studies
+    from search.driver import Driver, start_study
+    from search.report import study_text
+    from search.spec import load_spec
+
+    spec = _with_overrides(load_spec(args.spec), args)
+    storage = studies.resolve_storage(spec.search.storage)
+    study, prepared = start_study(spec, storage, spec.study_name, log=_log)
+    Driver(study, prepared, _executor(spec), log=_log, progress=True).run(
+        spec.search.trials, spec.search.timeout
+    )
+    summary = studies.summary(study, spec, storage)
+    _emit(args, summary, study_text(summary))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from search import study as studies
+    from search.driver import Driver, _done, ensure_trials_left, resume_prepared
+    from search.report import study_text
+
+    storage = studies.resolve_storage(args.storage)
+    study, spec = studies.open_study(args.study, storage)
+    done = _done(study)
+    target_done = done + args.trials if args.trials else spec.search.trials
+    ensure_trials_left(done, target_done, args.study)
+    prepared = resume_prepared(study, spec, log=_log)
+    if args.ray_address:
+        spec = _with_overrides(spec, args)
+    Driver(study, prepared, _executor(spec, args.workers), log=_log, progress=True).run(
+        target_done, args.timeout
+    )
+    summary = studies.summary(study, spec, storage)
+    _emit(args, summary, study_text(summary))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from search import study as studies
+    from search.report import study_text
+
+    storage = studies.resolve_storage(args.storage)
+    study, spec = studies.open_study(args.study, storage)
+    summary = studies.summary(study, spec, storage)
+    _emit(args, summary, study_text(summary))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from search import study as studies
+    from search.export import export
+
+    storage = studies.resolve_storage(args.storage)
+    study, spec = studies.open_study(args.study, storage)
+    summary = export(study, spec, Path(args.out), number=args.trial, log=_log)
+    text = (
+        f"exported trial {summary['trial']} to {summary['onnx']}\n"
+        f"test accuracy (onnxruntime): {summary['accuracy_onnx']:.4f} "
+        f"(teacher {summary['teacher']['accuracy_onnx']:.4f})\n"
+        f"latency: measured {summary['latency_ms_measured']:.4f} ms, predicted "
+        f"{summary['latency_ms_predicted']:.4f} ms ({summary['latency_error']:+.1%}); "
+        f"teacher measured {summary['teacher']['latency_ms_measured']:.4f} ms\n"
+        f"size: packed {summary['size_kb_packed']:.1f} KiB, file {summary['size_kb_file']:.1f} KiB\n"
+        f"report: {Path(args.out) / 'report.md'}"
+    )
+    _emit(args, summary, text)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import targets
+    from search.driver import cheapest_costs, resolve_budgets, teacher_costs
+    from search.evaluate import over_budget, space_for
+    from search.spec import load_spec
+    from search.workload import build_model
+
+    spec = load_spec(args.spec)
+    target = targets.get(spec.target)
+    model = build_model(spec.model).eval()  # costs depend on the architecture, not the weights
+    teacher = teacher_costs(model, spec, target)
+    budgets = resolve_budgets(spec, teacher)
+    cheapest = cheapest_costs(space_for(spec, model), model, spec, target)
+    broken = over_budget(cheapest, budgets)
+    result = {
+        "spec": str(args.spec),
+        "valid": True,
+        "target": spec.target,
+        "teacher": teacher,
+        "cheapest": cheapest,
+        "budgets": budgets,
+        "feasible": not broken,
+        "over_budget": {k: round(v, 4) for k, v in broken.items()},
+    }
+    lines = [
+        f"spec {args.spec}: valid; target {spec.target}",
+        "cost | teacher | cheapest candidate | budget",
+    ]
+    for k, v in teacher.items():
+        lines.append(
+            f"{k} | {v:.4g} | {cheapest[k]:.4g} | " + (f"{budgets[k]:.4g}" if k in budgets else "-")
+        )
+    if broken:
+        lines.append(
+            "infeasible: "
+            + "; ".join(
+                f"{k}: the cheapest candidate is {v:.0%} over budget" for k, v in broken.items()
+            )
+        )
+    else:
+        lines.append("the budgets can be met (by the cheapest corner of the space at least)")
+    _emit(args, result, "\n".join(lines))
+    return EXIT_INFEASIBLE if broken else 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from search.train import train_from_spec
+
+    result = train_from_spec(args.spec, epochs=args.epochs, log=_log)
+    _emit(
+        args,
+        result,
+        f"teacher: test accuracy {result['test_accuracy']:.4f}, saved to {result['path']}",
+    )
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from targets import describe_targets
+
+    rows = describe_targets()
+    lines = [f"{r['name']}: {r.get('description', '')}" for r in rows]
+    _emit(args, {"targets": rows}, "\n".join(lines))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import targets
+    from targets import predict_onnx
+
+    target = targets.get(args.target)
+    rows = predict_onnx([Path(p) for p in args.models], target)
+    if args.json:
+        from search.study import dumps
+
+        print(dumps(rows if len(rows) > 1 else rows[0]))
+        return 0
+    for row in rows:
+        print(
+            f"{row['model']}: "
+            + ", ".join(
+                f"{k} {row[k]:.4g}"
+                for k in ("latency_ms", "energy_mj", "peak_memory_kb", "size_kb")
+            )
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgetune", description="Joint compression search for edge devices."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("search", cmd_search, "Start a study for a spec and run its trials.")
+    p.add_argument("spec", type=Path)
+    p.add_argument("--trials", type=_positive_int("--trials"))
+    p.add_argument("--timeout", type=_positive_float, help="seconds; no new trials after it")
+    p.add_argument("--workers", type=_positive_int("--workers"))
+    p.add_argument(
+        "--storage", help="sqlite:///PATH (default .edgetune/studies.db) or postgresql://..."
+    )
+    p.add_argument("--study", type=_study_name, help="study name (default: the spec's name)")
+    p.add_argument("--ray-address", dest="ray_address")
+    p.add_argument("--executor", choices=("ray", "process"))
+
+    p = add("resume", cmd_resume, "Continue a study with the spec stored in it.")
+    p.add_argument("study", type=_study_name)
+    p.add_argument("--storage")
+    p.add_argument("--trials", type=_positive_int("--trials"), help="run N more trials")
+    p.add_argument("--workers", type=_positive_int("--workers"))
+    p.add_argument("--timeout", type=_positive_float)
+    p.add_argument("--ray-address", dest="ray_address")
+
+    p = add("show", cmd_show, "Show a study's trial counts and best candidates.")
+    p.add_argument("study", type=_study_name)
+    p.add_argument("--storage")
+
+    p = add(
+        "export", cmd_export, "Export a trial (default: the best feasible) to QDQ ONNX, measured."
+    )
+    p.add_argument("study", type=_study_name)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--storage")
+    p.add_argument("--trial", type=int)
+
+    p = add("check", cmd_check, "Validate a spec and say whether its budgets can be met at all.")
+    p.add_argument("spec", type=Path)
+
+    p = add("train", cmd_train, "Train and cache the teacher a spec names.")
+    p.add_argument("spec", type=Path)
+    p.add_argument("--epochs", type=_positive_int("--epochs"), default=4)
+
+    add("targets", cmd_targets, "List the targets with their calibration and fidelity.")
+
+    p = add("predict", cmd_predict, "Predict latency, energy, peak memory and size of ONNX models.")
+    p.add_argument("models", nargs="+")
+    p.add_argument("--target", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.fn(args)
+        return code
+    except InfeasibleSpecError as exc:
+        print(f"edgetune: infeasible: {exc}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    except (EdgetuneError, SpecError) as exc:
+        print(f"edgetune: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(
+            "edgetune: interrupted; every trial told so far is stored. Continue with "
+            "`edgetune resume STUDY`.",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception as exc:
+        if os.environ.get("EDGETUNE_DEBUG"):
+            raise
+        print(
+            f"edgetune: internal error: {type(exc).__name__}: {exc}. This is a bug; rerun with "
+            "EDGETUNE_DEBUG=1 for the traceback and report it.",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,406 @@
+"""The driver: asks the study for candidates, hands them to an executor, tells the results.
+
+It is the only process that writes to the study, so a crash of a worker loses one trial (which
+is retried), and a crash of the driver loses nothing that was told. On a new study it first
+enqueues a few candidates the cost model predicts to be feasible, so even a short search ends
+with a feasible model.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from search.errors import InfeasibleSpecError, StudyError
+from search.evaluate import (
+    TrialContext,
+    TrialOutcome,
+    TrialTask,
+    constraint_values,
+    over_budget,
+    predict_candidate,
+    space_for,
+)
+from search.spec import COST_KEYS, Spec
+
+if TYPE_CHECKING:
+    import optuna
+    from spaces.joint import JointSpace
+    from targets.base import Target
+    from torch import nn
+
+    from search.executors import Executor
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the driver builds once per run: the shared context plus the teacher's figures."""
+
+    context: TrialContext
+    teacher_record: dict[str, float]
+
+
+def teacher_costs(teacher: nn.Module, spec: Spec, target: Target) -> dict[str, float]:
+    from cost_models import from_torch
+
+    return target.predict(from_torch(teacher, tuple(spec.model.input_shape)), {}).as_dict()
+
+
+def resolve_budgets(spec: Spec, teacher: dict[str, float]) -> dict[str, float]:
+    return {k: b.resolve(teacher[k]) for k, b in spec.constraints.budgets().items()}
+
+
+def prepare(spec: Spec, log: Callable[[str], None]) -> Prepared:
+    """Load the teacher, data and target; compute teacher logits and the teacher's figures."""
+    from spaces.distillation import evaluate
+
+    import targets
+    from search.workload import build_workload, load_data, load_teacher
+
+    t = time.perf_counter()
+    target = targets.get(spec.target)
+    teacher = load_teacher(spec)
+    data = load_data(spec.data)
+    workload = build_workload(spec, teacher, data)
+    record = teacher_costs(teacher, spec, target)
+    record["accuracy"] = evaluate(teacher, workload.x_val, workload.y_val, 512)
+    budgets = resolve_budgets(spec, record)
+    log(
+        f"teacher: val accuracy {record['accuracy']:.4f}, "
+        + ", ".join(f"{k} {record[k]:.4g}" for k in COST_KEYS)
+        + f"  ({time.perf_counter() - t:.1f} s to load)"
+    )
+    if budgets:
+        log("budgets: " + ", ".join(f"{k} <= {v:.4g}" for k, v in budgets.items()))
+    return Prepared(TrialContext(spec, workload, target, budgets), record)
+
+
+def cheapest_costs(
+    space: JointSpace, teacher: nn.Module, spec: Spec, target: Target
+) -> dict[str, float]:
+    _, _, costs = predict_candidate(
+        space, teacher, space.cheapest_params(), target, tuple(spec.model.input_shape)
+    )
+    return costs.as_dict()
+
+
+def check_reachable(budgets: dict[str, float], cheapest: dict[str, float]) -> None:
+    broken = over_budget(cheapest, budgets)
+    if broken:
+        parts = [
+            f"{k}: the cheapest candidate predicts {cheapest[k]:.4g}, {v:.0%} over the budget "
+            f"{budgets[k]:.4g}"
+            for k, v in broken.items()
+        ]
+        raise InfeasibleSpecError(
+            "no candidate can meet the budgets: "
+            + "; ".join(parts)
+            + "; loosen the budget or widen the space"
+        )
+
+
+def feasible_seeds(
+    space: JointSpace,
+    teacher: nn.Module,
+    spec: Spec,
+    target: Target,
+    budgets: dict[str, float],
+    n: int,
+) -> list[dict[str, Any]]:
+    """Up to ``n`` uniform candidates predicted feasible, least compressed first."""
+    if n <= 0:
+        return []
+    q, p = spec.space.quantization, spec.space.pruning
+    wbits = sorted(q.weight_bits, reverse=True) if q else [32]
+    abits = sorted(q.activation_bits, reverse=True) if q else [32]
+    ratios = [0.0]
+    if p is not None:
+        steps = int(p.max_ratio / p.step + 1e-9)
+        ratios = [round(i * p.step, 6) for i in range(steps + 1)]
+    seeds: list[dict[str, Any]] = []
+    seen_bits: set[tuple[int, int]] = set()
+    for a in abits:
+        for w in wbits:
+            for r in ratios:  # the smallest pruning ratio that fits, at these bits
+                params = space.uniform_params(r, w, a)
+                _, _, costs = predict_candidate(
+                    space, teacher, params, target, tuple(spec.model.input_shape)
+                )
+                if not over_budget(costs.as_dict(), budgets):
+                    if (w, a) not in seen_bits:
+                        seeds.append(params)
+                        seen_bits.add((w, a))
+                    break
+    ranked = sorted(seeds, key=lambda s: -_accuracy_proxy(s))
+    return ranked[:n]
+
+
+def _accuracy_proxy(params: dict[str, Any]) -> float:
+    """Less pruning and more bits first: a crude prior on accuracy."""
+    ratios = [v for k, v in params.items() if k.startswith("prune.")]
+    wbits = [v for k, v in params.items() if k.startswith("wbits.")]
+    mean_ratio = sum(ratios) / len(ratios) if ratios else 0.0
+    mean_bits = sum(min(b, 8) for b in wbits) / len(wbits) if wbits else 8.0
+    return mean_bits / 8.0 - 1.5 * mean_ratio
+
+
+class Progress:
+    """A one-line progress bar on stderr: trials done, feasible, best accuracy, elapsed."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.start = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def update(
+        self, done: int, feasible: int, best: float | None, running: int, last: str = ""
+    ) -> None:
+        if not self.enabled:
+            return
+        width = 24
+        filled = int(width * min(done, self.total) / max(self.total, 1))
+        el = int(time.monotonic() - self.start)
+        best_s = f"{best:.4f}" if best is not None else "-"
+        line = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} trials | "
+            f"feasible {feasible} | best acc {best_s} | running {running} | "
+            f"{el // 60:02d}:{el % 60:02d} elapsed"
+        )
+        if self.tty:
+            sys.stderr.write("\r" + line + "\033[K")
+            if last:
+                sys.stderr.write(f"\n  {last}\n")
+        else:
+            sys.stderr.write(line + (f"  <- {last}" if last else "") + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+
+
+def _done(study: optuna.Study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def recover_interrupted(study: optuna.Study) -> list[int]:
+    """Trials left running by a driver that died: mark them failed and enqueue their params again."""
+    from optuna.trial import TrialState
+
+    numbers = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(
+            t._trial_id,
+            "reason",
+            "interrupted: the driver stopped "
+            "while this trial ran; its parameters were enqueued again",
+        )
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.enqueue_trial(dict(t.params), skip_if_exists=False)
+        numbers.append(t.number)
+    return numbers
+
+
+class Driver:
+    """Runs trials of one study until it has ``target_done`` finished trials or time runs out."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        prepared: Prepared,
+        executor: Executor,
+        *,
+        log: Callable[[str], None],
+        progress: bool,
+    ) -> None:
+        self.study, self.prepared, self.executor = study, prepared, executor
+        self.spec = prepared.context.spec
+        self.log = log
+        self.progress_enabled = progress
+        self.running: dict[int, optuna.trial.Trial] = {}
+        self.started: dict[int, float] = {}
+        self.space: JointSpace | None = None
+
+    # -- callbacks from the executor -------------------------------------------------------
+    def on_progress(self, number: int, step: int, accuracy: float) -> bool:
+        trial = self.running.get(number)
+        if trial is None or self.spec.multi_objective:
+            return True
+        trial.report(accuracy, step)
+        return not trial.should_prune()
+
+    # -- telling ---------------------------------------------------------------------------
+    def tell(self, outcome: TrialOutcome) -> str:
+        import optuna
+        from optuna.trial import TrialState
+
+        trial = self.running.pop(outcome.number)
+        budgets = self.prepared.context.budgets
+        for key in ("status", "reason"):
+            value = getattr(outcome, key)
+            if value:
+                trial.set_user_attr(key, value)
+        for key, value in outcome.costs.items():
+            trial.set_user_attr(key, value)
+        if outcome.policy:
+            trial.set_user_attr("policy", outcome.policy)
+        if outcome.timings_s:
+            trial.set_user_attr("timings_s", {k: round(v, 3) for k, v in outcome.timings_s.items()})
+        if outcome.accuracy is not None:
+            trial.set_user_attr("accuracy", outcome.accuracy)
+        if outcome.status == "failed":
+            self.study.tell(trial, state=TrialState.FAIL)
+            return f"trial {outcome.number} failed: {outcome.reason}"
+        if outcome.status == "stopped":
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return f"trial {outcome.number} stopped early ({outcome.reason})"
+        accuracy = outcome.accuracy if outcome.status == "complete" else 0.0
+        for key, value in constraint_values(outcome.costs, budgets).items():
+            trial.set_constraint(key, value)
+        drop = self.spec.constraints.max_accuracy_drop
+        if drop is not None:
+            teacher_acc = self.prepared.teacher_record["accuracy"]
+            trial.set_constraint("accuracy_drop", (teacher_acc - (accuracy or 0.0)) - drop)
+        if outcome.state_dict is not None:
+            self._store_artifact(trial, outcome.state_dict)
+        values = [accuracy if o == "accuracy" else outcome.costs[o] for o in self.spec.objectives]
+        self.study.tell(trial, values=values[0] if len(values) == 1 else values)
+        del optuna
+        if outcome.status == "infeasible":
+            return f"trial {outcome.number} infeasible, no training: {outcome.reason}"
+        return f"trial {outcome.number}: accuracy {accuracy:.4f}, " + ", ".join(
+            f"{k} {outcome.costs[k]:.3g}" for k in ("latency_ms", "size_kb")
+        )
+
+    def _store_artifact(self, trial: optuna.trial.Trial, state: bytes) -> None:
+        from optuna.artifacts import upload_artifact
+
+        from search.artifacts import artifact_store
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"trial-{trial.number}-student.pt"
+            path.write_bytes(state)
+            artifact_id = upload_artifact(
+                artifact_store=artifact_store(),
+                file_path=str(path),
+                study_or_trial=trial,
+                mimetype="application/octet-stream",
+            )
+        trial.set_user_attr("artifact", artifact_id)
+
+    # -- the loop --------------------------------------------------------------------------
+    def _ask(self) -> None:
+        trial = self.study.ask()
+        assert self.space is not None
+        params = self.space.suggest(trial)
+        self.running[trial.number] = trial
+        self.started[trial.number] = time.monotonic()
+        self.executor.submit(TrialTask(trial.number, params))
+
+    def _best(self) -> tuple[int, float | None]:
+        from search.study import rows
+
+        feasible = [r for r in rows(self.study) if r.feasible]
+        best = max((r.accuracy for r in feasible if r.accuracy is not None), default=None)
+        return len(feasible), best
+
+    def run(self, target_done: int, timeout_s: float | None) -> None:
+        context = self.prepared.context
+        teacher = context.workload.teacher()
+        self.space = space_for(self.spec, teacher)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        progress = Progress(target_done, self.progress_enabled)
+        failures = 0
+        self.executor.start(context, self.on_progress)
+        try:
+            done = _done(self.study)
+            feasible, best = self._best()
+            progress.update(done, feasible, best, 0)
+            while True:
+                out_of_time = deadline is not None and time.monotonic() >= deadline
+                want = target_done - done - len(self.running)
+                while (
+                    not out_of_time
+                    and want > 0
+                    and len(self.running) < self.executor.capacity
+                    and failures <= target_done
+                ):
+                    self._ask()
+                    want -= 1
+                if not self.running:
+                    break
+                for outcome in self.executor.wait(timeout_s=2.0):
+                    message = self.tell(outcome)
+                    failures += outcome.status == "failed"
+                    done = _done(self.study)
+                    feasible, best = self._best()
+                    progress.update(done, feasible, best, len(self.running), message)
+            if failures > target_done:
+                self.log(
+                    f"stopped asking for trials: {failures} trials failed; see `edgetune show`"
+                )
+        finally:
+            progress.close()
+            self.executor.shutdown()
+            for number, trial in list(self.running.items()):  # never leave a trial RUNNING
+                from optuna.trial import TrialState
+
+                trial.set_user_attr(
+                    "reason", "interrupted before it ended; resume enqueues it again"
+                )
+                self.study.tell(trial, state=TrialState.FAIL)
+                self.study.enqueue_trial(dict(trial.params))
+                del self.running[number]
+
+
+def start_study(
+    spec: Spec, storage: str, name: str, *, log: Callable[[str], None]
+) -> tuple[optuna.Study, Prepared]:
+    """Create the study for a spec: check that the budgets can be met, enqueue feasible seeds."""
+    from search import study as studies
+
+    prepared = prepare(spec, log)
+    ctx = prepared.context
+    teacher = ctx.workload.teacher()
+    space = space_for(spec, teacher)
+    check_reachable(ctx.budgets, cheapest_costs(space, teacher, spec, ctx.target))
+    seeds = feasible_seeds(space, teacher, spec, ctx.target, ctx.budgets, spec.search.seed_trials)
+    study = studies.create(spec, storage, name)
+    study.set_user_attr("teacher", prepared.teacher_record)
+    study.set_user_attr("budgets", ctx.budgets)
+    for params in seeds:
+        study.enqueue_trial(params)
+    log(f"study {name!r} in {storage}: {len(seeds)} feasible seed candidates enqueued")
+    return study, prepared
+
+
+def resume_prepared(study: optuna.Study, spec: Spec, *, log: Callable[[str], None]) -> Prepared:
+    prepared = prepare(spec, log)
+    stored = study.user_attrs.get("budgets")
+    if stored is not None and stored != prepared.context.budgets:
+        # The budgets were resolved against the teacher's costs when the study started; keep them.
+        ctx = prepared.context
+        prepared = Prepared(
+            TrialContext(ctx.spec, ctx.workload, ctx.target, dict(stored)), prepared.teacher_record
+        )
+    lost = recover_interrupted(study)
+    if lost:
+        log(
+            f"trials {lost} were running when the last driver stopped: marked failed, enqueued again"
+        )
+    return prepared
+
+
+def ensure_trials_left(done: int, target_done: int, name: str) -> None:
+    if done >= target_done:
+        raise StudyError(
+            f"study {name!r} already has {done} finished trials of the "
+            f"{target_done} its spec asked for; pass --trials N to run N more"
+        )

@@ -1,0 +1,213 @@
+"""Executors run trials for the driver: in this process, or as Ray tasks.
+
+The driver is the only process that writes to the study. An executor takes
+:class:`~search.evaluate.TrialTask` objects, runs :func:`search.evaluate.run_trial` somewhere,
+relays the trial's intermediate accuracies to the driver's ``on_progress`` callback (whose
+answer ``False`` asks the trial to stop), and hands back :class:`~search.evaluate.TrialOutcome`
+objects. A worker that dies is retried once; a second death is a failed outcome with its reason.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from search.errors import EdgetuneError
+from search.evaluate import TrialContext, TrialOutcome, TrialTask, failed_outcome, run_trial
+
+ProgressCallback = Callable[[int, int, float], bool]
+"""(trial number, fine-tune step, validation accuracy) -> keep going?"""
+
+
+class Executor(ABC):
+    """Where trials run. ``start`` is called once per driver run, before any ``submit``."""
+
+    capacity: int = 1
+
+    @abstractmethod
+    def start(self, context: TrialContext, on_progress: ProgressCallback) -> None:
+        """Share the study's context (teacher, data, target) with the workers, once."""
+
+    @abstractmethod
+    def submit(self, task: TrialTask) -> None:
+        """Queue one trial. The driver never submits more than ``capacity`` at once."""
+
+    @abstractmethod
+    def wait(self, timeout_s: float) -> list[TrialOutcome]:
+        """Outcomes of trials that ended, waiting up to ``timeout_s`` for the first one."""
+
+    def shutdown(self) -> None:
+        """Release workers. Called once, also after an error."""
+
+
+class InProcessExecutor(Executor):
+    """Runs one trial at a time in the driver's own process (tests, debugging, one worker)."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.capacity = 1
+        self._threads = threads
+        self._queue: list[TrialTask] = []
+        self._context: TrialContext | None = None
+        self._on_progress: ProgressCallback | None = None
+
+    def start(self, context: TrialContext, on_progress: ProgressCallback) -> None:
+        self._context, self._on_progress = context, on_progress
+        if self._threads:
+            import torch
+
+            torch.set_num_threads(self._threads)
+
+    def submit(self, task: TrialTask) -> None:
+        self._queue.append(task)
+
+    def wait(self, timeout_s: float) -> list[TrialOutcome]:
+        if not self._queue:
+            return []
+        assert self._context is not None and self._on_progress is not None, "start() first"
+        task = self._queue.pop(0)
+        callback = self._on_progress
+        return [run_trial(self._context, task, lambda step, acc: callback(task.number, step, acc))]
+
+
+def _ray_env() -> dict[str, str]:
+    """Settings every Ray process needs here: no usage stats, loopback only (DESIGN.md)."""
+    return {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def _remote_trial(context: TrialContext, task: TrialTask, channel: Any) -> TrialOutcome:
+    """The Ray task body: one trial on one CPU, reporting progress through the channel actor."""
+    import ray
+    import torch
+
+    torch.set_num_threads(1)
+
+    def report(step: int, accuracy: float) -> bool:
+        stop: bool = ray.get(channel.report.remote(task.number, step, accuracy))
+        return not stop
+
+    return run_trial(context, task, report)
+
+
+class _Channel:
+    """A Ray actor between workers and the driver: progress goes up, stop requests come down."""
+
+    def __init__(self) -> None:
+        self._messages: list[tuple[int, int, float]] = []
+        self._stopped: set[int] = set()
+
+    def report(self, number: int, step: int, accuracy: float) -> bool:
+        self._messages.append((number, step, accuracy))
+        return number in self._stopped
+
+    def drain(self) -> list[tuple[int, int, float]]:
+        out, self._messages = self._messages, []
+        return out
+
+    def stop(self, number: int) -> None:
+        self._stopped.add(number)
+
+
+class RayExecutor(Executor):
+    """Trials as Ray tasks: on a local Ray started here (loopback only), or on a cluster."""
+
+    def __init__(self, workers: int, address: str | None = None) -> None:
+        self.capacity = workers
+        self._address = address or os.environ.get("RAY_ADDRESS") or None
+        self._pending: dict[Any, TrialTask] = {}
+        self._started_ray = False
+        self._context_ref: Any = None
+        self._channel: Any = None
+        self._remote: Any = None
+        self._on_progress: ProgressCallback | None = None
+
+    def start(self, context: TrialContext, on_progress: ProgressCallback) -> None:
+        import logging
+
+        os.environ.update(_ray_env())
+        import ray
+
+        self._on_progress = on_progress
+        if not ray.is_initialized():
+            try:
+                if self._address:
+                    ray.init(
+                        address=self._address, logging_level=logging.WARNING, log_to_driver=False
+                    )
+                else:
+                    ray.init(
+                        num_cpus=self.capacity,
+                        include_dashboard=False,
+                        logging_level=logging.WARNING,
+                        log_to_driver=False,
+                        runtime_env={"env_vars": _ray_env()},
+                    )
+            except Exception as exc:
+                where = self._address or "a local Ray"
+                raise EdgetuneError(
+                    f"cannot start or join {where} ({type(exc).__name__}: "
+                    f"{str(exc)[:300]}); check --ray-address, or use "
+                    "search.executor: process"
+                ) from None
+            self._started_ray = True
+        self._context_ref = ray.put(context)
+        self._channel = ray.remote(num_cpus=0)(_Channel).remote()
+        self._remote = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=False)(_remote_trial)
+
+    def submit(self, task: TrialTask) -> None:
+        ref = self._remote.remote(self._context_ref, task, self._channel)
+        self._pending[ref] = task
+
+    def _relay_progress(self) -> None:
+        import ray
+
+        assert self._on_progress is not None
+        for number, step, acc in ray.get(self._channel.drain.remote()):
+            if not self._on_progress(number, step, acc):
+                self._channel.stop.remote(number)
+
+    def wait(self, timeout_s: float) -> list[TrialOutcome]:
+        import ray
+
+        if not self._pending:
+            return []
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=0.5)
+            self._relay_progress()
+            if ready or time.monotonic() >= deadline:
+                break
+        outcomes = []
+        for ref in ready:
+            task = self._pending.pop(ref)
+            try:
+                outcomes.append(ray.get(ref))
+            except ray.exceptions.RayError as exc:
+                reason = (
+                    str(exc).strip().splitlines()[0][:300]
+                    if str(exc).strip()
+                    else type(exc).__name__
+                )
+                outcomes.append(
+                    failed_outcome(
+                        task, f"worker died twice (retried once): {type(exc).__name__}: {reason}"
+                    )
+                )
+        return outcomes
+
+    def shutdown(self) -> None:
+        import ray
+
+        for ref in list(self._pending):
+            ray.cancel(ref, force=True)
+        self._pending.clear()
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+
+
+def make_executor(kind: str, workers: int, address: str | None) -> Executor:
+    if kind == "process" and not address:
+        return InProcessExecutor(threads=None)
+    return RayExecutor(workers=workers, address=address)

@@ -1,0 +1,188 @@
+"""Export: rebuild a trial's student, write QDQ ONNX, measure it, and write the report.
+
+The student is rebuilt from its parameters and the plain state_dict stored as the trial's
+artifact (never from a pickled module). Its ONNX file is measured with onnxruntime on this
+machine (latency: median of at least 200 runs; accuracy: the whole test set), beside the
+teacher measured in the same run, and the measurement is set beside the prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from search.errors import ExportError, StudyError
+from search.spec import COST_KEYS, Spec
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+    import optuna
+    from torch import nn
+
+
+def choose_trial(study: optuna.Study, spec: Spec, number: int | None) -> optuna.trial.FrozenTrial:
+    from search.study import best_rows, trial_status
+
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number is None:
+        best = best_rows(study, spec, limit=1)
+        if not best:
+            raise StudyError(
+                f"study {study.study_name!r} has no feasible complete trial yet; "
+                "run more trials (`edgetune resume`) or pick one with --trial N"
+            )
+        number = best[0].trial
+    if number not in trials:
+        raise StudyError(
+            f"--trial: study {study.study_name!r} has no trial {number}; "
+            f"it has trials 0..{max(trials, default=-1)}"
+        )
+    trial = trials[number]
+    if trial_status(trial) != "complete" or "artifact" not in trial.user_attrs:
+        raise StudyError(
+            f"--trial: trial {number} is {trial_status(trial) or 'running'}, not a "
+            "complete trial with stored weights; pick a complete one (`edgetune show`)"
+        )
+    return trial
+
+
+def rebuild(
+    spec: Spec, trial: optuna.trial.FrozenTrial, teacher: nn.Module, x_calib: Any
+) -> tuple[nn.Module, nn.Module, Any]:
+    """The trial's student, as it was at the end of its fine-tune: (pruned float, student, policy)."""
+    import io
+
+    import torch
+
+    from search.artifacts import download
+    from search.evaluate import space_for
+
+    space = space_for(spec, teacher)
+    policy = space.decode(dict(trial.params))
+    pruned = space.prune(teacher, policy)
+    student = space.quantize(pruned, policy, x_calib)
+    state = torch.load(io.BytesIO(download(trial.user_attrs["artifact"])), weights_only=True)
+    try:
+        student.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ExportError(
+            f"trial {trial.number}: its stored weights do not fit the rebuilt "
+            f"student ({str(exc)[:200]}); the space code changed since the study ran"
+        ) from None
+    return pruned, student.eval(), policy
+
+
+def onnx_accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    correct = 0
+    for i in range(0, len(x), batch):
+        logits = session.run(None, {name: x[i : i + batch]})[0]
+        correct += int((np.argmax(logits, axis=1) == y[i : i + batch]).sum())
+    return correct / len(x)
+
+
+def export(
+    study: optuna.Study, spec: Spec, out: Path, *, number: int | None, log: Any = print
+) -> dict[str, Any]:
+    from targets.agent import measure
+
+    import targets
+    from cost_models import from_onnx, from_torch
+    from search.onnx_export import packed_size_bytes, to_onnx
+    from search.study import best_rows
+    from search.workload import load_data, load_teacher, split
+
+    trial = choose_trial(study, spec, number)
+    shape = tuple(spec.model.input_shape)
+    target = targets.get(spec.target)
+    teacher = load_teacher(spec)
+    data = load_data(spec.data)
+    parts = split(data, spec.data, spec.search.seed)
+    pruned, student, policy = rebuild(spec, trial, teacher, parts["x_calib"])
+    out.mkdir(parents=True, exist_ok=True)
+    model = to_onnx(student, shape)
+    teacher_model = to_onnx(teacher, shape)
+    path = out / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+
+    log(f"measuring trial {trial.number} and the teacher with onnxruntime (about 20 s)...")
+    t = time.perf_counter()
+    m_student, m_teacher = measure(
+        [model.SerializeToString(), teacher_model.SerializeToString()], min_runs=200, seconds=8.0
+    )
+    x_test = data.normalize(data.x_test).numpy()
+    y_test = data.y_test.numpy()
+    acc_onnx = onnx_accuracy(model, x_test, y_test)
+    acc_teacher = onnx_accuracy(teacher_model, x_test, y_test)
+    log(f"measured in {time.perf_counter() - t:.1f} s")
+
+    predicted = target.predict(from_torch(pruned, shape), policy.bits).as_dict()
+    graph, bits = from_onnx(model)
+    predicted_from_onnx = target.predict(graph, bits).as_dict()
+    teacher_pred = study.user_attrs.get("teacher", {})
+    lat_meas, lat_pred = m_student["latency_ms"], predicted["latency_ms"]
+    summary: dict[str, Any] = {
+        "study": study.study_name,
+        "trial": trial.number,
+        "target": spec.target,
+        "onnx": str(path.resolve()),
+        "accuracy_onnx": acc_onnx,
+        "accuracy_val_search": trial.user_attrs.get("accuracy"),
+        "latency_ms_measured": lat_meas,
+        "latency_ms_predicted": lat_pred,
+        "latency_error": lat_meas / lat_pred - 1.0,
+        "size_kb_file": path.stat().st_size / 1024,
+        "size_kb_packed": packed_size_bytes(student) / 1024,
+        "predicted": predicted,
+        "predicted_from_onnx": predicted_from_onnx,
+        "budgets": study.user_attrs.get("budgets", {}),
+        "teacher": {
+            "accuracy_onnx": acc_teacher,
+            "latency_ms_measured": m_teacher["latency_ms"],
+            "latency_ms_predicted": teacher_pred.get("latency_ms"),
+            "size_kb": teacher_pred.get("size_kb"),
+        },
+        "ratios_to_teacher": {
+            "latency_measured": lat_meas / m_teacher["latency_ms"],
+            "size_packed": (packed_size_bytes(student) / 1024)
+            / teacher_pred.get("size_kb", float("nan")),
+        },
+        "measurement": {k: v for k, v in m_student.items() if k != "latency_ms"},
+        "policy": trial.user_attrs.get("policy", {}),
+        "input": {
+            "name": "input",
+            "shape": [1, *shape],
+            "dtype": "float32",
+            "layout": "NCHW, batch dimension dynamic",
+            "normalize": {
+                "mean": list(data.mean),
+                "std": list(data.std),
+                "formula": "x = (pixels_in_0_1 - mean) / std",
+            },
+        },
+    }
+    from search.report import export_markdown
+
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "report.md").write_text(export_markdown(summary, best_rows(study, spec), spec))
+    return summary
+
+
+def summary_keys() -> tuple[str, ...]:
+    return (
+        "onnx",
+        "accuracy_onnx",
+        "latency_ms_measured",
+        "latency_ms_predicted",
+        "size_kb_file",
+        "size_kb_packed",
+        "input",
+        *COST_KEYS,
+    )

@@ -1,0 +1,127 @@
+"""Human-readable reports: the table beside the teacher, and the export's report.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search.spec import Spec
+from search.study import Row
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def best_table(summary: dict[str, Any]) -> str:
+    """The best feasible candidates under the teacher, with ratios to it."""
+    teacher = summary.get("teacher", {})
+    head = ["", "accuracy", "latency_ms", "energy_mj", "peak_memory_kb", "size_kb"]
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    lines.append(" | ".join(["teacher"] + [_fmt(teacher.get(k)) for k in head[1:]]))
+    budgets = summary.get("budgets", {})
+    if budgets:
+        lines.append(
+            " | ".join(
+                ["budget"] + [_fmt(budgets.get(k)) if k in budgets else "-" for k in head[1:]]
+            )
+        )
+    for row in summary.get("best", []):
+        cells = [f"trial {row['trial']}"]
+        for k in head[1:]:
+            v = row.get(k)
+            ratio = (
+                f" ({v / teacher[k]:.2f}x)"
+                if k != "accuracy" and isinstance(v, float) and teacher.get(k)
+                else ""
+            )
+            cells.append(_fmt(v) + ratio)
+        lines.append(" | ".join(cells))
+    if not summary.get("best"):
+        lines.append("(no feasible candidate yet)")
+    return "\n".join(lines)
+
+
+def study_text(summary: dict[str, Any]) -> str:
+    s = summary["states"]
+    return (
+        f"study {summary['study']} ({summary['storage']}), target {summary['target']}\n"
+        f"{summary['n_trials']} trials: {s['complete']} complete, {s['infeasible']} infeasible "
+        f"(no training), {s['stopped']} stopped early, {s['failed']} failed\n\n"
+        + best_table(summary)
+    )
+
+
+def _policy_table(policy: dict[str, Any]) -> str:
+    bits = policy.get("bits", {})
+    kept = policy.get("kept_channels", {})
+    names = list(dict.fromkeys([*kept, *bits]))
+    lines = ["layer | weight bits | activation bits | kept channels", "--- | --- | --- | ---"]
+    for name in names:
+        w, a = bits.get(name, [32, 32])
+        lines.append(
+            f"{name} | {'float' if w == 32 else w} | {'float' if a == 32 else a} | "
+            f"{_fmt(kept.get(name))}"
+        )
+    return "\n".join(lines)
+
+
+def export_markdown(summary: dict[str, Any], best: list[Row], spec: Spec) -> str:
+    t = summary["teacher"]
+    pred, pred_onnx = summary["predicted"], summary["predicted_from_onnx"]
+    best_summary = {
+        "teacher": {},
+        "best": [r.as_dict() for r in best],
+        "budgets": summary["budgets"],
+    }
+    kd = summary["policy"].get("distillation", {})
+    inp = summary["input"]
+    return f"""# edgetune export: study {summary["study"]}, trial {summary["trial"]}
+
+Target `{summary["target"]}`; objectives {", ".join(spec.objectives)}.
+
+## Measured on this machine (onnxruntime, batch 1, one thread)
+
+| | teacher (fp32) | this model | ratio |
+|---|---|---|---|
+| test accuracy (ONNX, {spec.data.name} test set) | {t["accuracy_onnx"]:.4f} | {summary["accuracy_onnx"]:.4f} | {summary["accuracy_onnx"] - t["accuracy_onnx"]:+.4f} |
+| latency, measured (ms) | {t["latency_ms_measured"]:.4f} | {summary["latency_ms_measured"]:.4f} | {summary["ratios_to_teacher"]["latency_measured"]:.2f}x |
+| latency, predicted (ms) | {_fmt(t.get("latency_ms_predicted"))} | {summary["latency_ms_predicted"]:.4f} | |
+| size (KiB) | {_fmt(t.get("size_kb"))} | packed {summary["size_kb_packed"]:.1f}, file {summary["size_kb_file"]:.1f} | {summary["ratios_to_teacher"]["size_packed"]:.3f}x packed |
+
+Measured latency is {summary["latency_error"]:+.1%} off the prediction. The file stores bit-widths
+below 8 in the nearest container onnxruntime runs (int8 or int4), so the file is larger than
+the packed size, which counts the bits a device would store.
+
+## Predicted costs on `{summary["target"]}`
+
+| | latency_ms | energy_mj | peak_memory_kb | size_kb |
+|---|---|---|---|---|
+| from the torch student | {pred["latency_ms"]:.4g} | {pred["energy_mj"]:.4g} | {pred["peak_memory_kb"]:.4g} | {pred["size_kb"]:.4g} |
+| from model.onnx | {pred_onnx["latency_ms"]:.4g} | {pred_onnx["energy_mj"]:.4g} | {pred_onnx["peak_memory_kb"]:.4g} | {pred_onnx["size_kb"]:.4g} |
+
+## The best feasible candidates of the study (validation accuracy during the search)
+
+{best_table(best_summary)}
+
+## Per-layer policy
+
+{_policy_table(summary["policy"])}
+
+Distillation: {", ".join(f"{k} {_fmt(v)}" for k, v in kd.items()) or "-"}.
+
+## Running it
+
+Input `{inp["name"]}`, shape {inp["shape"]} ({inp["layout"]}), float32. Pixels in [0, 1] are
+normalized as `{inp["normalize"]["formula"]}` with mean {inp["normalize"]["mean"]} and std
+{inp["normalize"]["std"]}. Output: logits, one per class.
+
+```python
+import numpy as np, onnxruntime as ort
+session = ort.InferenceSession("model.onnx")
+logits = session.run(None, {{"{inp["name"]}": x.astype(np.float32)}})[0]
+```
+"""

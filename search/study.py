@@ -1,0 +1,243 @@
+"""Opening, creating and reading studies. The spec lives in the study itself.
+
+A study's user attributes hold the validated spec (``spec``), the teacher's accuracy and costs
+(``teacher``) and the budgets resolved to absolute values (``budgets``). Each trial's user
+attributes hold its ``status`` (complete, infeasible, stopped, failed), its predicted costs,
+its per-layer policy and, when it failed, the ``reason``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from search.errors import StudyError
+from search.spec import COST_KEYS, Spec, parse_spec
+
+if TYPE_CHECKING:
+    import optuna
+
+STATUSES = ("complete", "infeasible", "stopped", "failed")
+
+
+def default_storage() -> str:
+    from search.workload import edgetune_home
+
+    path = edgetune_home() / "studies.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def resolve_storage(url: str | None) -> str:
+    """The storage URL: as given, or the default SQLite file. Rejects unknown schemes."""
+    if url is None:
+        return default_storage()
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///") :]).expanduser().resolve().parent.mkdir(
+            parents=True, exist_ok=True
+        )
+        return url
+    if url.startswith(("postgresql://", "postgresql+psycopg2://", "postgresql+psycopg://")):
+        return url
+    raise StudyError(
+        f"--storage: unsupported storage URL {url!r}; use sqlite:///PATH "
+        "or postgresql://USER@HOST/DB"
+    )
+
+
+def sampler_for(spec: Spec) -> optuna.samplers.BaseSampler:
+    """The sampler the spec names, honouring constraints set with ``trial.set_constraint``."""
+    import optuna
+
+    seed = spec.search.seed
+    name = spec.search.sampler
+    if name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            constant_liar=True,
+            multivariate=True,
+            n_startup_trials=min(10, max(2, spec.search.trials // 3)),
+        )
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=max(4, min(20, spec.search.trials // 3))
+        )
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def stopper_for(spec: Spec) -> optuna.pruners.BasePruner:
+    """Optuna's trial stopper (Optuna calls it a pruner; here pruning means removing channels)."""
+    import optuna
+
+    if spec.multi_objective or spec.search.stopper == "none":
+        return optuna.pruners.NopPruner()
+    if spec.search.stopper == "hyperband":
+        steps = spec.space.distillation.steps
+        return optuna.pruners.HyperbandPruner(
+            min_resource=spec.space.distillation.eval_every, max_resource=steps
+        )
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+
+
+def directions(spec: Spec) -> list[str]:
+    return ["maximize" if o == "accuracy" else "minimize" for o in spec.objectives]
+
+
+def create(spec: Spec, storage: str, name: str) -> optuna.Study:
+    import optuna
+
+    from search.spec import spec_to_json
+
+    try:
+        optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        pass
+    else:
+        raise StudyError(
+            f"study {name!r} already exists in {storage}; continue it with "
+            f"`edgetune resume {name}`, or pass --study NEW_NAME"
+        )
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        directions=directions(spec),
+        sampler=sampler_for(spec),
+        pruner=stopper_for(spec),
+    )
+    study.set_user_attr("spec", spec_to_json(spec))
+    return study
+
+
+def open_study(name: str, storage: str) -> tuple[optuna.Study, Spec]:
+    """Load a study and the spec stored in it, with its sampler and stopper rebuilt."""
+    import optuna
+
+    try:
+        summaries = optuna.get_all_study_summaries(storage=storage)
+    except Exception as exc:
+        raise StudyError(f"cannot open storage {storage} ({type(exc).__name__}: {exc})") from None
+    names = [s.study_name for s in summaries]
+    if name not in names:
+        hint = f"studies there: {', '.join(sorted(names))}" if names else "it holds no studies"
+        raise StudyError(f"no study {name!r} in {storage}; {hint}")
+    study = optuna.load_study(study_name=name, storage=storage)
+    raw = study.user_attrs.get("spec")
+    if raw is None:
+        raise StudyError(f"study {name!r} has no edgetune spec stored; it was not made by edgetune")
+    spec = parse_spec(raw, source=f"study {name}")
+    study = optuna.load_study(
+        study_name=name, storage=storage, sampler=sampler_for(spec), pruner=stopper_for(spec)
+    )
+    return study, spec
+
+
+@dataclass(frozen=True)
+class Row:
+    """One trial, as the reports show it."""
+
+    trial: int
+    status: str
+    accuracy: float | None
+    costs: dict[str, float]
+    feasible: bool
+    params: dict[str, Any]
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial,
+            "status": self.status,
+            "accuracy": self.accuracy,
+            **self.costs,
+            "feasible": self.feasible,
+            "params": self.params,
+        }
+
+
+def trial_status(t: optuna.trial.FrozenTrial) -> str | None:
+    """complete / infeasible / stopped / failed, or None for a trial still running."""
+    from optuna.trial import TrialState
+
+    if t.state == TrialState.PRUNED:
+        return "stopped"
+    if t.state == TrialState.FAIL:
+        return "failed"
+    if t.state == TrialState.COMPLETE:
+        return str(t.user_attrs.get("status", "complete"))
+    return None
+
+
+def rows(study: optuna.Study) -> list[Row]:
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        status = trial_status(t)
+        if status is None:
+            continue
+        constraints = [v for k, v in t.system_attrs.items() if k.startswith("constraints:")]
+        feasible = status == "complete" and all(v <= 0 for v in constraints)
+        acc = t.user_attrs.get("accuracy")
+        costs = {k: float(t.user_attrs[k]) for k in COST_KEYS if k in t.user_attrs}
+        out.append(
+            Row(
+                t.number,
+                status,
+                acc,
+                costs,
+                feasible,
+                dict(t.params),
+                str(t.user_attrs.get("reason", "")),
+            )
+        )
+    return out
+
+
+def best_rows(study: optuna.Study, spec: Spec, limit: int = 5) -> list[Row]:
+    """The best feasible trials: the Pareto front for several objectives, else by accuracy."""
+    candidates = [r for r in rows(study) if r.feasible and r.accuracy is not None]
+    if not spec.multi_objective:
+        return sorted(
+            candidates, key=lambda r: (-(r.accuracy or 0.0), r.costs.get("latency_ms", 0.0))
+        )[:limit]
+
+    def vec(r: Row) -> list[float]:
+        return [
+            -(r.accuracy or 0.0) if o == "accuracy" else r.costs.get(o, math.inf)
+            for o in spec.objectives
+        ]
+
+    front = [
+        r
+        for r in candidates
+        if not any(
+            all(a <= b for a, b in zip(vec(o), vec(r), strict=True)) and vec(o) != vec(r)
+            for o in candidates
+        )
+    ]
+    return sorted(front, key=lambda r: -(r.accuracy or 0.0))
+
+
+def summary(study: optuna.Study, spec: Spec, storage: str) -> dict[str, Any]:
+    """The JSON that ``search``, ``resume`` and ``show`` print."""
+    all_rows = rows(study)
+    states = {s: sum(1 for r in all_rows if r.status == s) for s in STATUSES}
+    return {
+        "study": study.study_name,
+        "storage": storage,
+        "target": spec.target,
+        "objectives": list(spec.objectives),
+        "n_trials": len(all_rows),
+        "requested_trials": spec.search.trials,
+        "states": states,
+        "budgets": study.user_attrs.get("budgets", {}),
+        "teacher": study.user_attrs.get("teacher", {}),
+        "best": [r.as_dict() for r in best_rows(study, spec)],
+    }
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False, default=str)

@@ -1,0 +1,302 @@
+"""The host micro-benchmark suite: small ONNX models written with ``onnx.helper`` (no torch).
+
+Every model follows the QDQ convention of :mod:`cost_models.graph`, so
+``cost_models.from_onnx`` gives back its layer graph and bit-widths. The suite covers single
+layers (conv k1/3/5/7, stride 1/2, depthwise, linear, pools, add), residual blocks and short
+chains shaped like ResNet-8, DS-CNN and MobileNetV2 layers at 7x7..32x32, each in several
+precision schemes: fp32, int8 QDQ, weight-only int8, int4 weights, int16 activations, and
+mixed (some layers quantized, some not, so that Q/DQ boundaries are measured too).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = ["SCHEMES", "OnnxBuilder", "suite"]
+
+OPSET = 21
+
+# scheme -> (weight_bits, act_bits) of a quantizable layer; "mixed" alternates.
+SCHEMES: dict[str, tuple[int, int]] = {
+    "fp32": (32, 32),
+    "int8": (8, 8),
+    "w8": (8, 32),
+    "w4": (4, 32),
+    "w4a8": (4, 8),
+    "a16": (8, 16),
+}
+
+
+@dataclass
+class OnnxBuilder:
+    """Builds one NCHW float model layer by layer, in the QDQ convention.
+
+    ``prec`` arguments are ``(weight_bits, act_bits)``; 32 means float.
+    """
+
+    input_shape: tuple[int, int, int]
+    seed: int = 0
+    nodes: list[Any] = field(default_factory=list)
+    inits: list[Any] = field(default_factory=list)
+    _n: int = 0
+    _qcache: dict[tuple[str, int], str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def _name(self, base: str) -> str:
+        self._n += 1
+        return f"{base}_{self._n}"
+
+    def _init(self, name: str, array: Any) -> str:
+        from onnx import numpy_helper
+
+        self.inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def quant_act(self, x: str, bits: int) -> str:
+        """Q -> DQ of an activation, per tensor (UINT8 for 8 bits, INT16 for 16)."""
+        import numpy as np
+
+        if bits == 32:
+            return x
+        key = (x, bits)
+        if key in self._qcache:
+            return self._qcache[key]
+        n = self._name("act")
+        scale = self._init(n + "_scale", np.array(0.05, dtype=np.float32))
+        zp_arr = np.array(0, dtype=np.uint8) if bits == 8 else np.array(0, dtype=np.int16)
+        zp = self._init(n + "_zp", zp_arr)
+        from onnx import helper
+
+        self.nodes.append(helper.make_node("QuantizeLinear", [x, scale, zp], [n + "_q"]))
+        self.nodes.append(helper.make_node("DequantizeLinear", [n + "_q", scale, zp], [n + "_dq"]))
+        self._qcache[key] = n + "_dq"
+        return n + "_dq"
+
+    def weight(self, shape: tuple[int, ...], bits: int) -> str:
+        """A float weight, or an INT8/INT4 per-channel symmetric weight + DequantizeLinear."""
+        import numpy as np
+        from onnx import TensorProto, helper
+
+        n = self._name("w")
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        w = np.random.default_rng(self.rng.randrange(1 << 30)).standard_normal(shape)
+        w = (w / np.sqrt(fan_in)).astype(np.float32)
+        if bits == 32:
+            return self._init(n, w)
+        qmax = 127 if bits > 4 else 7
+        scale = (np.abs(w).reshape(shape[0], -1).max(axis=1) / qmax).astype(np.float32)
+        q = np.clip(np.round(w / scale.reshape((-1,) + (1,) * (len(shape) - 1))), -qmax, qmax)
+        if bits > 4:
+            self._init(n + "_q", q.astype(np.int8))
+            self._init(n + "_zp", np.zeros(shape[0], dtype=np.int8))
+        else:
+            flat = q.astype(np.int64).flatten().tolist()
+            self.inits.append(helper.make_tensor(n + "_q", TensorProto.INT4, shape, flat))
+            self.inits.append(
+                helper.make_tensor(n + "_zp", TensorProto.INT4, [shape[0]], [0] * shape[0])
+            )
+        self._init(n + "_s", scale)
+        self.nodes.append(
+            helper.make_node(
+                "DequantizeLinear", [n + "_q", n + "_s", n + "_zp"], [n], axis=0
+            )
+        )
+        return n
+
+    def conv(
+        self, x: str, cin: int, cout: int, k: int, *, stride: int = 1, groups: int = 1,
+        relu: bool = True, prec: tuple[int, int] = (32, 32),
+    ) -> str:
+        import numpy as np
+        from onnx import helper
+
+        w = self.weight((cout, cin // groups, k, k), prec[0])
+        b = self._init(self._name("b"), np.zeros(cout, dtype=np.float32))
+        y = self._name("conv")
+        pad = (k - 1) // 2
+        self.nodes.append(
+            helper.make_node(
+                "Conv", [self.quant_act(x, prec[1]), w, b], [y], kernel_shape=[k, k],
+                strides=[stride, stride], pads=[pad] * 4, group=groups,
+            )
+        )
+        return self.relu(y) if relu else y
+
+    def relu(self, x: str) -> str:
+        from onnx import helper
+
+        y = self._name("relu")
+        self.nodes.append(helper.make_node("Relu", [x], [y]))
+        return y
+
+    def add(self, a: str, b: str, *, act_bits: int = 32) -> str:
+        from onnx import helper
+
+        y = self._name("add")
+        self.nodes.append(
+            helper.make_node("Add", [self.quant_act(a, act_bits), self.quant_act(b, act_bits)], [y])
+        )
+        return self.quant_act(y, act_bits) if act_bits == 8 else y
+
+    def pool(self, x: str, kind: str, *, k: int = 2, stride: int = 2,
+             act_bits: int = 32) -> str:
+        from onnx import helper
+
+        y = self._name(kind)
+        x = self.quant_act(x, act_bits)
+        if kind == "gap":
+            self.nodes.append(helper.make_node("GlobalAveragePool", [x], [y]))
+        else:
+            op = "MaxPool" if kind == "maxpool" else "AveragePool"
+            self.nodes.append(
+                helper.make_node(op, [x], [y], kernel_shape=[k, k], strides=[stride, stride])
+            )
+        return y
+
+    def linear(self, x: str, fin: int, fout: int, *, prec: tuple[int, int] = (32, 32)) -> str:
+        import numpy as np
+        from onnx import helper
+
+        flat = self._name("flat")
+        self.nodes.append(helper.make_node("Flatten", [x], [flat], axis=1))
+        w = self.weight((fout, fin), prec[0])
+        b = self._init(self._name("b"), np.zeros(fout, dtype=np.float32))
+        y = self._name("gemm")
+        self.nodes.append(
+            helper.make_node("Gemm", [self.quant_act(flat, prec[1]), w, b], [y], transB=1)
+        )
+        return y
+
+    def build(self, out: str, name: str) -> onnx.ModelProto:
+        from onnx import TensorProto, helper
+
+        c, h, w = self.input_shape
+        graph = helper.make_graph(
+            self.nodes, name,
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, c, h, w])],
+            [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+            initializer=self.inits,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        model.ir_version = 10
+        return model
+
+
+Prec = tuple[int, int]
+PrecFn = Callable[[int], Prec]
+
+
+def _prec_fn(scheme: str, rng: random.Random) -> PrecFn:
+    if scheme == "mixed":
+        pattern = [rng.choice([(8, 8), (32, 32), (8, 8), (4, 8), (8, 32)]) for _ in range(16)]
+        return lambda i: pattern[i % len(pattern)]
+    p = SCHEMES[scheme]
+    return lambda i: p
+
+
+def _single(b: OnnxBuilder, kind: str, c: int, cout: int, k: int, s: int, p: PrecFn) -> str:
+    x = "input"
+    if kind == "conv":
+        return b.conv(x, c, cout, k, stride=s, prec=p(0))
+    if kind == "dwconv":
+        return b.conv(x, c, c, k, stride=s, groups=c, prec=p(0))
+    if kind in ("maxpool", "avgpool", "gap"):
+        return b.pool(x, kind, act_bits=p(0)[1] if p(0)[1] == 8 else 32)
+    if kind == "add":
+        y = b.conv(x, c, c, 1, prec=p(0))
+        return b.add(y, x, act_bits=p(1)[1] if p(1)[1] == 8 else 32)
+    raise ValueError(kind)
+
+
+def _resnet_chain(b: OnnxBuilder, c: int, widths: list[int], p: PrecFn) -> str:
+    x = b.conv("input", c, widths[0], 3, prec=p(0))
+    i = 1
+    cin = widths[0]
+    for j, w in enumerate(widths):
+        s = 1 if j == 0 else 2
+        y = b.conv(x, cin, w, 3, stride=s, prec=p(i))
+        y = b.conv(y, w, w, 3, relu=False, prec=p(i + 1))
+        sc = x if (s == 1 and cin == w) else b.conv(x, cin, w, 1, stride=s, relu=False,
+                                                     prec=p(i + 2))
+        x = b.relu(b.add(y, sc, act_bits=8 if p(i + 1)[1] == 8 else 32))
+        i += 3
+        cin = w
+    x = b.pool(x, "gap")
+    return b.linear(x, cin, 10, prec=p(i))
+
+
+def _dscnn_chain(b: OnnxBuilder, c: int, width: int, n: int, p: PrecFn) -> str:
+    x = b.conv("input", c, width, 3, stride=2, prec=p(0))
+    for i in range(n):
+        x = b.conv(x, width, width, 3, groups=width, prec=p(2 * i + 1))
+        x = b.conv(x, width, width, 1, prec=p(2 * i + 2))
+    x = b.pool(x, "gap")
+    return b.linear(x, width, 10, prec=p(2 * n + 1))
+
+
+def _mbv2_chain(b: OnnxBuilder, c: int, width: int, expand: int, p: PrecFn) -> str:
+    x = b.conv("input", c, width, 3, stride=2, prec=p(0))
+    for i, s in enumerate((1, 2)):
+        h = width * expand
+        y = b.conv(x, width, h, 1, prec=p(3 * i + 1))
+        y = b.conv(y, h, h, 3, stride=s, groups=h, prec=p(3 * i + 2))
+        y = b.conv(y, h, width, 1, relu=False, prec=p(3 * i + 3))
+        x = b.add(y, x, act_bits=8 if p(3 * i + 3)[1] == 8 else 32) if s == 1 else y
+    x = b.pool(x, "gap")
+    return b.linear(x, width, 10, prec=p(8))
+
+
+def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelProto]]:
+    """The micro-benchmark suite as ``(name, model)`` pairs; ``size="small"`` for tests."""
+    rng = random.Random(seed)
+    specs: list[tuple[str, tuple[int, int, int], Callable[[OnnxBuilder, PrecFn], str]]] = []
+
+    def add_spec(name: str, shape: tuple[int, int, int],
+                 fn: Callable[[OnnxBuilder, PrecFn], str]) -> None:
+        specs.append((name, shape, fn))
+
+    hw_choices = (7, 14, 28, 32)
+    n_single = 4 if size == "small" else 26
+    for i in range(n_single):
+        kind = ["conv", "conv", "dwconv", "add", "maxpool", "avgpool", "gap", "conv"][i % 8]
+        hw = rng.choice(hw_choices)
+        c = rng.choice((8, 12, 16, 24, 32, 48, 64))
+        cout = rng.choice((8, 16, 24, 32, 48, 64))
+        k = rng.choice((1, 3, 5, 7)) if kind == "conv" else 3
+        s = rng.choice((1, 2)) if kind in ("conv", "dwconv") else 1
+        add_spec(f"{kind}{k}s{s}_c{c}x{cout}_hw{hw}", (c, hw, hw),
+                 lambda b, p, kind=kind, c=c, cout=cout, k=k, s=s: _single(b, kind, c, cout,
+                                                                           k, s, p))
+    n_chain = 3 if size == "small" else 10
+    for _ in range(n_chain):
+        hw = rng.choice((28, 32, 14))
+        cin = rng.choice((1, 3))
+        ws = [rng.choice((4, 8, 12, 16)), rng.choice((8, 16, 24, 32)),
+              rng.choice((16, 24, 32, 48, 64))]
+        add_spec(f"resnet_{'x'.join(map(str, ws))}_hw{hw}", (cin, hw, hw),
+                 lambda b, p, cin=cin, ws=ws: _resnet_chain(b, cin, ws, p))
+        width = rng.choice((16, 24, 32, 48, 64))
+        add_spec(f"dscnn_{width}_hw{hw}", (cin, hw, hw),
+                 lambda b, p, cin=cin, width=width: _dscnn_chain(b, cin, width, 3, p))
+        width = rng.choice((8, 12, 16, 24))
+        add_spec(f"mbv2_{width}_hw{hw}", (cin, hw, hw),
+                 lambda b, p, cin=cin, width=width: _mbv2_chain(b, cin, width, 4, p))
+
+    schemes = ["fp32", "int8", "w8", "w4", "a16", "mixed", "w4a8"]
+    out: list[tuple[str, onnx.ModelProto]] = []
+    for i, (name, shape, fn) in enumerate(specs):
+        for scheme in schemes:
+            if size == "small" and scheme not in ("fp32", "int8", "mixed"):
+                continue
+            b = OnnxBuilder(shape, seed=seed * 1000 + i)
+            y = fn(b, _prec_fn(scheme, random.Random(seed + i)))
+            out.append((f"{name}_{scheme}", b.build(y, f"{name}_{scheme}")))
+    return out
