@@ -3,13 +3,18 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgetune-installed
-FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+DEMO_DEBS := dataset-fashion-mnist
+TEST_DEBS := dataset-fashion-mnist postgresql
 DEMO_SPEC := experiments/fashion_mnist/resnet8_host.yaml
 DEMO_STUDY := demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup demo test lint clean
+.PHONY: setup test-setup demo test lint clean
 
-setup: $(STAMP) $(FASHION_MNIST)
+setup: $(STAMP)
+	@$(MAKE) --no-print-directory debs DEBS="$(DEMO_DEBS)"
+
+test-setup: $(STAMP)
+	@$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,20 +22,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# Debian packages: installed with apt-get as root, or through sudo.
-$(FASHION_MNIST):
-	@if [ "$$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi; \
-	$$sudo apt-get update -q && $$sudo apt-get install -y -q dataset-fashion-mnist
+# Debian packages, installed when missing: with apt-get as root, or through sudo.
+.PHONY: debs
+debs:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $$missing; \
+	fi
 
 demo: setup
 	$(BIN)/edgetune search $(DEMO_SPEC) --study $(DEMO_STUDY)
 	$(BIN)/edgetune export $(DEMO_STUDY) --out .edgetune/exports/$(DEMO_STUDY)
 
-lint: setup
+lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy search spaces cost_models targets experiments
 
-test: lint
+test: test-setup lint
 	$(BIN)/pytest -q
 
 clean:

@@ -1,7 +1,8 @@
 """The kernel-level analytic cost model (used by the ``host`` target and onnxruntime CPU devices).
 
 latency_ms = session_ms + Σ over kernels k of
-             fixed_ms[k.cls] + ns_per_mac[k.cls]·k.macs·1e-6 + ns_per_elem[k.cls]·k.elems·1e-6
+             fixed_ms[k.cls] + (ns_per_mac[k.cls]·k.macs + ns_per_elem[k.cls]·k.elems
+                                + ns_per_pixel[k.cls]·k.pixels)·1e-6
 
 with the kernels of :func:`cost_models.kernels.kernels` (what onnxruntime runs after its QDQ
 fusions). energy_mj = latency_ms × power_w (the target names where its power figure comes
@@ -37,12 +38,13 @@ _FLOAT = Precision()
 
 @dataclass(frozen=True)
 class KernelCoefficients:
-    """The cost of one kernel class: fixed ms per call, ns per MAC, ns per element."""
+    """The cost of one kernel class: fixed ms per call, ns per MAC, per element, per pixel."""
 
     cls: str
     fixed_ms: float = 0.0
     ns_per_mac: float = 0.0
     ns_per_elem: float = 0.0
+    ns_per_pixel: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,9 @@ class KernelConstants:
 
 def kernel_latency_ms(kernel: Kernel, constants: KernelConstants) -> float:
     c = constants.coefficient(kernel.cls)
-    return c.fixed_ms + (c.ns_per_mac * kernel.macs + c.ns_per_elem * kernel.elems) * 1e-6
+    return c.fixed_ms + (
+        c.ns_per_mac * kernel.macs + c.ns_per_elem * kernel.elems + c.ns_per_pixel * kernel.pixels
+    ) * 1e-6
 
 
 def latency_ms(graph: LayerGraph, bits: Bits, constants: KernelConstants) -> float:
@@ -143,18 +147,19 @@ def predict(graph: LayerGraph, bits: Bits, constants: KernelConstants) -> Costs:
     )
 
 
-def feature_names(cls: str) -> tuple[str, str, str]:
-    return (f"{cls}.fixed_ms", f"{cls}.ns_per_mac", f"{cls}.ns_per_elem")
+def feature_names(cls: str) -> tuple[str, str, str, str]:
+    return (f"{cls}.fixed_ms", f"{cls}.ns_per_mac", f"{cls}.ns_per_elem", f"{cls}.ns_per_pixel")
 
 
 def features(graph: LayerGraph, bits: Bits) -> dict[str, float]:
-    """The linear features of the latency model: counts, MACs·1e-6 and elements·1e-6."""
+    """The linear features of the latency model: counts, MACs, elements and pixels (·1e-6)."""
     f: dict[str, float] = {"session_ms": 1.0}
     for k in kernels(graph, bits):
-        n_fixed, n_mac, n_elem = feature_names(k.cls)
+        n_fixed, n_mac, n_elem, n_pix = feature_names(k.cls)
         f[n_fixed] = f.get(n_fixed, 0.0) + 1.0
         f[n_mac] = f.get(n_mac, 0.0) + k.macs * 1e-6
         f[n_elem] = f.get(n_elem, 0.0) + k.elems * 1e-6
+        f[n_pix] = f.get(n_pix, 0.0) + k.pixels * 1e-6
     return f
 
 

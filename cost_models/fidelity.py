@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from search.errors import CalibrationError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["fidelity", "spearman"]
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
     """Average ranks (ties share the mean of their ranks), 1-based."""
+    import numpy as np
+
     order = np.argsort(x, kind="mergesort")
     ranks = np.empty(len(x))
     sx = x[order]
@@ -26,8 +30,10 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+def spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
     """Spearman's rank correlation (Pearson correlation of average ranks)."""
+    import numpy as np
+
     ra, rb = _ranks(np.asarray(a, float)), _ranks(np.asarray(b, float))
     ra -= ra.mean()
     rb -= rb.mean()
@@ -38,6 +44,8 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
 def fidelity(pred: Sequence[float], meas: Sequence[float]) -> dict[str, float]:
     """``within_10pct`` (share with |pred/meas - 1| <= 0.1), ``spearman``, ``mdape`` (median
     absolute percentage error, in %), and ``n``."""
+    import numpy as np
+
     p, m = np.asarray(pred, float), np.asarray(meas, float)
     if p.shape != m.shape or p.ndim != 1 or len(p) < 2:
         raise CalibrationError(

@@ -9,18 +9,22 @@ in numpy.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from cost_models.analytic import KernelCoefficients, KernelConstants, features
 from cost_models.base import Measurement
 from search.errors import CalibrationError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["fit_kernel_constants", "nnls"]
 
 
 def nnls(a: np.ndarray, b: np.ndarray, *, max_iter: int | None = None) -> np.ndarray:
     """argmin_x ||a x - b||_2 subject to x >= 0 (Lawson-Hanson active set)."""
+    import numpy as np
+
     m, n = a.shape
     x = np.zeros(n)
     passive = np.zeros(n, dtype=bool)
@@ -50,9 +54,19 @@ def nnls(a: np.ndarray, b: np.ndarray, *, max_iter: int | None = None) -> np.nda
 
 
 def fit_kernel_constants(
-    measurements: Sequence[Measurement], *, power_w: float, min_rows: int = 8
+    measurements: Sequence[Measurement],
+    *,
+    power_w: float,
+    min_rows: int = 8,
+    row_weights: Sequence[float] | None = None,
 ) -> KernelConstants:
-    """Kernel-class coefficients (and session overhead) fitted to measured latencies."""
+    """Kernel-class coefficients (and session overhead) fitted to measured latencies.
+
+    ``row_weights`` (default all 1) multiply each row's relative error, e.g. to make whole
+    networks count more than single-layer micro-benchmarks.
+    """
+    import numpy as np
+
     if len(measurements) < min_rows:
         raise CalibrationError(
             f"fitting needs at least {min_rows} measurements, got {len(measurements)}; "
@@ -70,6 +84,13 @@ def fit_kernel_constants(
     a = a[:, keep]
     scale = a.max(axis=0)
     weights = 1.0 / y
+    if row_weights is not None:
+        if len(row_weights) != len(y):
+            raise CalibrationError(
+                f"row_weights must have one weight per measurement ({len(y)}), "
+                f"got {len(row_weights)}"
+            )
+        weights = weights * np.asarray(row_weights, dtype=float)
     x = nnls((a / scale) * weights[:, None], y * weights) / scale
     values = dict(zip(names, x.tolist(), strict=True))
     classes = sorted({n.rsplit(".", 1)[0] for n in names if n != "session_ms"})
@@ -79,6 +100,7 @@ def fit_kernel_constants(
             fixed_ms=values.get(f"{cls}.fixed_ms", 0.0),
             ns_per_mac=values.get(f"{cls}.ns_per_mac", 0.0),
             ns_per_elem=values.get(f"{cls}.ns_per_elem", 0.0),
+            ns_per_pixel=values.get(f"{cls}.ns_per_pixel", 0.0),
         )
         for cls in classes
     )

@@ -2,8 +2,8 @@
 
 A :class:`LayerGraph` lists the compute layers of a network at batch 1, in topological order,
 with their shapes, MACs and parameter counts, and which layers feed each one. Batch norm is
-folded into the conv before it, and an activation right after a conv or linear layer is fused
-into it (as onnxruntime does), so neither is a layer of its own. Reshapes and flattens are free
+folded into the conv before it, and an activation right after a conv, linear or add layer is
+fused into it (as onnxruntime does), so neither is a layer of its own. Reshapes and flattens are free
 and not listed.
 
 Bit-widths are separate from the graph: a :data:`Bits` mapping gives each layer's

@@ -3,11 +3,12 @@
 The rules below were read off onnxruntime 1.32's optimized graphs (``optimized_model_filepath``)
 of the host micro-benchmark suite:
 
-* conv/linear with ``weight_bits`` 5..8 and ``act_bits`` 8 whose output is re-quantized to 8 bits
-  by every consumer becomes one fused ``QLinearConv``/``QGemm`` (mode ``q8``); its input must be
-  quantized and its output stays quantized;
-* an ``add`` with ``act_bits`` 8 becomes ``QLinearAdd`` (``q8``); pools with ``act_bits`` 8 whose
-  consumers all read 8 bits run on uint8 (``q8``);
+* conv/linear with ``weight_bits`` 5..8 (or float: onnxruntime then quantizes the weight
+  itself) and ``act_bits`` 8 whose output is re-quantized to 8 bits by every consumer becomes
+  one fused ``QLinearConv``/``QGemm`` (mode ``q8``); its input must be quantized and its output
+  stays quantized;
+* an ``add`` with ``act_bits`` 8 becomes ``QLinearAdd`` (``q8``); pools and ReLUs with ``act_bits`` 8
+  whose producer is fused and whose consumers all read 8 bits run on uint8 (``q8``);
 * any other conv/linear with quantized weights (weight-only int8, int4 weights, 16-bit
   activations, or an int8 layer whose output is not re-quantized) runs as a *runtime*
   ``DequantizeLinear`` of its weights (kernel ``dqw8``/``dqw4``) plus an fp32 kernel that
@@ -19,10 +20,25 @@ of the host micro-benchmark suite:
   ``dq8`` kernel. Each boundary tensor is converted once, however many layers read it.
   (The NHWC transposes onnxruntime adds around quantized regions are counted in ``q8``/``dq8``.)
 * conv + ReLU is one kernel (the graph already fuses it).
+* an fp32 conv runs in the NCHWc layout (block 8 on AVX2; classes ``conv:f32``/``dwconv:f32``,
+  MACs counted with channels padded to a multiple of 8) when ``groups == 1`` and its input has
+  < 8 or a multiple of 4 channels, or when it is depthwise with a multiple of 4 channels;
+  otherwise it runs im2col + GEMM (``conv:f32p``/``dwconv:f32p``). Those, like the ``q8`` and
+  ``rt`` convs, count MACs with the GEMM's output channels padded to 16 and its depth (input
+  channels x kernel area) to 4, as MLAS packs them. A ``reorder``
+  kernel converts a tensor into (for a conv with >= 8 input channels) or out of NCHWc. An fp32
+  add whose input is the sole output of an NCHWc conv is fused into it (``add:fused``), and so
+  is a ReLU after that add (``relu:fused``). Unfused pools with a multiple of 8 channels run in
+  NCHWc if they read an NCHWc tensor, a quantized tensor or the graph input;
+  adds and ReLUs do when all their inputs are NCHWc. A conv with < 8 input channels reads
+  plain NCHW.
+* the graph output of an 8-bit layer is taken to be in QDQ form (as ``quantize_static``
+  writes it), so an int8 classifier is a fused ``QGemm`` followed by a ``dq8``.
 
 Each kernel has a class ``"<kind>:<mode>"`` (``conv:f32``, ``conv:q8``, ``conv:rt``...) or a
-conversion class (``q8``, ``dq8``, ``q16``, ``dq16``, ``dqw8``, ``dqw4``), a MAC count and an
-element count (input + output elements; for conversions the converted elements).
+conversion class (``q8``, ``dq8``, ``q16``, ``dq16``, ``dqw8``, ``dqw4``), a MAC count, an
+element count (input + output elements; for conversions the converted elements) and, for
+convs, the number of output positions.
 """
 
 from __future__ import annotations
@@ -46,6 +62,7 @@ class Kernel:
     layer: str
     macs: int = 0
     elems: int = 0
+    pixels: int = 0  # output positions (H x W) of a conv; 0 for other kernels
 
 
 def weight_container_bits(weight_bits: int) -> int:
@@ -89,6 +106,36 @@ def consumers(graph: LayerGraph) -> dict[str, list[Layer]]:
     return out
 
 
+def _ceil8(n: int) -> int:
+    return -(-n // 8) * 8
+
+
+def _nchwc_conv(layer: Layer) -> bool:
+    cin, cout = layer.in_shape[1], layer.out_shape[1]
+    if layer.kind == "dwconv" or layer.groups > 1:
+        return layer.groups == cin == cout and cin % 4 == 0
+    return cin < 8 or cin % 4 == 0
+
+
+def _padded_macs(layer: Layer) -> int:
+    cin, cout = layer.in_shape[1], layer.out_shape[1]
+    if layer.groups > 1:
+        return layer.macs * _ceil8(cout) // cout
+    cin_pad = cin if cin < 8 else _ceil8(cin)
+    return layer.macs * _ceil8(cout) * cin_pad // (cout * cin)
+
+
+def _gemm_padded_macs(layer: Layer) -> int:
+    """MACs of an im2col + GEMM conv (fp32 or u8s8) with the GEMM's N (output channels)
+    padded to 16 and K (input channels x kernel area) to 4, as the MLAS kernels pack them."""
+    cin, cout = layer.in_shape[1], layer.out_shape[1]
+    pixels = layer.out_elems // cout
+    if layer.groups > 1:
+        return layer.macs * (-(-cout // 16) * 16) // cout
+    k_dim = layer.macs // (pixels * cout)  # cin x kernel area
+    return pixels * (-(-cout // 16) * 16) * (-(-k_dim // 4) * 4) if cin else layer.macs
+
+
 def _elems(shape: tuple[int, ...]) -> int:
     n = 1
     for d in shape:
@@ -99,6 +146,7 @@ def _elems(shape: tuple[int, ...]) -> int:
 def kernels(graph: LayerGraph, bits: Bits) -> list[Kernel]:
     """The kernels onnxruntime runs for ``graph`` at ``bits``, in execution order."""
     users = consumers(graph)
+    by_name = {layer.name: layer for layer in graph.layers}
     prec = {layer.name: bits.get(layer.name, _FLOAT) for layer in graph.layers}
     for layer in graph.layers:
         _check_precision(layer, prec[layer.name])
@@ -111,21 +159,57 @@ def kernels(graph: LayerGraph, bits: Bits) -> list[Kernel]:
 
     def requantized(layer: Layer) -> bool:
         us = users[layer.name]
-        return bool(us) and all(prec[u.name].act_bits == 8 for u in us)
+        if not us:  # a graph output: quantized exporters write it in QDQ form as well
+            return prec[layer.name].act_bits == 8
+        return all(prec[u.name].act_bits == 8 for u in us)
 
     fused: dict[str, bool] = {}
     for layer in graph.layers:
         p = prec[layer.name]
         if layer.kind in WEIGHTED_KINDS:
             fused[layer.name] = (
-                5 <= p.weight_bits <= 8 and p.act_bits == 8 and requantized(layer)
+                (5 <= p.weight_bits <= 8 or p.weight_bits == FLOAT_BITS)
+                and p.act_bits == 8 and requantized(layer)
             )
         elif layer.kind == "add":
             fused[layer.name] = p.act_bits == 8
         elif layer.kind in ("maxpool", "avgpool", "gap", "relu"):
-            fused[layer.name] = p.act_bits == 8 and requantized(layer)
+            fused[layer.name] = (
+                p.act_bits == 8 and requantized(layer)
+                and all(fused.get(s, False) for s in layer.inputs or ("",))
+            )
         else:
             fused[layer.name] = False
+
+    # NCHWc domain of fp32 layers (see the module docstring)
+    nchwc: dict[str, bool] = {"": False}
+    fused_into: dict[str, str] = {}
+    for layer in graph.layers:
+        p = prec[layer.name]
+        float_layer = not fused[layer.name] and p.act_bits == FLOAT_BITS
+        if layer.kind in ("conv", "dwconv"):
+            nchwc[layer.name] = float_layer and p.weight_bits == FLOAT_BITS and _nchwc_conv(layer)
+        elif layer.kind in ("maxpool", "avgpool", "gap"):
+            srcs = layer.inputs or ("",)
+            nchwc[layer.name] = (
+                not fused[layer.name] and layer.in_shape[1] % 8 == 0
+                and all(s == "" or nchwc.get(s, False) or fused.get(s, False) for s in srcs)
+            )
+        elif layer.kind in ("add", "relu"):
+            srcs = layer.inputs or ("",)
+            nchwc[layer.name] = float_layer and all(nchwc.get(s, False) for s in srcs)
+        else:
+            nchwc[layer.name] = False
+        if layer.kind == "add" and nchwc[layer.name]:
+            for s in layer.inputs:
+                src_layer = by_name.get(s)
+                if (src_layer is not None and src_layer.kind in ("conv", "dwconv")
+                        and len(users[s]) == 1 and s not in fused_into.values()):
+                    fused_into[layer.name] = s
+                    break
+        if (layer.kind == "relu" and nchwc[layer.name] and layer.inputs
+                and layer.inputs[0] in fused_into and len(users[layer.inputs[0]]) == 1):
+            fused_into[layer.name] = fused_into[layer.inputs[0]]
 
     shapes: dict[str, tuple[int, ...]] = {"": graph.input_shape}
     for layer in graph.layers:
@@ -158,18 +242,35 @@ def kernels(graph: LayerGraph, bits: Bits) -> list[Kernel]:
                     convert(src, "dq" + tag, layer.name)
             elif src_quant:
                 convert(src, "dq8", layer.name)
+            nchw_in = layer.kind in ("conv", "dwconv") and layer.in_shape[1] < 8
+            if nchwc[layer.name] and not nchw_in and not nchwc.get(src, False):
+                convert(src, "reorder", layer.name)
+            if nchwc.get(src, False) and (nchw_in or not nchwc[layer.name]):
+                convert(src, "reorder", layer.name)
         if is_fused:
             mode = "q8"
         elif layer.kind in WEIGHTED_KINDS and p.weight_bits != FLOAT_BITS:
             mode = "rt"
             wbits = weight_container_bits(p.weight_bits)
             out.append(Kernel(f"dqw{wbits}", layer.name, elems=layer.params))
+        elif layer.name in fused_into:
+            mode = "fused"
+        elif layer.kind in ("conv", "dwconv") and not nchwc[layer.name]:
+            mode = "f32p"
         else:
             mode = "f32"
+        macs = layer.macs
+        if nchwc[layer.name] and layer.kind in ("conv", "dwconv"):
+            macs = _padded_macs(layer)
+        elif layer.kind in ("conv", "dwconv"):
+            macs = _gemm_padded_macs(layer)
+        pixels = layer.out_elems // layer.out_shape[1] if layer.kind in ("conv", "dwconv") else 0
         out.append(
-            Kernel(f"{layer.kind}:{mode}", layer.name, macs=layer.macs,
-                   elems=layer.in_elems + layer.out_elems)
+            Kernel(f"{layer.kind}:{mode}", layer.name, macs=macs,
+                   elems=layer.in_elems + layer.out_elems, pixels=pixels)
         )
     if graph.layers and fused[graph.layers[-1].name]:
         convert(graph.layers[-1].name, "dq8", graph.layers[-1].name)
+    if graph.layers and nchwc[graph.layers[-1].name]:
+        convert(graph.layers[-1].name, "reorder", graph.layers[-1].name)
     return out

@@ -3,7 +3,7 @@
 Also reads what ``onnxruntime.quantization.quantize_static`` writes in QDQ format: int8/uint8
 weights, per channel or per tensor, count as 8 bits, int4/uint4 as 4, an int16/uint16
 activation as 16 bits. Batch norm is folded into the conv before it; an activation right after
-a conv/linear whose output has no other reader is fused into it; Flatten/Reshape/Identity/
+a conv, linear or add whose output has no other reader is fused into it; Flatten/Reshape/Identity/
 Dropout/Squeeze/Unsqueeze and shape arithmetic are free. ``onnx`` is imported inside
 :func:`from_onnx`.
 """
@@ -131,13 +131,20 @@ def from_onnx(model: onnx.ModelProto) -> tuple[LayerGraph, dict[str, Precision]]
             for o in node.output:
                 vals[o] = _Val(const=True, weight_bits=wb, array_shape=ashape)
             continue
+        if op == "Constant":
+            from onnx import numpy_helper as nh
+
+            tensor = next((a.t for a in node.attribute if a.name == "value"), None)
+            ashape = tuple(nh.to_array(tensor).shape) if tensor is not None else ()
+            vals[out] = _Val(const=True, array_shape=ashape)
+            continue
         if op == "Shape":
             vals[out] = _Val(const=True)
             continue
         if op == "QuantizeLinear":
             v = act(ins[0], node)
             zp_bits = dtype_bits(ins[2]) if len(ins) > 2 and ins[2] else 8
-            if "output_dtype" in attrs and attrs["output_dtype"]:
+            if attrs.get("output_dtype"):
                 zp_bits = _INT_BITS.get(int(attrs["output_dtype"]), 8)
             vals[out] = replace(v, act_bits=zp_bits, fusible=False)
             continue
@@ -229,7 +236,7 @@ def from_onnx(model: onnx.ModelProto) -> tuple[LayerGraph, dict[str, Precision]]
             ab = xa.act_bits if xa.act_bits == xb.act_bits else max(xa.act_bits, xb.act_bits)
             if ab != FLOAT_BITS:
                 bits[name] = Precision(act_bits=ab)
-            vals[out] = _Val(producer=name)
+            vals[out] = _Val(producer=name, fusible=readers.get(out, 0) == 1)
             continue
         if op in ("MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean"):
             x = act(ins[0], node)

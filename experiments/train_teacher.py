@@ -29,12 +29,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--holdout",
+        type=int,
+        default=5000,
+        help="leave out the last N training images: the search validates students on them",
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     x_train, y_train, x_test, y_test = load_fashion_mnist(args.data)
-    x_train, x_test = normalize(x_train), normalize(x_test)
+    n = len(x_train) - args.holdout
+    x_train, y_train = normalize(x_train[:n]), y_train[:n]
+    x_test = normalize(x_test)
     model = BUILTIN_MODELS[args.model]((1, 28, 28), 10)
 
     def log(entry: EpochLog) -> None:
@@ -51,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.save(model.state_dict(), args.out)
     print(
         f"{args.model}: test accuracy {accuracy:.4f} on {len(y_test)} images, "
-        f"trained {args.epochs} epochs in {seconds:.0f} s ({args.threads} threads), "
+        f"trained {args.epochs} epochs on the first {n} training images in {seconds:.0f} s "
+        f"({args.threads} threads), "
         f"saved to {args.out}",
         flush=True,
     )

@@ -249,6 +249,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from optuna_dashboard import run_server
+
+    from search import study as studies
+    from search.artifacts import artifact_store
+
+    url = studies.resolve_storage(args.storage)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        _log(
+            f"warning: the dashboard on {args.host} has no authentication; anyone who can reach "
+            "it can read the studies"
+        )
+    _log(f"optuna-dashboard for {url} on http://{args.host}:{args.port}/ (Ctrl-C stops it)")
+    run_server(
+        studies.storage_for(url), host=args.host, port=args.port, artifact_store=artifact_store()
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgetune", description="Joint compression search for edge devices."
@@ -304,15 +323,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("targets", cmd_targets, "List the targets with their calibration and fidelity.")
 
+    p = add("dashboard", cmd_dashboard, "Serve optuna-dashboard on the study storage.")
+    p.add_argument("--storage")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8089)
+
     p = add("predict", cmd_predict, "Predict latency, energy, peak memory and size of ONNX models.")
     p.add_argument("models", nargs="+")
     p.add_argument("--target", required=True)
     return parser
 
 
+def _quiet_libraries() -> None:
+    """Optuna's experimental-feature warnings and INFO logs are noise for a user of edgetune."""
+    import warnings
+
+    warnings.filterwarnings("ignore", module="optuna")
+    warnings.filterwarnings("ignore", message=".*experimental.*")
+    import logging
+
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_libraries()
     try:
         code: int = args.fn(args)
         return code

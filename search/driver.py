@@ -30,11 +30,11 @@ from search.spec import COST_KEYS, Spec
 
 if TYPE_CHECKING:
     import optuna
-    from spaces.joint import JointSpace
-    from targets.base import Target
     from torch import nn
 
     from search.executors import Executor
+    from spaces.joint import JointSpace
+    from targets.base import Target
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,9 @@ def resolve_budgets(spec: Spec, teacher: dict[str, float]) -> dict[str, float]:
 
 def prepare(spec: Spec, log: Callable[[str], None]) -> Prepared:
     """Load the teacher, data and target; compute teacher logits and the teacher's figures."""
-    from spaces.distillation import evaluate
-
     import targets
     from search.workload import build_workload, load_data, load_teacher
+    from spaces.distillation import evaluate
 
     t = time.perf_counter()
     target = targets.get(spec.target)
@@ -190,22 +189,50 @@ def _done(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def recover_interrupted(study: optuna.Study) -> list[int]:
-    """Trials left running by a driver that died: mark them failed and enqueue their params again."""
+class Heartbeat:
+    """Records a heartbeat for every trial this driver runs, from a background thread.
+
+    When the driver dies, its trials stop beating; ``optuna.storages.fail_stale_trials`` (run
+    by every driver of the study) then marks them failed and enqueues their parameters again.
+    """
+
+    def __init__(self, study: optuna.Study, running: dict[int, optuna.trial.Trial]) -> None:
+        import threading
+
+        self.study, self.running = study, running
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="edgetune-heartbeat", daemon=True)
+
+    def beat(self) -> None:
+        storage = self.study._storage
+        for trial in list(self.running.values()):
+            storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+
+    def _loop(self) -> None:
+        from search.study import HEARTBEAT_S
+
+        while not self._stop.wait(HEARTBEAT_S):
+            self.beat()
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def fail_stale(study: optuna.Study, log: Callable[[str], None]) -> None:
+    """Fail the trials of drivers that stopped beating, and enqueue them again (once)."""
+    from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
-    numbers = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(
-            t._trial_id,
-            "reason",
-            "interrupted: the driver stopped "
-            "while this trial ran; its parameters were enqueued again",
-        )
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        study.enqueue_trial(dict(t.params), skip_if_exists=False)
-        numbers.append(t.number)
-    return numbers
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    fail_stale_trials(study)
+    after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if before - after:
+        log(f"trials {sorted(before - after)} lost their driver: marked failed, enqueued again")
 
 
 class Driver:
@@ -225,7 +252,6 @@ class Driver:
         self.log = log
         self.progress_enabled = progress
         self.running: dict[int, optuna.trial.Trial] = {}
-        self.started: dict[int, float] = {}
         self.space: JointSpace | None = None
 
     # -- callbacks from the executor -------------------------------------------------------
@@ -238,7 +264,6 @@ class Driver:
 
     # -- telling ---------------------------------------------------------------------------
     def tell(self, outcome: TrialOutcome) -> str:
-        import optuna
         from optuna.trial import TrialState
 
         trial = self.running.pop(outcome.number)
@@ -272,7 +297,6 @@ class Driver:
             self._store_artifact(trial, outcome.state_dict)
         values = [accuracy if o == "accuracy" else outcome.costs[o] for o in self.spec.objectives]
         self.study.tell(trial, values=values[0] if len(values) == 1 else values)
-        del optuna
         if outcome.status == "infeasible":
             return f"trial {outcome.number} infeasible, no training: {outcome.reason}"
         return f"trial {outcome.number}: accuracy {accuracy:.4f}, " + ", ".join(
@@ -298,10 +322,10 @@ class Driver:
     # -- the loop --------------------------------------------------------------------------
     def _ask(self) -> None:
         trial = self.study.ask()
+        self.study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
         assert self.space is not None
         params = self.space.suggest(trial)
         self.running[trial.number] = trial
-        self.started[trial.number] = time.monotonic()
         self.executor.submit(TrialTask(trial.number, params))
 
     def _best(self) -> tuple[int, float | None]:
@@ -312,36 +336,41 @@ class Driver:
         return len(feasible), best
 
     def run(self, target_done: int, timeout_s: float | None) -> None:
+        """Run until the study has ``target_done`` finished (complete or stopped) trials."""
+        from search.study import HEARTBEAT_S
+
         context = self.prepared.context
-        teacher = context.workload.teacher()
-        self.space = space_for(self.spec, teacher)
+        self.space = space_for(self.spec, context.workload.teacher())
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         progress = Progress(target_done, self.progress_enabled)
         failures = 0
+        last_stale_check = 0.0
         self.executor.start(context, self.on_progress)
         try:
-            done = _done(self.study)
-            feasible, best = self._best()
-            progress.update(done, feasible, best, 0)
-            while True:
-                out_of_time = deadline is not None and time.monotonic() >= deadline
-                want = target_done - done - len(self.running)
-                while (
-                    not out_of_time
-                    and want > 0
-                    and len(self.running) < self.executor.capacity
-                    and failures <= target_done
-                ):
-                    self._ask()
-                    want -= 1
-                if not self.running:
-                    break
-                for outcome in self.executor.wait(timeout_s=2.0):
-                    message = self.tell(outcome)
-                    failures += outcome.status == "failed"
-                    done = _done(self.study)
-                    feasible, best = self._best()
-                    progress.update(done, feasible, best, len(self.running), message)
+            with Heartbeat(self.study, self.running):
+                done = _done(self.study)
+                progress.update(done, *self._best(), 0)
+                while True:
+                    if time.monotonic() - last_stale_check > HEARTBEAT_S:
+                        fail_stale(self.study, self.log)
+                        last_stale_check = time.monotonic()
+                    out_of_time = deadline is not None and time.monotonic() >= deadline
+                    want = target_done - done - len(self.running)
+                    while (
+                        not out_of_time
+                        and want > 0
+                        and len(self.running) < self.executor.capacity
+                        and failures <= target_done
+                    ):
+                        self._ask()
+                        want -= 1
+                    if not self.running:
+                        break
+                    for outcome in self.executor.wait(timeout_s=2.0):
+                        message = self.tell(outcome)
+                        failures += outcome.status == "failed"
+                        done = _done(self.study)
+                        progress.update(done, *self._best(), len(self.running), message)
             if failures > target_done:
                 self.log(
                     f"stopped asking for trials: {failures} trials failed; see `edgetune show`"
@@ -349,15 +378,17 @@ class Driver:
         finally:
             progress.close()
             self.executor.shutdown()
-            for number, trial in list(self.running.items()):  # never leave a trial RUNNING
-                from optuna.trial import TrialState
+            self._fail_running()
 
-                trial.set_user_attr(
-                    "reason", "interrupted before it ended; resume enqueues it again"
-                )
-                self.study.tell(trial, state=TrialState.FAIL)
-                self.study.enqueue_trial(dict(trial.params))
-                del self.running[number]
+    def _fail_running(self) -> None:
+        """After an error or Ctrl-C: never leave this driver's trials RUNNING."""
+        from optuna.trial import TrialState
+
+        for number, trial in list(self.running.items()):
+            trial.set_user_attr("reason", "interrupted before it ended; enqueued again")
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.study.enqueue_trial(dict(trial.params))
+            del self.running[number]
 
 
 def start_study(
@@ -388,13 +419,10 @@ def resume_prepared(study: optuna.Study, spec: Spec, *, log: Callable[[str], Non
         # The budgets were resolved against the teacher's costs when the study started; keep them.
         ctx = prepared.context
         prepared = Prepared(
-            TrialContext(ctx.spec, ctx.workload, ctx.target, dict(stored)), prepared.teacher_record
+            TrialContext(ctx.spec, ctx.workload, ctx.target, dict(stored)),
+            dict(study.user_attrs.get("teacher", prepared.teacher_record)),
         )
-    lost = recover_interrupted(study)
-    if lost:
-        log(
-            f"trials {lost} were running when the last driver stopped: marked failed, enqueued again"
-        )
+    fail_stale(study, log)
     return prepared
 
 

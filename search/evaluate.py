@@ -18,15 +18,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from search.errors import EdgetuneError
-from search.spec import COST_KEYS, Spec
+from search.spec import Spec
 
 if TYPE_CHECKING:
-    from spaces.joint import JointSpace, Policy
-    from targets.base import Target
+    import torch
     from torch import nn
 
     from cost_models.graph import Costs
     from search.workload import Workload
+    from spaces.joint import JointSpace, Policy
+    from targets.base import Target
 
 Status = Literal["complete", "infeasible", "stopped", "failed"]
 Reporter = Callable[[int, float], bool]
@@ -77,7 +78,16 @@ def constraint_values(costs: Mapping[str, float], budgets: Mapping[str, float]) 
 def space_for(spec: Spec, teacher: nn.Module) -> JointSpace:
     from spaces.joint import JointSpace
 
-    return JointSpace(teacher, tuple(spec.model.input_shape), spec.space)
+    return JointSpace(
+        teacher, tuple(spec.model.input_shape), spec.space, batch_size=spec.data.batch_size
+    )
+
+
+def quantize(pruned: nn.Module, policy: Policy, x_calib: torch.Tensor, target: Target) -> nn.Module:
+    """The fake-quantized student, with the target's int8 weight range."""
+    from spaces.quantization import apply
+
+    return apply(pruned, policy.bits, x_calib, reduce_range=target.int8_reduce_range)
 
 
 def predict_candidate(
@@ -97,12 +107,19 @@ def predict_candidate(
 
 
 def _policy_summary(policy: Policy, student: nn.Module) -> dict[str, Any]:
+    from dataclasses import asdict
+
     from spaces.pruning import kept_channels
 
     return {
         "bits": {k: [p.weight_bits, p.act_bits] for k, p in policy.bits.items()},
         "kept_channels": kept_channels(student),
-        "distillation": policy.distillation_dict(),
+        "pruning_ratios": dict(policy.ratios),
+        "distillation": {
+            k: v
+            for k, v in asdict(policy.distillation).items()
+            if k in ("temperature", "alpha", "lr", "steps")
+        },
     }
 
 
@@ -112,7 +129,8 @@ def run_trial(context: TrialContext, task: TrialTask, report: Reporter) -> Trial
     start = time.perf_counter()
     try:
         import torch
-        from spaces.distillation import Stopped, evaluate, finetune
+
+        from spaces.distillation import FinetuneData, Stopped, evaluate, finetune
 
         spec, work = context.spec, context.workload
         torch.manual_seed(spec.search.seed + task.number)
@@ -135,9 +153,12 @@ def run_trial(context: TrialContext, task: TrialTask, report: Reporter) -> Trial
                 timings_s=timings,
             )
         t = time.perf_counter()
-        student = space.quantize(pruned, policy, work.x_calib)
+        student = quantize(pruned, policy, work.x_calib, context.target)
+        data = FinetuneData(work.x_finetune, work.y_finetune, work.x_val, work.y_val)
         try:
-            student = finetune(student, work, policy.distillation, report=report)
+            student = finetune(
+                student, data, work.teacher_logits, policy.distillation, report=report
+            )
         except Stopped as stop:
             timings["train"] = time.perf_counter() - t
             return TrialOutcome(
@@ -178,7 +199,3 @@ def run_trial(context: TrialContext, task: TrialTask, report: Reporter) -> Trial
             timings_s=timings,
             reason=f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})",
         )
-
-
-def cost_names() -> tuple[str, ...]:
-    return COST_KEYS

@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.errors import ExportError, StudyError
-from search.spec import COST_KEYS, Spec
+from search.spec import Spec
 
 if TYPE_CHECKING:
     import numpy as np
     import onnx
     import optuna
     from torch import nn
+
+    from targets.base import Target
 
 
 def choose_trial(study: optuna.Study, spec: Spec, number: int | None) -> optuna.trial.FrozenTrial:
@@ -50,7 +52,7 @@ def choose_trial(study: optuna.Study, spec: Spec, number: int | None) -> optuna.
 
 
 def rebuild(
-    spec: Spec, trial: optuna.trial.FrozenTrial, teacher: nn.Module, x_calib: Any
+    spec: Spec, trial: optuna.trial.FrozenTrial, teacher: nn.Module, x_calib: Any, target: Target
 ) -> tuple[nn.Module, nn.Module, Any]:
     """The trial's student, as it was at the end of its fine-tune: (pruned float, student, policy)."""
     import io
@@ -58,12 +60,12 @@ def rebuild(
     import torch
 
     from search.artifacts import download
-    from search.evaluate import space_for
+    from search.evaluate import quantize, space_for
 
     space = space_for(spec, teacher)
     policy = space.decode(dict(trial.params))
     pruned = space.prune(teacher, policy)
-    student = space.quantize(pruned, policy, x_calib)
+    student = quantize(pruned, policy, x_calib, target)
     state = torch.load(io.BytesIO(download(trial.user_attrs["artifact"])), weights_only=True)
     try:
         student.load_state_dict(state)
@@ -91,13 +93,12 @@ def onnx_accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, batch: i
 def export(
     study: optuna.Study, spec: Spec, out: Path, *, number: int | None, log: Any = print
 ) -> dict[str, Any]:
-    from targets.agent import measure
-
     import targets
     from cost_models import from_onnx, from_torch
     from search.onnx_export import packed_size_bytes, to_onnx
     from search.study import best_rows
     from search.workload import load_data, load_teacher, split
+    from targets.agent import measure
 
     trial = choose_trial(study, spec, number)
     shape = tuple(spec.model.input_shape)
@@ -105,7 +106,7 @@ def export(
     teacher = load_teacher(spec)
     data = load_data(spec.data)
     parts = split(data, spec.data, spec.search.seed)
-    pruned, student, policy = rebuild(spec, trial, teacher, parts["x_calib"])
+    pruned, student, policy = rebuild(spec, trial, teacher, parts["x_calib"], target)
     out.mkdir(parents=True, exist_ok=True)
     model = to_onnx(student, shape)
     teacher_model = to_onnx(teacher, shape)
@@ -173,16 +174,3 @@ def export(
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "report.md").write_text(export_markdown(summary, best_rows(study, spec), spec))
     return summary
-
-
-def summary_keys() -> tuple[str, ...]:
-    return (
-        "onnx",
-        "accuracy_onnx",
-        "latency_ms_measured",
-        "latency_ms_predicted",
-        "size_kb_file",
-        "size_kb_packed",
-        "input",
-        *COST_KEYS,
-    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,33 @@ def resolve_storage(url: str | None) -> str:
         f"--storage: unsupported storage URL {url!r}; use sqlite:///PATH "
         "or postgresql://USER@HOST/DB"
     )
+
+
+HEARTBEAT_S = int(os.environ.get("EDGETUNE_HEARTBEAT_S", "5"))
+GRACE_S = int(os.environ.get("EDGETUNE_GRACE_S", "20"))
+
+
+def storage_for(url: str) -> optuna.storages.RDBStorage:
+    """The study storage, with heartbeats: a trial whose driver stopped beating for
+    ``GRACE_S`` seconds is marked failed and its parameters are enqueued again (once)."""
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    try:
+        return RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
+    except Exception as exc:
+        raise StudyError(
+            f"cannot open storage {url} ({type(exc).__name__}: {str(exc)[:300]}); check the URL, "
+            "that the server runs and that the user may connect"
+        ) from None
 
 
 def sampler_for(spec: Spec) -> optuna.samplers.BaseSampler:
@@ -88,18 +116,15 @@ def directions(spec: Spec) -> list[str]:
     return ["maximize" if o == "accuracy" else "minimize" for o in spec.objectives]
 
 
-def create(spec: Spec, storage: str, name: str) -> optuna.Study:
+def create(spec: Spec, url: str, name: str) -> optuna.Study:
     import optuna
 
     from search.spec import spec_to_json
 
-    try:
-        optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        pass
-    else:
+    storage = storage_for(url)
+    if name in _study_names(storage, url):
         raise StudyError(
-            f"study {name!r} already exists in {storage}; continue it with "
+            f"study {name!r} already exists in {url}; continue it with "
             f"`edgetune resume {name}`, or pass --study NEW_NAME"
         )
     study = optuna.create_study(
@@ -113,18 +138,24 @@ def create(spec: Spec, storage: str, name: str) -> optuna.Study:
     return study
 
 
-def open_study(name: str, storage: str) -> tuple[optuna.Study, Spec]:
+def _study_names(storage: optuna.storages.BaseStorage, url: str) -> list[str]:
+    try:
+        return [s._study_name for s in storage.get_all_studies()]
+    except Exception as exc:
+        raise StudyError(
+            f"cannot read storage {url} ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from None
+
+
+def open_study(name: str, url: str) -> tuple[optuna.Study, Spec]:
     """Load a study and the spec stored in it, with its sampler and stopper rebuilt."""
     import optuna
 
-    try:
-        summaries = optuna.get_all_study_summaries(storage=storage)
-    except Exception as exc:
-        raise StudyError(f"cannot open storage {storage} ({type(exc).__name__}: {exc})") from None
-    names = [s.study_name for s in summaries]
+    storage = storage_for(url)
+    names = _study_names(storage, url)
     if name not in names:
         hint = f"studies there: {', '.join(sorted(names))}" if names else "it holds no studies"
-        raise StudyError(f"no study {name!r} in {storage}; {hint}")
+        raise StudyError(f"no study {name!r} in {url}; {hint}")
     study = optuna.load_study(study_name=name, storage=storage)
     raw = study.user_attrs.get("spec")
     if raw is None:

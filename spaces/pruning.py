@@ -154,14 +154,20 @@ def apply(
 
 
 def kept_channels(model: nn.Module) -> dict[str, int]:
-    """Output channels of every Conv2d and Linear layer, by layer name (for reports)."""
+    """Output channels of every Conv2d and Linear layer, by layer name (for reports).
+
+    A layer wrapped for quantization (held as ``.layer``) is reported under the wrapper's name.
+    """
     from torch import nn
 
-    return {
-        name: m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
-        for name, m in model.named_modules()
-        if isinstance(m, nn.Conv2d | nn.Linear)
-    }
+    modules = dict(model.named_modules())
+    out: dict[str, int] = {}
+    for name, m in modules.items():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            parent, _, attr = name.rpartition(".")
+            key = parent if attr == "layer" and getattr(modules.get(parent), "layer", None) is m else name
+            out[key] = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+    return out
 
 
 class PruningKnob(Knob):
@@ -200,7 +206,7 @@ class PruningKnob(Knob):
         """Ratio per group name (every group, 0 when pruning has nothing to search)."""
         if self.max_ratio == 0.0:
             return {g.name: 0.0 for g in self.groups}
-        return {g: float(require(params, p)) for g, p in self._param_of.items()}
+        return {g: round(float(require(params, p)), 10) for g, p in self._param_of.items()}
 
     def uniform_params(self, **setting: Any) -> dict[str, Any]:
         """Every param at ``ratio`` (snapped to the nearest step of the grid)."""

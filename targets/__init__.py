@@ -1,0 +1,32 @@
+"""Targets: one description per device (constants, cost model, provenance) and the registry.
+
+``targets.get("host")`` calibrates this machine on first use (about a minute) and caches it in
+``$EDGETUNE_HOME/targets/host.json``. Importing this package is cheap: onnx, onnxruntime and
+torch are imported only where used.
+"""
+
+from __future__ import annotations
+
+from targets.base import Provenance, Target, target_from_dict, target_to_dict
+from targets.registry import describe_targets, get, names, predict_onnx, register
+
+
+def _host() -> Target:
+    from targets.host import host_target
+
+    return host_target()
+
+
+register("host", _host)
+
+__all__ = [
+    "Provenance",
+    "Target",
+    "describe_targets",
+    "get",
+    "names",
+    "predict_onnx",
+    "register",
+    "target_from_dict",
+    "target_to_dict",
+]

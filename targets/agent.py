@@ -109,6 +109,9 @@ def measure(
     min_runs: int = 200,
     chunk_runs: int = CHUNK_RUNS,
     names: list[str] | None = None,
+    reference_every: int = 6,
+    reference: bytes | str | os.PathLike[str] | None = None,
+    reference_ms: float | None = None,
 ) -> list[dict[str, Any]]:
     """Measure each model; returns one dict per model, in order.
 
@@ -121,34 +124,70 @@ def measure(
         return []
     names = names or [m if isinstance(m, str) else f"model_{i}" for i, m in enumerate(models)]
     names = [str(n) for n in names]
+    n_out = len(models)
+    if reference is not None:
+        models = [*models, reference]
+        names = [*names, "reference"]
     sessions = [_session(m, threads) for m in models]
     runs_per_chunk: list[int] = []
     for sess, feeds in sessions:  # warm-up, and size the chunks to about <= 25 ms each
         t = max(_chunk_ms(sess, feeds, 5), 1e-4)
         _chunk_ms(sess, feeds, 10)
         runs_per_chunk.append(int(max(5, min(chunk_runs, 25.0 / t))))
+    # A reference model is measured between every few models; each chunk is divided by the
+    # mean of the reference chunks around it, which cancels the machine's fast/slow phases.
+    use_ref = reference_every > 0 and (len(models) >= 3 or reference is not None)
+    ref = sorted(range(len(models)), key=lambda i: runs_per_chunk[i])[len(models) // 2]
+    if reference is not None:
+        ref = len(models) - 1
+    ref_runs = max(5, runs_per_chunk[ref] // 2)
     chunks: list[list[list[float]]] = [[[], []] for _ in models]
+    raw: list[list[float]] = [[] for _ in models]
+    ref_chunks: list[float] = []
     n_runs = [0] * len(models)
     start = time.perf_counter()
     rnd = 0
     while True:
         done_time = time.perf_counter() - start >= seconds
-        done_runs = all(n >= min_runs for n in n_runs) and rnd >= 4
+        done_runs = all(n >= min_runs for n in n_runs[:n_out]) and rnd >= 4
         if done_time and done_runs:
             break
-        order = range(len(models)) if rnd % 2 == 0 else reversed(range(len(models)))
-        for i in order:
+        order = list(range(n_out) if rnd % 2 == 0 else reversed(range(n_out)))
+        if reference is None:
+            order = list(range(len(models)) if rnd % 2 == 0 else reversed(range(len(models))))
+        pending: list[tuple[int, float]] = []
+        ref_sess, ref_feeds = sessions[ref]
+        last_ref = _chunk_ms(ref_sess, ref_feeds, ref_runs) if use_ref else 1.0
+        for j, i in enumerate(order):
             sess, feeds = sessions[i]
-            chunks[i][rnd % 2].append(_chunk_ms(sess, feeds, runs_per_chunk[i]))
+            pending.append((i, _chunk_ms(sess, feeds, runs_per_chunk[i])))
             n_runs[i] += runs_per_chunk[i]
+            if use_ref and (len(pending) == reference_every or j == len(order) - 1):
+                next_ref = _chunk_ms(ref_sess, ref_feeds, ref_runs)
+                ref_chunks += [last_ref, next_ref]
+                local = (last_ref + next_ref) / 2
+                for k, t in pending:
+                    chunks[k][rnd % 2].append(t / local)
+                    raw[k].append(t)
+                pending, last_ref = [], next_ref
+        for k, t in pending:
+            chunks[k][rnd % 2].append(t)
+            raw[k].append(t)
         rnd += 1
+    unit = statistics.median(ref_chunks) if use_ref else 1.0
+    if use_ref and reference_ms is not None:
+        unit = reference_ms
     out = []
-    for i, name in enumerate(names):
-        a, b = chunks[i]
+    for i, name in enumerate(names[:n_out]):
+        a = [t * unit for t in chunks[i][0]]
+        b = [t * unit for t in chunks[i][1]]
         both = sorted(a + b)
         out.append({
             "name": name,
             "latency_ms": statistics.median(both),
+            "raw_latency_ms": statistics.median(raw[i]),
+            "reference": names[ref] if use_ref else None,
+            "reference_ms": statistics.median(ref_chunks) if use_ref else None,
             "pass_a_ms": statistics.median(a),
             "pass_b_ms": statistics.median(b),
             "spread_ms": [both[len(both) // 10], both[(9 * len(both)) // 10]],
@@ -178,7 +217,7 @@ def measure_report(
     results = measure(models, threads=threads, seconds=seconds, names=names, min_runs=min_runs)
     return {
         "agent": "edgetune-agent/1",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "device": device_info(threads),
         "wall_s": round(time.time() - t0, 2),
         "noise_ceiling": noise_ceiling(results),

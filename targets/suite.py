@@ -13,12 +13,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["SCHEMES", "OnnxBuilder", "suite"]
+__all__ = ["SCHEMES", "OnnxBuilder", "reference_model", "suite"]
 
 OPSET = 21
 
@@ -137,13 +138,15 @@ class OnnxBuilder:
         self.nodes.append(helper.make_node("Relu", [x], [y]))
         return y
 
-    def add(self, a: str, b: str, *, act_bits: int = 32) -> str:
+    def add(self, a: str, b: str, *, act_bits: int = 32, relu: bool = False) -> str:
         from onnx import helper
 
         y = self._name("add")
         self.nodes.append(
             helper.make_node("Add", [self.quant_act(a, act_bits), self.quant_act(b, act_bits)], [y])
         )
+        if relu:
+            y = self.relu(y)
         return self.quant_act(y, act_bits) if act_bits == 8 else y
 
     def pool(self, x: str, kind: str, *, k: int = 2, stride: int = 2,
@@ -173,7 +176,8 @@ class OnnxBuilder:
         self.nodes.append(
             helper.make_node("Gemm", [self.quant_act(flat, prec[1]), w, b], [y], transB=1)
         )
-        return y
+        # an int8 classifier has its output in QDQ form too (as quantize_static writes it)
+        return self.quant_act(y, 8) if prec[1] == 8 and 5 <= prec[0] <= 8 else y
 
     def build(self, out: str, name: str) -> onnx.ModelProto:
         from onnx import TensorProto, helper
@@ -204,10 +208,12 @@ def _prec_fn(scheme: str, rng: random.Random) -> PrecFn:
 
 def _single(b: OnnxBuilder, kind: str, c: int, cout: int, k: int, s: int, p: PrecFn) -> str:
     x = "input"
+    # an int8 layer's graph output is in QDQ form (as quantize_static writes it)
+    qout = p(0)[1] if p(0)[1] == 8 and p(0)[0] <= 8 else 32
     if kind == "conv":
-        return b.conv(x, c, cout, k, stride=s, prec=p(0))
+        return b.quant_act(b.conv(x, c, cout, k, stride=s, prec=p(0)), qout)
     if kind == "dwconv":
-        return b.conv(x, c, c, k, stride=s, groups=c, prec=p(0))
+        return b.quant_act(b.conv(x, c, c, k, stride=s, groups=c, prec=p(0)), qout)
     if kind in ("maxpool", "avgpool", "gap"):
         return b.pool(x, kind, act_bits=p(0)[1] if p(0)[1] == 8 else 32)
     if kind == "add":
@@ -216,42 +222,74 @@ def _single(b: OnnxBuilder, kind: str, c: int, cout: int, k: int, s: int, p: Pre
     raise ValueError(kind)
 
 
-def _resnet_chain(b: OnnxBuilder, c: int, widths: list[int], p: PrecFn) -> str:
+def _resnet_chain(b: OnnxBuilder, c: int, widths: list[int], p: PrecFn,
+                  mids: list[int] | None = None) -> str:
+    """Stem conv, then one residual block per width (stride 1 first, then 2), GAP, linear."""
+    mids = mids or widths
     x = b.conv("input", c, widths[0], 3, prec=p(0))
     i = 1
     cin = widths[0]
-    for j, w in enumerate(widths):
+    for j, (w, mid) in enumerate(zip(widths, mids, strict=True)):
         s = 1 if j == 0 else 2
-        y = b.conv(x, cin, w, 3, stride=s, prec=p(i))
-        y = b.conv(y, w, w, 3, relu=False, prec=p(i + 1))
+        y = b.conv(x, cin, mid, 3, stride=s, prec=p(i))
+        y = b.conv(y, mid, w, 3, relu=False, prec=p(i + 1))
         sc = x if (s == 1 and cin == w) else b.conv(x, cin, w, 1, stride=s, relu=False,
                                                      prec=p(i + 2))
-        x = b.relu(b.add(y, sc, act_bits=8 if p(i + 1)[1] == 8 else 32))
+        x = b.add(y, sc, act_bits=8 if p(i + 1)[1] == 8 else 32, relu=True)
         i += 3
         cin = w
-    x = b.pool(x, "gap")
+    x = b.pool(x, "gap", act_bits=8 if p(i)[1] == 8 else 32)
     return b.linear(x, cin, 10, prec=p(i))
 
 
-def _dscnn_chain(b: OnnxBuilder, c: int, width: int, n: int, p: PrecFn) -> str:
-    x = b.conv("input", c, width, 3, stride=2, prec=p(0))
-    for i in range(n):
-        x = b.conv(x, width, width, 3, groups=width, prec=p(2 * i + 1))
-        x = b.conv(x, width, width, 1, prec=p(2 * i + 2))
-    x = b.pool(x, "gap")
-    return b.linear(x, width, 10, prec=p(2 * n + 1))
+def _dscnn_chain(b: OnnxBuilder, c: int, widths: list[int], p: PrecFn) -> str:
+    """Stride-2 stem conv, depthwise-separable blocks (dw 3x3 + pw 1x1), GAP, linear."""
+    x = b.conv("input", c, widths[0], 3, stride=2, prec=p(0))
+    cin = widths[0]
+    for i, w in enumerate(widths[1:]):
+        x = b.conv(x, cin, cin, 3, groups=cin, prec=p(2 * i + 1))
+        x = b.conv(x, cin, w, 1, prec=p(2 * i + 2))
+        cin = w
+    n = len(widths) - 1
+    x = b.pool(x, "gap", act_bits=8 if p(2 * n + 1)[1] == 8 else 32)
+    return b.linear(x, cin, 10, prec=p(2 * n + 1))
 
 
-def _mbv2_chain(b: OnnxBuilder, c: int, width: int, expand: int, p: PrecFn) -> str:
-    x = b.conv("input", c, width, 3, stride=2, prec=p(0))
-    for i, s in enumerate((1, 2)):
-        h = width * expand
-        y = b.conv(x, width, h, 1, prec=p(3 * i + 1))
-        y = b.conv(y, h, h, 3, stride=s, groups=h, prec=p(3 * i + 2))
-        y = b.conv(y, h, width, 1, relu=False, prec=p(3 * i + 3))
-        x = b.add(y, x, act_bits=8 if p(3 * i + 3)[1] == 8 else 32) if s == 1 else y
-    x = b.pool(x, "gap")
-    return b.linear(x, width, 10, prec=p(8))
+def _mbv2_chain(b: OnnxBuilder, c: int, widths: list[int], expand: list[int],
+                p: PrecFn) -> str:
+    """Stride-2 stem, inverted residual blocks (1x1 expand, dw 3x3, 1x1 project; residual add
+    where the shape allows), GAP, linear. ``widths[0]`` is the stem width."""
+    x = b.conv("input", c, widths[0], 3, stride=2, prec=p(0))
+    cin = widths[0]
+    k = 1
+    for w, e in zip(widths[1:], expand, strict=True):
+        s = 1 if w == cin else 2
+        h = cin * e
+        y = b.conv(x, cin, h, 1, prec=p(k))
+        y = b.conv(y, h, h, 3, stride=s, groups=h, prec=p(k + 1))
+        y = b.conv(y, h, w, 1, relu=False, prec=p(k + 2))
+        x = b.add(y, x, act_bits=8 if p(k + 2)[1] == 8 else 32) if s == 1 else y
+        k += 3
+        cin = w
+    x = b.pool(x, "gap", act_bits=8 if p(k)[1] == 8 else 32)
+    return b.linear(x, cin, 10, prec=p(k))
+
+
+def _single_spec(b: OnnxBuilder, p: PrecFn, *, kind: str, c: int, cout: int, k: int,
+                 s: int) -> str:
+    return _single(b, kind, c, cout, k, s, p)
+
+
+def _resnet_spec(b: OnnxBuilder, p: PrecFn, *, cin: int, ws: list[int], mids: list[int]) -> str:
+    return _resnet_chain(b, cin, ws, p, mids)
+
+
+def _dscnn_spec(b: OnnxBuilder, p: PrecFn, *, cin: int, ws: list[int]) -> str:
+    return _dscnn_chain(b, cin, ws, p)
+
+
+def _mbv2_spec(b: OnnxBuilder, p: PrecFn, *, cin: int, ws: list[int], ex: list[int]) -> str:
+    return _mbv2_chain(b, cin, ws, ex, p)
 
 
 def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelProto]]:
@@ -261,34 +299,39 @@ def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelPro
 
     def add_spec(name: str, shape: tuple[int, int, int],
                  fn: Callable[[OnnxBuilder, PrecFn], str]) -> None:
-        specs.append((name, shape, fn))
+        specs.append((f"{name}_{len(specs)}", shape, fn))
+
+    def pruned(base: int) -> int:
+        return max(2, int(base * rng.choice((0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0))))
 
     hw_choices = (7, 14, 28, 32)
-    n_single = 4 if size == "small" else 26
+    n_single = 4 if size == "small" else 14
     for i in range(n_single):
-        kind = ["conv", "conv", "dwconv", "add", "maxpool", "avgpool", "gap", "conv"][i % 8]
+        kind = ["conv", "conv", "dwconv", "add", "maxpool", "avgpool", "gap"][i % 7]
         hw = rng.choice(hw_choices)
-        c = rng.choice((8, 12, 16, 24, 32, 48, 64))
-        cout = rng.choice((8, 16, 24, 32, 48, 64))
+        c = rng.choice((6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64))
+        cout = rng.choice((6, 8, 10, 16, 24, 28, 32, 48, 64))
         k = rng.choice((1, 3, 5, 7)) if kind == "conv" else 3
         s = rng.choice((1, 2)) if kind in ("conv", "dwconv") else 1
         add_spec(f"{kind}{k}s{s}_c{c}x{cout}_hw{hw}", (c, hw, hw),
-                 lambda b, p, kind=kind, c=c, cout=cout, k=k, s=s: _single(b, kind, c, cout,
-                                                                           k, s, p))
-    n_chain = 3 if size == "small" else 10
+                 partial(_single_spec, kind=kind, c=c, cout=cout, k=k, s=s))
+    n_chain = 2 if size == "small" else 12
     for _ in range(n_chain):
-        hw = rng.choice((28, 32, 14))
-        cin = rng.choice((1, 3))
-        ws = [rng.choice((4, 8, 12, 16)), rng.choice((8, 16, 24, 32)),
-              rng.choice((16, 24, 32, 48, 64))]
-        add_spec(f"resnet_{'x'.join(map(str, ws))}_hw{hw}", (cin, hw, hw),
-                 lambda b, p, cin=cin, ws=ws: _resnet_chain(b, cin, ws, p))
-        width = rng.choice((16, 24, 32, 48, 64))
-        add_spec(f"dscnn_{width}_hw{hw}", (cin, hw, hw),
-                 lambda b, p, cin=cin, width=width: _dscnn_chain(b, cin, width, 3, p))
-        width = rng.choice((8, 12, 16, 24))
-        add_spec(f"mbv2_{width}_hw{hw}", (cin, hw, hw),
-                 lambda b, p, cin=cin, width=width: _mbv2_chain(b, cin, width, 4, p))
+        hw = rng.choice((28, 28, 32, 14))
+        cin = 1 if hw != 32 else 3
+        ws = [pruned(16), pruned(32), pruned(64)]  # stem (= first block) and two stages
+        mids = [pruned(16), pruned(32), pruned(64)]
+        add_spec(f"resnet_hw{hw}", (cin, hw, hw),
+                 partial(_resnet_spec, cin=cin, ws=ws, mids=mids))
+        dw = [pruned(64) for _ in range(5)]
+        add_spec(f"dscnn_hw{hw}", (cin, hw, hw),
+                 partial(_dscnn_spec, cin=cin, ws=dw))
+        c0 = pruned(16)
+        c1 = pruned(24)
+        mw = [c0, c0, c1, c1, pruned(32)]
+        ex = [rng.choice((2, 4, 6)) for _ in range(4)]
+        add_spec(f"mbv2_hw{hw}", (cin, hw, hw),
+                 partial(_mbv2_spec, cin=cin, ws=mw, ex=ex))
 
     schemes = ["fp32", "int8", "w8", "w4", "a16", "mixed", "w4a8"]
     out: list[tuple[str, onnx.ModelProto]] = []
@@ -300,3 +343,12 @@ def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelPro
             y = fn(b, _prec_fn(scheme, random.Random(seed + i)))
             out.append((f"{name}_{scheme}", b.build(y, f"{name}_{scheme}")))
     return out
+
+
+def reference_model() -> onnx.ModelProto:
+    """The fixed reference the agent measures between models: an fp32 ResNet-8 at 28x28x1
+    (16/32/64 channels, about 0.3 ms here). Its latency at calibration time lets later
+    measurements be given at the calibration's machine speed."""
+    b = OnnxBuilder((1, 28, 28), seed=12345)
+    y = _resnet_chain(b, 1, [16, 32, 64], lambda i: (32, 32))
+    return b.build(y, "reference_resnet8")

@@ -1,0 +1,223 @@
+"""Check the host target's latency predictions on held-out architectures.
+
+Builds about 20 ResNet-, DS-CNN- and MobileNetV2-style torch nets with random (pruned-like)
+widths, exports each to fp32 ONNX (``torch.onnx.export(..., dynamo=False)``) and to int8 QDQ
+(``onnxruntime.quantization.quantize_static``: QDQ format, per channel, reduce_range, QUInt8
+activations, QInt8 weights), measures them all with the agent, and compares with the host
+target's predictions. Prints the figures and writes ``experiments/results/host_fidelity.json``.
+
+    python -m experiments.check_host_fidelity [--n 20] [--seconds 30] [--recalibrate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results" / "host_fidelity.json"
+
+
+def _nets(n: int, seed: int) -> list[tuple[str, Any, tuple[int, int, int]]]:
+    import torch
+    from torch import nn
+
+    class Add(nn.Module):
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return a + b
+
+    def cbr(cin: int, cout: int, k: int, s: int = 1, g: int = 1, act: bool = True,
+            act6: bool = False) -> nn.Sequential:
+        mods: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=g,
+                                           bias=False), nn.BatchNorm2d(cout)]
+        if act:
+            mods.append(nn.ReLU6() if act6 else nn.ReLU())
+        return nn.Sequential(*mods)
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, mid: int, cout: int, s: int) -> None:
+            super().__init__()
+            self.c1, self.c2 = cbr(cin, mid, 3, s), cbr(mid, cout, 3, act=False)
+            self.sc = nn.Conv2d(cin, cout, 1, s) if (s != 1 or cin != cout) else nn.Identity()
+            self.add, self.relu = Add(), nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.relu(self.add(self.c2(self.c1(x)), self.sc(x)))
+
+    class IR(nn.Module):
+        def __init__(self, cin: int, hid: int, cout: int, s: int) -> None:
+            super().__init__()
+            self.body = nn.Sequential(cbr(cin, hid, 1, act6=True),
+                                      cbr(hid, hid, 3, s, g=hid, act6=True),
+                                      cbr(hid, cout, 1, act=False))
+            self.res = s == 1 and cin == cout
+            self.add = Add()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.body(x)
+            return self.add(y, x) if self.res else y
+
+    def head(c: int) -> list[nn.Module]:
+        return [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10)]
+
+    rng = random.Random(seed)
+
+    def w(base: int) -> int:  # pruned-like width
+        return max(2, int(base * rng.choice((0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0))))
+
+    out = []
+    for i in range(n):
+        fam = ("resnet", "dscnn", "mbv2")[i % 3]
+        hw = rng.choice((28, 28, 32))
+        cin = 1 if hw == 28 else 3
+        if fam == "resnet":
+            c0, c1, c2, c3 = w(16), w(16), w(32), w(64)
+            m = nn.Sequential(cbr(cin, c0, 3), Block(c0, c1, c0, 1), Block(c0, w(32), c2, 2),
+                              Block(c2, w(64), c3, 2), *head(c3))
+        elif fam == "dscnn":
+            c = w(64)
+            blocks: list[nn.Module] = [cbr(cin, c, 3, 2)]
+            for _ in range(4):
+                c2 = w(64)
+                blocks += [cbr(c, c, 3, g=c), cbr(c, c2, 1)]
+                c = c2
+            m = nn.Sequential(*blocks, *head(c))
+        else:
+            c = w(16)
+            layers: list[nn.Module] = [cbr(cin, c, 3, 2, act6=True)]
+            for cout, s in ((c, 1), (w(24), 2), (None, 1), (w(32), 2)):
+                co = c if cout is None else cout
+                layers.append(IR(c, c * rng.choice((2, 4, 6)), co, s))
+                c = co
+            m = nn.Sequential(*layers, *head(c))
+        # trained-like batch norm statistics, so every folded bias is distinct (the exporter
+        # shares identical all-zero biases, which stops onnxruntime fusing those convs)
+        gen = torch.Generator().manual_seed(seed * 100 + i)
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                n_c = mod.num_features
+                mod.running_mean.copy_(torch.randn(n_c, generator=gen) * 0.1)
+                mod.running_var.copy_(torch.rand(n_c, generator=gen) + 0.5)
+                mod.weight.data.copy_(torch.rand(n_c, generator=gen) + 0.5)
+                mod.bias.data.copy_(torch.randn(n_c, generator=gen) * 0.1)
+        out.append((f"{fam}{i}_hw{hw}", m.eval(), (cin, hw, hw)))
+    return out
+
+
+def _export(model: Any, shape: tuple[int, int, int], tmp: Path, name: str) -> tuple[Path, Path]:
+    import numpy as np
+    import torch
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    fp32 = tmp / f"{name}_fp32.onnx"
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(model, torch.randn(1, *shape), buf, dynamo=False,
+                          input_names=["input"], output_names=["logits"])
+    fp32.write_bytes(buf.getvalue())
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.data = iter([{"input": rng.standard_normal((1, *shape)).astype(np.float32)}
+                              for _ in range(8)])
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.data, None)
+
+    qdq = tmp / f"{name}_int8.onnx"
+    quantize_static(str(fp32), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    return fp32, qdq
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--recalibrate", action="store_true")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="keep the exported models and measurements here (default: temporary)")
+    p.add_argument("--reuse", action="store_true",
+                   help="reuse the models and measurements in --workdir (re-predict only; "
+                        "valid only with the same host calibration)")
+    p.add_argument("--reuse-models", action="store_true",
+                   help="reuse the exported models in --workdir, but measure them again")
+    args = p.parse_args(argv)
+
+    import onnx
+
+    from cost_models.fidelity import fidelity
+    from cost_models.onnx_graph import from_onnx
+    from targets import get
+    from targets.agent import noise_ceiling
+    from targets.host import calibrate_host, measure_on_host
+
+    target = calibrate_host(force=True) if args.recalibrate else get("host")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = args.workdir or Path(d)
+        tmp.mkdir(parents=True, exist_ok=True)
+        saved = tmp / "measurements.json"
+        if args.reuse and saved.is_file():
+            results = json.loads(saved.read_text())
+            files = [tmp / f"{r['name']}.onnx" for r in results]
+        else:
+            files = []
+            for name, model, shape in _nets(args.n, args.seed):
+                if args.reuse_models and (tmp / f"{name}_int8.onnx").is_file():
+                    files.extend([tmp / f"{name}_fp32.onnx", tmp / f"{name}_int8.onnx"])
+                else:
+                    files.extend(_export(model, shape, tmp, name))
+            results = measure_on_host([str(f) for f in files], names=[f.stem for f in files],
+                                      seconds=args.seconds, min_runs=200, target=target)
+            saved.write_text(json.dumps(results))
+        preds = []
+        for f in files:
+            g, b = from_onnx(onnx.load(str(f)))
+            preds.append(target.predict(g, b).latency_ms)
+    rows = [{"model": r["name"], "predicted_ms": p_, "measured_ms": r["latency_ms"],
+             "raw_measured_ms": r["raw_latency_ms"], "ratio": p_ / r["latency_ms"]}
+            for r, p_ in zip(results, preds, strict=True)]
+    meas = [r["measured_ms"] for r in rows]
+    summary: dict[str, Any] = {
+        "all": fidelity(preds, meas),
+        "all_raw": fidelity(preds, [r["raw_measured_ms"] for r in rows]),
+        "fp32": fidelity([r["predicted_ms"] for r in rows if r["model"].endswith("fp32")],
+                         [r["measured_ms"] for r in rows if r["model"].endswith("fp32")]),
+        "int8": fidelity([r["predicted_ms"] for r in rows if r["model"].endswith("int8")],
+                         [r["measured_ms"] for r in rows if r["model"].endswith("int8")]),
+        "noise_ceiling": noise_ceiling(results),
+        "target_fidelity_on_suite": target.provenance.fidelity,
+        "target_date": target.provenance.date,
+    }
+    for r in rows:
+        print(f"{r['model']:28s} pred {r['predicted_ms']:.4f}  meas {r['measured_ms']:.4f}  "
+              f"ratio {r['ratio']:.2f}")
+    print("measured_ms: at the calibration's machine speed (ratio to the reference model x "
+          "its calibration latency); all_raw: plain medians")
+    for k in ("all", "fp32", "int8", "all_raw"):
+        f = summary[k]
+        print(f"{k:5s}: n={f['n']:.0f} within ±10%: {f['within_10pct']:.0%}  Spearman "
+              f"{f['spearman']:.3f}  MdAPE {f['mdape']:.1f}%")
+    nc = summary["noise_ceiling"]
+    print(f"noise ceiling: {nc['within_10pct']:.0%} of models agree within 10% between two "
+          f"interleaved passes (median diff {nc['median_diff_pct']:.1f}%)")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

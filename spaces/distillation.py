@@ -1,0 +1,187 @@
+"""Distillation: the fine-tune that recovers a student's accuracy (and, when it is
+fake-quantized, its quantization-aware training).
+
+The loss is ``alpha * T**2 * KL(softmax(student/T) || softmax(teacher/T)) + (1 - alpha) * CE``
+with the teacher's logits computed once per study (:func:`teacher_logits`) and passed in,
+aligned with the fine-tune subset. The optimizer (Adam by default, or SGD with momentum 0.9)
+runs ``steps`` steps of ``batch_size`` under a cosine schedule.
+
+**Trial stopping.** Every ``eval_every`` steps, and after the last step, the student is
+evaluated on the validation subset and ``report(step, accuracy)`` is called. If it returns
+False, :func:`finetune` raises :class:`Stopped` (which is *not* an EdgetuneError: the trial was
+stopped on purpose, it did not fail); ``Stopped.step`` and ``Stopped.accuracy`` hold the last
+report. A loss that becomes NaN or infinite raises :class:`~search.errors.TrialError`.
+
+Params (only for ranges with ``low < high``; a fixed value is not searched): ``kd.temperature``,
+``kd.alpha``, ``kd.lr`` (log scale when the spec says so).
+
+torch's thread count is the caller's business; nothing here sets it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from search.errors import TrialError
+from spaces.base import Knob, require
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+    from search.spec import DistillationSpace, FloatRange
+
+PREFIX = "kd."
+EVAL_BATCH = 512
+Report = Callable[[int, float], bool]
+
+
+class Stopped(Exception):  # a signal, not an error: not an EdgetuneError
+    """``report`` returned False: the trial was stopped at ``step`` with ``accuracy``."""
+
+    def __init__(self, step: int, accuracy: float) -> None:
+        super().__init__(f"trial stopped at step {step} with validation accuracy {accuracy:.4f}")
+        self.step = step
+        self.accuracy = accuracy
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """The settings of one fine-tune."""
+
+    temperature: float
+    alpha: float
+    lr: float
+    steps: int
+    eval_every: int
+    batch_size: int = 64
+    optimizer: Literal["adam", "sgd"] = "adam"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FinetuneData:
+    """The fine-tune subset (``x``, ``y``) and the validation subset (``val_x``, ``val_y``)."""
+
+    x: Tensor
+    y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+
+
+@torch.no_grad()
+def teacher_logits(model: nn.Module, x: Tensor, *, batch_size: int = EVAL_BATCH) -> Tensor:
+    """The model's logits on ``x`` (eval mode), computed in batches; once per study."""
+    model.eval()
+    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = EVAL_BATCH) -> float:
+    """Top-1 accuracy of ``model`` on (``x``, ``y``), in eval mode."""
+    if len(x) == 0:
+        raise TrialError("evaluate needs at least one sample, got an empty set; check data sizes")
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += int((model(x[i : i + batch_size]).argmax(dim=1) == y[i : i + batch_size]).sum())
+    return correct / len(x)
+
+
+def distillation_loss(student: Tensor, teacher: Tensor, y: Tensor, *, temperature: float,
+                      alpha: float) -> Tensor:
+    """``alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * CE(student, y)``."""
+    kl = F.kl_div(
+        F.log_softmax(student / temperature, dim=1),
+        F.log_softmax(teacher / temperature, dim=1),
+        log_target=True,
+        reduction="batchmean",
+    )
+    return alpha * temperature**2 * kl + (1.0 - alpha) * F.cross_entropy(student, y)
+
+
+def finetune(student: nn.Module, data: FinetuneData, logits: Tensor, cfg: DistillConfig, *,
+             report: Report | None = None) -> nn.Module:
+    """Distil ``logits`` (the teacher's, aligned with ``data.x``) into ``student``, in place.
+
+    Returns the student (in eval mode). Raises :class:`Stopped` when ``report`` returns False,
+    and TrialError on a NaN/inf loss.
+    """
+    if len(logits) != len(data.x):
+        raise TrialError(f"teacher logits must align with the fine-tune subset: got {len(logits)} "
+                         f"logits for {len(data.x)} samples; compute them on the same subset")
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt: torch.optim.Optimizer
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+    else:
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(len(data.x), generator=gen)
+    cursor = 0
+    for step in range(1, cfg.steps + 1):
+        if cursor + cfg.batch_size > len(order):
+            order, cursor = torch.randperm(len(data.x), generator=gen), 0
+        idx = order[cursor : cursor + cfg.batch_size]
+        cursor += cfg.batch_size
+        student.train()
+        loss = distillation_loss(student(data.x[idx]), logits[idx], data.y[idx],
+                                 temperature=cfg.temperature, alpha=cfg.alpha)
+        if not torch.isfinite(loss):
+            raise TrialError(
+                f"loss became {float(loss.detach())} at step {step} (lr={cfg.lr:.3g}, "
+                f"T={cfg.temperature:.3g}, alpha={cfg.alpha:.3g}); lower space.distillation.lr "
+                "or the compression of this candidate"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        if report is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            accuracy = evaluate(student, data.val_x, data.val_y)
+            if not report(step, accuracy):
+                raise Stopped(step, accuracy)
+    student.eval()
+    return student
+
+
+def _midpoint(r: FloatRange) -> float:
+    return math.sqrt(r.low * r.high) if r.log else (r.low + r.high) / 2.0
+
+
+class DistillationKnob(Knob):
+    """Temperature, alpha and learning rate of the fine-tune (see the module docstring)."""
+
+    prefix = PREFIX
+    FIELDS = ("temperature", "alpha", "lr")
+
+    def __init__(self, spec: DistillationSpace, *, batch_size: int = 64) -> None:
+        self.spec = spec
+        self.batch_size = batch_size
+
+    def _ranges(self) -> dict[str, FloatRange]:
+        return {f: getattr(self.spec, f) for f in self.FIELDS}
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        from optuna.distributions import FloatDistribution
+
+        return {PREFIX + f: FloatDistribution(r.low, r.high, log=r.log)
+                for f, r in self._ranges().items() if r.low < r.high}
+
+    def decode(self, params: Mapping[str, Any]) -> DistillConfig:
+        values = {f: float(require(params, PREFIX + f)) if r.low < r.high else r.low
+                  for f, r in self._ranges().items()}
+        return DistillConfig(temperature=values["temperature"], alpha=values["alpha"],
+                             lr=values["lr"], steps=self.spec.steps,
+                             eval_every=self.spec.eval_every, batch_size=self.batch_size)
+
+    def uniform_params(self, **setting: Any) -> dict[str, Any]:
+        """Every searched setting at its midpoint (geometric for a log range)."""
+        return {PREFIX + f: _midpoint(r) for f, r in self._ranges().items() if r.low < r.high}

@@ -1,0 +1,99 @@
+"""A target: one device plus its runtime, with its calibrated cost model and provenance."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cost_models.analytic import KernelCostModel
+from cost_models.base import CostModel
+from cost_models.graph import Bits, Costs, LayerGraph
+from search.errors import EdgetuneError, TargetError
+
+__all__ = ["COST_MODELS", "Provenance", "Target", "target_from_dict", "target_to_dict"]
+
+COST_MODELS: dict[str, type[CostModel]] = {"kernel": KernelCostModel}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a target's constants come from."""
+
+    source: str
+    n_measurements: int
+    date: str
+    machine: dict[str, Any] = field(default_factory=dict)
+    fidelity: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+    reference_ms: float | None = None  # the agent's reference model's latency at calibration
+
+
+@dataclass(frozen=True)
+class Target:
+    """A device and runtime, with the cost model and constants that predict its costs."""
+
+    name: str
+    description: str
+    runtime: str
+    cost_model: CostModel
+    constants: Any
+    provenance: Provenance
+
+    def predict(self, graph: LayerGraph, bits: Bits) -> Costs:
+        """The four costs of ``graph`` at ``bits`` on this target."""
+        return self.cost_model.predict(graph, bits, self.constants)
+
+
+def target_to_dict(target: Target) -> dict[str, Any]:
+    p = target.provenance
+    return {
+        "name": target.name,
+        "description": target.description,
+        "runtime": target.runtime,
+        "cost_model": target.cost_model.name,
+        "constants": target.cost_model.constants_to_dict(target.constants),
+        "provenance": {
+            "source": p.source, "n_measurements": p.n_measurements, "date": p.date,
+            "machine": p.machine, "fidelity": p.fidelity, "notes": p.notes,
+            "reference_ms": p.reference_ms,
+        },
+    }
+
+
+_KEYS = {"name", "description", "runtime", "cost_model", "constants", "provenance"}
+
+
+def target_from_dict(data: dict[str, Any], *, where: str = "target") -> Target:
+    """A :class:`Target` from :func:`target_to_dict`'s output; every error names its field."""
+    if not isinstance(data, dict):
+        raise TargetError(f"{where}: must be a JSON object, got {type(data).__name__}")
+    missing, unknown = _KEYS - set(data), set(data) - _KEYS
+    if missing or unknown:
+        raise TargetError(
+            f"{where}: keys must be {sorted(_KEYS)}; missing {sorted(missing)}, "
+            f"unknown {sorted(unknown)}"
+        )
+    cm_name = data["cost_model"]
+    if cm_name not in COST_MODELS:
+        raise TargetError(
+            f"{where}.cost_model: unknown cost model {cm_name!r}; valid: {sorted(COST_MODELS)}"
+        )
+    cm = COST_MODELS[cm_name]()
+    try:
+        constants = cm.constants_from_dict(data["constants"])
+        prov = Provenance(**data["provenance"])
+    except (EdgetuneError, TypeError) as exc:
+        raise TargetError(f"{where}.constants/provenance: {exc}") from exc
+    return Target(str(data["name"]), str(data["description"]), str(data["runtime"]), cm,
+                  constants, prov)
+
+
+def load_target_file(path: str | Path) -> Target:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TargetError(f"target file {str(p)!r} cannot be read as JSON: {exc}") from exc
+    return target_from_dict(data, where=str(p))

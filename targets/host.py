@@ -1,0 +1,220 @@
+"""The ``host`` target: onnxruntime's CPU EP on the machine edgetune runs on, calibrated here.
+
+onnxruntime CPU execution provider, batch 1, ``intra_op_num_threads=1``,
+``inter_op_num_threads=1``, sequential execution, all graph optimizations.
+
+On first use the micro-benchmark suite (:mod:`targets.suite`) is measured with the agent
+(:mod:`targets.agent`), the kernel cost model's latency constants are fitted (NNLS), and fidelity
+is measured on about 25% of the suite held out from a fit on the other 75%; the shipped
+constants are then refitted on all rows. The result is cached as JSON in
+``$EDGETUNE_HOME/targets/host.json`` (default ``./.edgetune``), with the date, the machine
+(hostname, CPU model, onnxruntime version) and the fidelity, and reused while the machine, the
+onnxruntime version and the cost model's version match; otherwise it is recalibrated.
+
+Energy: this VM has no RAPL counters, so energy = latency × the per-core share of the TDP of
+the host's CPU family: AMD EPYC 7763 (EPYC 7003 "Milan", CPU family 25 model 1, which this
+host reports), 280 W default TDP over 64 cores = 4.375 W for the one core a session uses
+(AMD EPYC 7763 product specifications). It is an upper-bound figure, not a measurement.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from cost_models.analytic import KernelConstants, KernelCostModel, latency_ms
+from cost_models.base import Measurement
+from cost_models.fidelity import fidelity
+from cost_models.fit import fit_kernel_constants
+from search.errors import CalibrationError, TargetError
+from targets.base import Provenance, Target, target_from_dict, target_to_dict
+
+__all__ = ["DESCRIPTION", "RUNTIME", "cache_path", "cached_host", "calibrate_host", "host_target",
+           "measure_on_host", "refit_host"]
+
+DESCRIPTION = "this machine's CPU, onnxruntime CPU EP, batch 1, one thread"
+RUNTIME = "onnxruntime CPUExecutionProvider, intra_op=1, inter_op=1, sequential, ORT_ENABLE_ALL"
+MODEL_VERSION = "kernel-3"
+POWER_W = 280.0 / 64
+POWER_SOURCE = (
+    "AMD EPYC 7763 (EPYC 7003 'Milan' series; this host: AMD EPYC family 25 model 1, KVM, "
+    "2 vCPUs) default TDP 280 W / 64 cores = 4.375 W per busy core; AMD product "
+    "specifications. A TDP share, not a measurement (no RAPL here)."
+)
+CALIBRATION_SECONDS = 60.0
+
+
+def cache_path() -> Path:
+    """``$EDGETUNE_HOME/targets/host.json`` (``EDGETUNE_HOME`` defaults to ``./.edgetune``)."""
+    home = Path(os.environ.get("EDGETUNE_HOME", ".edgetune"))
+    return home / "targets" / "host.json"
+
+
+def _machine() -> dict[str, Any]:
+    from targets.agent import device_info
+
+    info = device_info(threads=1)
+    return {
+        "hostname": info["hostname"], "cpu_model": info["cpu_model"],
+        "onnxruntime": info["onnxruntime"], "platform": info["platform"],
+        "cost_model_version": MODEL_VERSION,
+    }
+
+
+def _same_machine(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = ("hostname", "cpu_model", "onnxruntime", "cost_model_version")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def cached_host() -> Target | None:
+    """The cached host target if it was calibrated on this machine and ORT version."""
+    path = cache_path()
+    if not path.is_file():
+        return None
+    try:
+        target = target_from_dict(json.loads(path.read_text()), where=str(path))
+    except (json.JSONDecodeError, OSError, TargetError):
+        return None
+    if not _same_machine(target.provenance.machine, _machine()):
+        return None
+    return target
+
+
+def host_target() -> Target:
+    """The calibrated host target: from the cache, or calibrated now (about a minute)."""
+    return cached_host() or calibrate_host(force=True)
+
+
+def measure_on_host(
+    models: list[bytes | str | os.PathLike[str]], *, seconds: float = 10.0, min_runs: int = 200,
+    names: list[str] | None = None, target: Target | None = None,
+) -> list[dict[str, Any]]:
+    """Measure models with the agent, interleaved with the calibration's reference model, so
+    that ``latency_ms`` is given at the machine speed of the host calibration (the machine's
+    speed drifts with its load; ``raw_latency_ms`` is the plain measurement)."""
+    from targets.agent import measure
+    from targets.suite import reference_model
+
+    t = target or host_target()
+    return measure(models, seconds=seconds, min_runs=min_runs, names=names,
+                   reference=reference_model().SerializeToString(),
+                   reference_ms=t.provenance.reference_ms)
+
+
+def _fit_and_check(
+    rows: list[tuple[str, Measurement]], *, holdout: float = 0.25, seed: int = 0
+) -> tuple[KernelConstants, dict[str, Any]]:
+    # Hold out whole suite specs (all precision schemes of one architecture), so fidelity is
+    # judged on architectures the fit has not seen.
+    specs = sorted({name.rsplit("_", 1)[0] for name, _ in rows})
+    rng = random.Random(seed)
+    rng.shuffle(specs)
+    held = set(specs[: max(1, round(len(specs) * holdout))])
+    train = [m for n, m in rows if n.rsplit("_", 1)[0] not in held]
+    test = [m for n, m in rows if n.rsplit("_", 1)[0] in held]
+    w_train = [_row_weight(n) for n, _ in rows if n.rsplit("_", 1)[0] not in held]
+    part = fit_kernel_constants(train, power_w=POWER_W, row_weights=w_train)
+    usable = []
+    for g, b, t in test:
+        try:
+            usable.append((latency_ms(g, b, part), t))
+        except Exception:  # a kernel class only in held-out rows: not predictable, skip
+            continue
+    if len(usable) < 2:
+        raise CalibrationError("too few held-out rows to measure fidelity; measure more models")
+    fid: dict[str, Any] = dict(fidelity([p for p, _ in usable], [t for _, t in usable]))
+    fid["held_out"] = "25% of suite architectures (all their precision schemes)"
+    constants = fit_kernel_constants(
+        [m for _, m in rows], power_w=POWER_W, row_weights=[_row_weight(n) for n, _ in rows]
+    )
+    return constants, fid
+
+
+CHAIN_WEIGHT = 3.0
+
+
+def _row_weight(name: str) -> float:
+    """Whole-network suite models (what edgetune predicts) weigh more than single layers."""
+    return CHAIN_WEIGHT if name.startswith(("resnet", "dscnn", "mbv2")) else 1.0
+
+
+def calibrate_host(*, force: bool = True, seconds: float = CALIBRATION_SECONDS) -> Target:
+    """Measure the suite on this machine, fit, check fidelity, cache and return the target."""
+    if not force:
+        cached = cached_host()
+        if cached is not None:
+            return cached
+    from targets.agent import measure, noise_ceiling
+    from targets.suite import suite
+
+    t0 = time.time()
+    from targets.suite import reference_model
+
+    models = suite()
+    results = measure(
+        [m.SerializeToString() for _, m in models], names=[n for n, _ in models],
+        seconds=seconds, min_runs=100, chunk_runs=20, reference_every=4,
+        reference=reference_model().SerializeToString(),
+    )
+    path = cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.parent / "host_measurements.json").write_text(
+        json.dumps({"machine": _machine(), "noise_ceiling": noise_ceiling(results),
+                    "measurements": results}, indent=1)
+    )
+    return _build(models, results, t0)
+
+
+def refit_host() -> Target:
+    """Refit the host from the suite measurements cached by the last calibration (no new
+    measurements); for a changed cost model on the same machine."""
+    from targets.suite import suite
+
+    path = cache_path().parent / "host_measurements.json"
+    if not path.is_file():
+        raise CalibrationError(f"no cached measurements at {path}; run calibrate_host()")
+    data = json.loads(path.read_text())
+    return _build(suite(), data["measurements"], time.time())
+
+
+def _build(models: list[tuple[str, Any]], results: list[dict[str, Any]], t0: float) -> Target:
+    from cost_models.onnx_graph import from_onnx
+    from targets.agent import noise_ceiling
+
+    by_name = dict(models)
+    rows: list[tuple[str, Measurement]] = []
+    for r in results:
+        graph, bits = from_onnx(by_name[r["name"]])
+        rows.append((r["name"], (graph, bits, float(r["latency_ms"]))))
+    constants, fid = _fit_and_check(rows)
+    fid["noise_ceiling"] = noise_ceiling(results)
+    target = Target(
+        name="host",
+        description=DESCRIPTION,
+        runtime=RUNTIME,
+        cost_model=KernelCostModel(),
+        constants=constants,
+        provenance=Provenance(
+            source="targets.suite micro-benchmarks measured by targets.agent on this machine",
+            n_measurements=len(rows),
+            date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            machine=_machine(),
+            fidelity=fid,
+            notes=f"calibration took {time.time() - t0:.0f} s; energy: {POWER_SOURCE}",
+            reference_ms=float(results[0]["reference_ms"]),
+        ),
+    )
+    path = cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(target_to_dict(target), indent=1))
+    tmp.replace(path)
+    from targets import registry
+
+    registry.forget("host")
+    return target

@@ -1,0 +1,98 @@
+"""Target names -> :class:`Target` objects: the one place a target name becomes an object."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from search.errors import TargetError
+from targets.base import Target, load_target_file
+
+__all__ = ["describe_targets", "get", "names", "predict_onnx", "register"]
+
+_FACTORIES: dict[str, Callable[[], Target]] = {}
+_CACHE: dict[str, Target] = {}
+
+
+def register(name: str, factory: Callable[[], Target]) -> None:
+    """Register a target built lazily by ``factory`` on first :func:`get`."""
+    if name in _FACTORIES:
+        raise TargetError(
+            f"target {name!r} is already registered; pick another name (registered: "
+            f"{', '.join(names())})"
+        )
+    _FACTORIES[name] = factory
+
+
+def names() -> list[str]:
+    """The registered target names, sorted."""
+    return sorted(_FACTORIES)
+
+
+def get(name: str) -> Target:
+    """The target called ``name``, or loaded from ``name`` if it is a path to a target JSON."""
+    if name in _CACHE:
+        return _CACHE[name]
+    if name in _FACTORIES:
+        target = _FACTORIES[name]()
+        _CACHE[name] = target
+        return target
+    if name.endswith(".json") or Path(name).is_file():
+        if not Path(name).is_file():
+            raise TargetError(f"target file {name!r} does not exist")
+        return load_target_file(name)
+    raise TargetError(
+        f"unknown target {name!r}; valid targets: {', '.join(names())}, or a path to a "
+        f"target .json file"
+    )
+
+
+def forget(name: str) -> None:
+    """Drop a built target from the cache (after recalibration)."""
+    _CACHE.pop(name, None)
+
+
+def predict_onnx(paths: Sequence[str | Path], target: Target | str) -> list[dict[str, Any]]:
+    """Predicted costs of fp32 or QDQ ONNX files on ``target``, one dict per file."""
+    import onnx
+
+    from cost_models.onnx_graph import from_onnx
+
+    t = get(target) if isinstance(target, str) else target
+    out = []
+    for path in paths:
+        graph, bits = from_onnx(onnx.load(str(path)))
+        out.append({"model": str(path), "target": t.name, **t.predict(graph, bits).as_dict()})
+    return out
+
+
+def _describe(t: Target) -> dict[str, Any]:
+    p = t.provenance
+    return {
+        "name": t.name, "description": t.description, "runtime": t.runtime,
+        "calibrated": True,
+        "provenance": {"source": p.source, "n_measurements": p.n_measurements, "date": p.date,
+                       "machine": p.machine, "notes": p.notes},
+        "fidelity": p.fidelity,
+    }
+
+
+def describe_targets() -> list[dict[str, Any]]:
+    """Name, description, runtime, provenance and fidelity of each registered target.
+
+    Describing does not calibrate: an uncalibrated ``host`` shows ``"calibrated": False``.
+    """
+    out = []
+    for name in names():
+        if name == "host" and name not in _CACHE:
+            from targets.host import DESCRIPTION, RUNTIME, cached_host
+
+            cached = cached_host()
+            if cached is None:
+                out.append({"name": name, "description": DESCRIPTION, "runtime": RUNTIME,
+                            "calibrated": False, "provenance": None, "fidelity": None})
+                continue
+            _CACHE[name] = cached
+        out.append(_describe(get(name)))
+    return out

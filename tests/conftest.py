@@ -1,0 +1,32 @@
+"""Shared fixtures: one EDGETUNE_HOME per test session, so the host target is calibrated once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEACHER = ROOT / "experiments" / "fashion_mnist" / "resnet8_teacher.pt"
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def edgetune_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A session-wide EDGETUNE_HOME (set in os.environ, so subprocesses inherit it)."""
+    home = Path(os.environ.get("EDGETUNE_TEST_HOME") or tmp_path_factory.mktemp("edgetune-home"))
+    old = os.environ.get("EDGETUNE_HOME")
+    os.environ["EDGETUNE_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("EDGETUNE_HOME", None)
+    else:
+        os.environ["EDGETUNE_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def needs_fashion_mnist() -> None:
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Debian dataset-fashion-mnist is not installed (make test installs it)")

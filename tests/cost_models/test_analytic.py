@@ -1,0 +1,135 @@
+"""Golden values of the kernel cost model on a tiny graph with hand-set constants."""
+
+from __future__ import annotations
+
+import pytest
+
+from cost_models import (
+    KernelCoefficients,
+    KernelConstants,
+    Layer,
+    LayerGraph,
+    Precision,
+    kernels,
+    latency_ms,
+    peak_memory_kb,
+    predict,
+    size_kb,
+)
+from search.errors import UnsupportedLayerError
+
+# input 1x1x8x8 -> conv 3x3 to 4 channels (2304 MACs, 40 params) -> gap -> linear 4->2
+GRAPH = LayerGraph(
+    layers=(
+        Layer("conv", "conv", (1, 1, 8, 8), (1, 4, 8, 8), macs=2304, params=40, kernel=3,
+              inputs=("",)),
+        Layer("gap", "gap", (1, 4, 8, 8), (1, 4, 1, 1), macs=256, inputs=("conv",)),
+        Layer("fc", "linear", (1, 4), (1, 2), macs=8, params=10, inputs=("gap",)),
+    ),
+    input_shape=(1, 1, 8, 8),
+)
+
+
+def _constants() -> KernelConstants:
+    return KernelConstants(
+        session_ms=0.01,
+        power_w=2.0,
+        coefficients=(
+            KernelCoefficients("conv:f32", fixed_ms=0.002, ns_per_mac=0.5, ns_per_elem=1.0),
+            KernelCoefficients("gap:f32", fixed_ms=0.001, ns_per_elem=2.0),
+            KernelCoefficients("linear:f32", fixed_ms=0.003, ns_per_mac=10.0),
+            KernelCoefficients("conv:rt", fixed_ms=0.004, ns_per_mac=1.0),
+            KernelCoefficients("dqw8", ns_per_elem=100.0),
+            KernelCoefficients("dqw4", ns_per_elem=200.0),
+            KernelCoefficients("q8", fixed_ms=0.001, ns_per_elem=10.0),
+            KernelCoefficients("dq8", fixed_ms=0.001, ns_per_elem=20.0),
+        ),
+    )
+
+
+def test_fp32_latency_golden() -> None:
+    # session + conv(fixed + MACs + in/out elements) + gap + linear, by hand:
+    expected = (
+        0.01
+        + 0.002 + (0.5 * 2304 + 1.0 * (64 + 256)) * 1e-6
+        + 0.001 + 2.0 * (256 + 4) * 1e-6
+        + 0.003 + 10.0 * 8 * 1e-6
+    )
+    assert expected == pytest.approx(0.018072)
+    assert latency_ms(GRAPH, {}, _constants()) == pytest.approx(expected)
+    costs = predict(GRAPH, {}, _constants())
+    assert costs.energy_mj == pytest.approx(expected * 2.0)
+
+
+def test_int8_conv_before_float_layer_runs_unfused_with_boundary_kernels() -> None:
+    bits = {"conv": Precision(8, 8)}  # its reader (gap) is float, so no QLinearConv
+    assert [k.cls for k in kernels(GRAPH, bits)] == [
+        "q8", "dq8", "dqw8", "conv:rt", "gap:f32", "linear:f32"
+    ]
+    expected = (
+        0.01
+        + 0.001 + 10.0 * 64 * 1e-6  # quantize the input
+        + 0.001 + 20.0 * 64 * 1e-6  # dequantize it again (it really runs)
+        + 100.0 * 40 * 1e-6  # dequantize the weights at run time
+        + 0.004 + 1.0 * 2304 * 1e-6
+        + 0.001 + 2.0 * 260 * 1e-6
+        + 0.003 + 10.0 * 8 * 1e-6
+    )
+    assert latency_ms(GRAPH, bits, _constants()) == pytest.approx(expected)
+
+
+def test_fused_chain_has_one_quantize_and_one_dequantize() -> None:
+    g = LayerGraph(
+        layers=(
+            Layer("a", "conv", (1, 2, 4, 4), (1, 2, 4, 4), macs=288, params=38, inputs=("",)),
+            Layer("b", "conv", (1, 2, 4, 4), (1, 2, 4, 4), macs=288, params=38, inputs=("a",)),
+            Layer("c", "conv", (1, 2, 4, 4), (1, 2, 4, 4), macs=288, params=38, inputs=("b",)),
+        ),
+        input_shape=(1, 2, 4, 4),
+    )
+    q = Precision(8, 8)
+    assert [k.cls for k in kernels(g, {"a": q, "b": q, "c": q})] == [
+        "q8", "conv:q8", "conv:q8", "conv:q8", "dq8"
+    ]
+    # b float in the middle: a is not re-quantized (b reads float), c quantizes b's output
+    assert [k.cls for k in kernels(g, {"a": q, "c": q})] == [
+        "q8", "dq8", "dqw8", "conv:rt", "conv:f32", "q8", "conv:q8", "dq8"
+    ]
+    # 4-bit weights always run as dequantize + fp32 kernel
+    assert "dqw4" in [k.cls for k in kernels(g, {"b": Precision(4, 32)})]
+
+
+def test_size_kb_packs_bits() -> None:
+    fp32 = size_kb(GRAPH, {})
+    assert fp32 == pytest.approx((40 + 10) * 4 / 1024)
+    w8 = size_kb(GRAPH, {"conv": Precision(8, 32)})
+    w4 = size_kb(GRAPH, {"conv": Precision(4, 32)})
+    overhead = 4 * 5  # 4 output channels x (fp32 scale + 1-byte zero point)
+    assert w8 == pytest.approx((40 * 1 + overhead + 10 * 4) / 1024)
+    # 4-bit weights take half the bytes of 8-bit ones
+    assert (w4 * 1024 - overhead - 40) == pytest.approx((w8 * 1024 - overhead - 40) / 2)
+    # 6 bits are stored in an int8 container
+    assert size_kb(GRAPH, {"conv": Precision(6, 32)}) == pytest.approx(w8)
+
+
+def test_peak_memory_kb() -> None:
+    # weights 200 B; peak at the conv: input 64x4 B + output 256x4 B = 1280 B
+    assert peak_memory_kb(GRAPH, {}) == pytest.approx((200 + 1280) / 1024)
+    # an 8-bit conv reads its input as 1 byte per element; weights 40 B + 40 B for fc
+    got = peak_memory_kb(GRAPH, {"conv": Precision(8, 8)})
+    assert got == pytest.approx((40 + 40 + 64 * 1 + 256 * 4) / 1024)
+
+
+def test_missing_coefficient_raises_never_zero() -> None:
+    with pytest.raises(UnsupportedLayerError, match="conv:q8"):
+        g = LayerGraph(GRAPH.layers[:1], GRAPH.input_shape)
+        latency_ms(g, {"conv": Precision(8, 8)}, _constants())  # output requantized: fused
+
+
+def test_bad_bits_raise() -> None:
+    with pytest.raises(UnsupportedLayerError, match="act_bits"):
+        kernels(GRAPH, {"conv": Precision(8, 4)})
+    with pytest.raises(UnsupportedLayerError, match="not in the graph"):
+        kernels(GRAPH, {"nope": Precision(8, 8)})
+    with pytest.raises(UnsupportedLayerError, match="no weights"):
+        kernels(GRAPH, {"gap": Precision(8, 8)})

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from cost_models.graph import Precision
+from experiments.models import resnet8
+from search.onnx_export import packed_size_bytes, run_onnx, scope_path, to_onnx
+from search.spec import PruningSpace, QuantizationSpace, Space
+from spaces.joint import JointSpace
+from spaces.quantization import apply
+
+SHAPE = (1, 16, 16)
+LAYERS = ("stem.0", "stage1.conv1.0", "stage1.conv2.0", "stage1.add", "stage2.conv1.0",
+          "stage2.conv2.0", "stage2.shortcut", "stage2.add", "stage3.conv1.0", "stage3.conv2.0",
+          "stage3.shortcut", "stage3.add", "classifier")
+MIXED = (Precision(8, 8), Precision(4, 16), Precision(32, 8), Precision(6, 32), Precision(2, 8),
+         Precision(32, 32), Precision(8, 16))
+
+
+@pytest.fixture(scope="module")
+def teacher() -> nn.Module:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = resnet8(SHAPE)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert m.running_mean is not None and m.running_var is not None
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _bits(kind: str) -> dict[str, Precision]:
+    if kind == "mixed":
+        return {n: MIXED[i % len(MIXED)] for i, n in enumerate(LAYERS)}
+    w, a = {"int8": (8, 8), "int4": (4, 8), "act16": (8, 16), "float": (32, 32)}[kind]
+    return {n: Precision(w, a) for n in LAYERS}
+
+
+def _initializer_types(model: onnx.ModelProto) -> dict[str, int]:
+    return {t.name: t.data_type for t in model.graph.initializer}
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4", "act16", "mixed", "float"])
+def test_onnxruntime_matches_the_torch_student(teacher: nn.Module, kind: str) -> None:
+    torch.manual_seed(1)
+    student = apply(teacher, _bits(kind), torch.randn(64, *SHAPE), reduce_range=True)
+    model = to_onnx(student, SHAPE)
+    x = torch.randn(256, *SHAPE)
+    with torch.no_grad():
+        expected = student(x)
+    got = run_onnx(model, x)
+    assert (got - expected).abs().max() <= 0.02 * expected.abs().max()
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.99
+    types = _initializer_types(model)
+    ops = [n.op_type for n in model.graph.node]
+    if kind == "float":
+        assert "QuantizeLinear" not in ops and "DequantizeLinear" not in ops
+        assert (got - expected).abs().max() <= 1e-4
+    if kind == "int8":
+        assert types["stem.0.weight_quantized"] == onnx.TensorProto.INT8
+        assert types["stem.0.input_zero_point"] == onnx.TensorProto.UINT8
+        assert onnx.numpy_helper.to_array(next(
+            t for t in model.graph.initializer if t.name == "stem.0.weight_quantized")).max() <= 63
+        assert ops.count("QuantizeLinear") == 10 + 3 * 3  # conv/linear inputs; Add a, b, out
+    if kind == "int4":
+        assert types["classifier.weight_quantized"] == onnx.TensorProto.INT4
+    if kind == "act16":
+        assert types["stage1.add.input_a_zero_point"] == onnx.TensorProto.INT16
+        assert (got - expected).abs().max() <= 1e-3 * expected.abs().max()
+    if kind == "mixed":
+        assert "stage1.add.output_scale" not in types  # Precision(6, 32): a float Add
+        assert "stage2.add.output_scale" in types  # Precision(8, 8)
+        assert "stage1.conv2.0.weight_quantized" not in types  # Precision(32, 8)
+        assert "stage1.conv2.0.input_scale" in types
+        assert "stage3.shortcut.input_scale" not in types  # Precision(6, 32)
+        assert types["stage3.shortcut.weight_quantized"] == onnx.TensorProto.INT8
+        assert types["stage2.conv1.0.weight_quantized"] == onnx.TensorProto.INT4  # 2 bits
+        assert types["stage2.shortcut.input_zero_point"] == onnx.TensorProto.INT16
+        assert not any(n.startswith(("stage2.conv2.0.", "classifier.w")) and "quant" in n
+                       for n in types)  # Precision(32, 32): untouched
+
+
+def test_pruned_quantized_student_exports(teacher: nn.Module) -> None:
+    space = JointSpace(teacher, SHAPE, Space(quantization=QuantizationSpace(),
+                                             pruning=PruningSpace(round_to=4)))
+    student = space.build(teacher, space.uniform_params(0.5, 8, 8), torch.randn(64, *SHAPE),
+                          reduce_range=False)
+    model = to_onnx(student, SHAPE)
+    x = torch.randn(128, *SHAPE)
+    with torch.no_grad():
+        expected = student(x)
+    got = run_onnx(model, x)
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.99
+    weight = next(t for t in model.graph.initializer if t.name == "stage3.conv1.0.weight_quantized")
+    assert list(weight.dims) == [32, 16, 3, 3]
+
+
+def test_packed_size_counts_bits(teacher: nn.Module) -> None:
+    calib = torch.randn(16, *SHAPE)
+    sizes = {k: packed_size_bytes(apply(teacher, _bits(k), calib, reduce_range=False))
+             for k in ("float", "int8", "int4")}
+    params = sum(p.numel() for p in teacher.parameters())
+    assert sizes["int4"] < 0.6 * sizes["int8"] < 0.6 * 0.3 * sizes["float"] * 2
+    assert sizes["float"] >= 4 * params - 4 * 2 * sum(
+        m.num_features for m in teacher.modules() if isinstance(m, nn.BatchNorm2d))
+    int8 = apply(teacher, _bits("int8"), calib, reduce_range=False)
+    file_size = len(to_onnx(int8, SHAPE).SerializeToString())
+    assert packed_size_bytes(int8) <= file_size < 1.3 * packed_size_bytes(int8) + 16_000
+
+
+def test_scope_path_follows_the_legacy_exporter() -> None:
+    assert scope_path("stage1.conv1.0") == "/stage1/conv1/conv1.0"
+    assert scope_path("blocks.0.body.1.0") == "/blocks/blocks.0/body/body.1/body.1.0"
+    assert scope_path("classifier") == "/classifier"

@@ -1,0 +1,129 @@
+"""End to end, as a user runs it: check, search, resume, show, export, on the real workload.
+
+A small spec (a few hundred images, a few fine-tune steps) keeps each search under a minute,
+with the real teacher, torch-pruning, Optuna storage, onnxruntime and, in one test, Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import TEACHER
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_fashion_mnist")]
+
+SPEC = f"""
+name: tiny
+model: {{name: resnet8, weights: {TEACHER}, input_shape: [1, 28, 28]}}
+data: {{finetune_size: 512, val_size: 512, calibration_size: 64, batch_size: 64}}
+target: host
+constraints: {{latency_ms: 70%, size_kb: 15%}}
+space:
+  quantization: {{weight_bits: [4, 8, 32], activation_bits: [8, 32]}}
+  pruning: {{max_ratio: 0.6, step: 0.2, round_to: 4}}
+  distillation: {{steps: 8, eval_every: 4, lr: 0.002}}
+search: {{trials: 4, workers: 1, executor: process, seed: 0, seed_trials: 2}}
+"""
+
+
+def edgetune(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True,
+                          text=True, timeout=900, env=dict(os.environ))
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+    return proc
+
+
+def as_json(proc: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path, edgetune_home: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+def test_check_reports_teacher_and_cheapest_costs(spec_file: Path) -> None:
+    out = as_json(edgetune("check", str(spec_file), "--json"))
+    assert out["feasible"] is True
+    teacher, cheapest = out["teacher"], out["cheapest"]
+    assert cheapest["latency_ms"] < teacher["latency_ms"]
+    assert cheapest["size_kb"] < 0.1 * teacher["size_kb"]
+    assert out["budgets"]["size_kb"] == pytest.approx(0.15 * teacher["size_kb"])
+
+
+def test_check_exits_nonzero_for_a_budget_nobody_meets(tmp_path: Path, edgetune_home: Path) -> None:
+    spec = tmp_path / "impossible.yaml"
+    spec.write_text(SPEC.replace("latency_ms: 70%", "latency_ms: 1%"))
+    proc = edgetune("check", str(spec), "--json", check=False)
+    assert proc.returncode == 3
+    out = as_json(proc)
+    assert out["feasible"] is False and out["over_budget"]["latency_ms"] > 1.0
+    search = edgetune("search", str(spec), "--storage", f"sqlite:///{tmp_path}/s.db", check=False)
+    assert search.returncode == 3 and "latency_ms" in search.stderr and "Traceback" not in search.stderr
+
+
+def test_search_resume_show_export(spec_file: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/studies.db"
+    out = as_json(edgetune("search", str(spec_file), "--storage", storage, "--json"))
+    assert out["study"] == "tiny" and out["n_trials"] == 4
+    assert sum(out["states"].values()) == 4
+    assert set(out["teacher"]) >= {"accuracy", "latency_ms", "energy_mj", "peak_memory_kb", "size_kb"}
+    assert out["teacher"]["accuracy"] > 0.85
+    best = out["best"]
+    assert best, "the feasible seeds must give at least one feasible candidate"
+    for row in best:
+        assert row["feasible"] is True
+        assert row["latency_ms"] <= out["budgets"]["latency_ms"]
+        assert row["size_kb"] <= out["budgets"]["size_kb"]
+        assert set(row) >= {"trial", "accuracy", "energy_mj", "peak_memory_kb", "params"}
+
+    resumed = as_json(edgetune("resume", "tiny", "--storage", storage, "--trials", "2", "--json"))
+    assert resumed["n_trials"] == 6
+    shown = as_json(edgetune("show", "tiny", "--storage", storage, "--json"))
+    assert shown["states"] == resumed["states"]
+
+    # Every trial is stored with its costs; an infeasible one was never trained.
+    import optuna
+
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    for t in study.trials:
+        assert "latency_ms" in t.user_attrs or t.user_attrs.get("status") == "failed"
+        if t.user_attrs.get("status") == "infeasible":
+            assert "train" not in t.user_attrs["timings_s"]
+            assert t.user_attrs["timings_s"]["predict"] < 5.0
+            assert any(v > 0 for k, v in t.system_attrs.items() if k.startswith("constraints:"))
+
+    out_dir = tmp_path / "export"
+    summary = as_json(edgetune("export", "tiny", "--storage", storage, "--out", str(out_dir), "--json"))
+    assert (out_dir / "model.onnx").exists() and (out_dir / "report.md").exists()
+    assert json.loads((out_dir / "summary.json").read_text()) == summary
+    for key in ("onnx", "accuracy_onnx", "latency_ms_measured", "latency_ms_predicted",
+                "size_kb_file", "size_kb_packed", "input"):
+        assert key in summary
+    assert summary["input"]["normalize"]["mean"] and summary["input"]["shape"] == [1, 1, 28, 28]
+    assert summary["size_kb_packed"] <= summary["size_kb_file"]
+    # the ONNX file's accuracy matches what the search measured on validation, roughly, and
+    # what the torch student gets on the test set, closely (checked in test_export).
+    assert summary["accuracy_onnx"] > 0.5
+    assert summary["predicted_from_onnx"]["size_kb"] == pytest.approx(summary["predicted"]["size_kb"], rel=0.02)
+    assert "predicted" in (out_dir / "report.md").read_text()
+
+
+def test_search_on_local_ray_with_two_workers(spec_file: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/ray.db"
+    out = as_json(edgetune("search", str(spec_file), "--storage", storage, "--executor", "ray",
+                           "--workers", "2", "--trials", "4", "--study", "tiny-ray", "--json"))
+    assert out["n_trials"] == 4
+    assert out["states"]["failed"] == 0
+    assert out["best"]

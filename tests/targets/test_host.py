@@ -1,0 +1,42 @@
+"""The host target: calibrated on this machine, cached, reused (one slow test)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.mark.slow
+def test_host_calibrates_caches_and_predicts(edgetune_home: Path) -> None:
+    import targets
+    from targets.host import cache_path, cached_host
+
+    t0 = time.time()
+    host = targets.get("host")
+    assert cache_path() == edgetune_home / "targets" / "host.json"
+    data = json.loads(cache_path().read_text())
+    machine = data["provenance"]["machine"]
+    assert machine["onnxruntime"] and machine["cpu_model"] and machine["hostname"]
+    fid = host.provenance.fidelity
+    assert 0 <= fid["within_10pct"] <= 1 and fid["spearman"] > 0.8
+    assert host.provenance.n_measurements > 100
+    if time.time() - t0 > 1:  # it calibrated now: bounded
+        assert time.time() - t0 < 180
+    cached = cached_host()
+    assert cached is not None and cached.constants == host.constants
+
+    from cost_models import Precision, from_torch
+    from experiments.models import resnet8
+
+    graph = from_torch(resnet8((1, 28, 28)), (1, 28, 28))
+    fp32 = host.predict(graph, {})
+    assert 0.05 < fp32.latency_ms < 2.0
+    w4 = host.predict(graph, {la.name: Precision(4, 32) for la in graph.layers
+                              if la.kind in ("conv", "linear")})
+    assert w4.latency_ms > 1.5 * fp32.latency_ms  # int4 runs as dequantize + fp32 here
+    assert w4.size_kb < 0.2 * fp32.size_kb

@@ -1,0 +1,54 @@
+"""The suite parses back to its precisions, and the kernel list matches onnxruntime's fusions."""
+
+from __future__ import annotations
+
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from cost_models import Precision, from_onnx, kernels  # noqa: E402
+from targets.suite import suite  # noqa: E402
+
+
+def _ort_ops(model: object, tmp_path: object) -> list[tuple[str, str]]:
+    path = f"{tmp_path}/opt.onnx"
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = path
+    so.log_severity_level = 3
+    ort.InferenceSession(model.SerializeToString(), so,  # type: ignore[attr-defined]
+                         providers=["CPUExecutionProvider"])
+    return [(n.op_type, n.domain) for n in onnx.load(path).graph.node]
+
+
+def test_suite_precisions() -> None:
+    models = dict(suite(size="small"))
+    assert len(models) >= 20
+    for name, model in models.items():
+        graph, bits = from_onnx(model)
+        weighted = [la.name for la in graph.layers if la.kind in ("conv", "dwconv", "linear")]
+        if name.endswith("_fp32"):
+            assert bits == {}
+        if name.endswith("_int8"):
+            assert all(bits[n] == Precision(8, 8) for n in weighted)
+
+
+def test_kernel_list_matches_onnxruntime(tmp_path: object) -> None:
+    """Fused int8 convs/gemms, NCHWc convs and reorders: as many as onnxruntime makes."""
+    for name, model in suite(size="small"):
+        if "pool" in name:
+            continue
+        ops = _ort_ops(model, tmp_path)
+        graph, bits = from_onnx(model)
+        ks = [k.cls for k in kernels(graph, bits)]
+        got = {
+            "qlinear": sum(k in ("conv:q8", "dwconv:q8", "linear:q8") for k in ks),
+            "nchwc": sum(k in ("conv:f32", "dwconv:f32") for k in ks),
+            "reorder": ks.count("reorder"),
+        }
+        want = {
+            "qlinear": sum(o in ("QLinearConv", "QGemm") for o, _ in ops),
+            "nchwc": sum(o == "Conv" and d.endswith("nchwc") for o, d in ops),
+            "reorder": sum(o.startswith("Reorder") for o, _ in ops),
+        }
+        assert got == want, name
