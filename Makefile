@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/mypy search spaces cost_models targets experiments
 
 test: test-setup lint
-	$(BIN)/pytest -q
+	tests/offline.sh $(BIN)/pytest -q
 
 clean:
 	rm -rf $(VENV) .edgetune .mypy_cache .ruff_cache .pytest_cache

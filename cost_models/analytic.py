@@ -157,9 +157,10 @@ def features(graph: LayerGraph, bits: Bits) -> dict[str, float]:
     for k in kernels(graph, bits):
         n_fixed, n_mac, n_elem, n_pix = feature_names(k.cls)
         f[n_fixed] = f.get(n_fixed, 0.0) + 1.0
-        f[n_mac] = f.get(n_mac, 0.0) + k.macs * 1e-6
         f[n_elem] = f.get(n_elem, 0.0) + k.elems * 1e-6
-        f[n_pix] = f.get(n_pix, 0.0) + k.pixels * 1e-6
+        if k.cls.split(":")[0] in WEIGHTED_KINDS:  # elsewhere MACs are elements: one feature
+            f[n_mac] = f.get(n_mac, 0.0) + k.macs * 1e-6
+            f[n_pix] = f.get(n_pix, 0.0) + k.pixels * 1e-6
     return f
 
 

@@ -29,7 +29,7 @@ of the host micro-benchmark suite:
   kernel converts a tensor into (for a conv with >= 8 input channels) or out of NCHWc. An fp32
   add whose input is the sole output of an NCHWc conv is fused into it (``add:fused``), and so
   is a ReLU after that add (``relu:fused``). Unfused pools with a multiple of 8 channels run in
-  NCHWc if they read an NCHWc tensor, a quantized tensor or the graph input;
+  NCHWc if they read an NCHWc tensor or the graph input;
   adds and ReLUs do when all their inputs are NCHWc. A conv with < 8 input channels reads
   plain NCHW.
 * the graph output of an 8-bit layer is taken to be in QDQ form (as ``quantize_static``
@@ -193,7 +193,7 @@ def kernels(graph: LayerGraph, bits: Bits) -> list[Kernel]:
             srcs = layer.inputs or ("",)
             nchwc[layer.name] = (
                 not fused[layer.name] and layer.in_shape[1] % 8 == 0
-                and all(s == "" or nchwc.get(s, False) or fused.get(s, False) for s in srcs)
+                and all(s == "" or nchwc.get(s, False) for s in srcs)
             )
         elif layer.kind in ("add", "relu"):
             srcs = layer.inputs or ("",)

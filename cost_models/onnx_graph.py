@@ -81,6 +81,7 @@ def from_onnx(model: onnx.ModelProto) -> tuple[LayerGraph, dict[str, Precision]]
     order: list[str] = []
     bits: dict[str, Precision] = {}
     used_names: set[str] = set()
+    const_arrays: dict[str, Any] = {}
 
     def dtype_bits(tensor: str) -> int:
         if tensor in inits:
@@ -137,6 +138,8 @@ def from_onnx(model: onnx.ModelProto) -> tuple[LayerGraph, dict[str, Precision]]
             tensor = next((a.t for a in node.attribute if a.name == "value"), None)
             ashape = tuple(nh.to_array(tensor).shape) if tensor is not None else ()
             vals[out] = _Val(const=True, array_shape=ashape)
+            if tensor is not None:
+                const_arrays[out] = nh.to_array(tensor)
             continue
         if op == "Shape":
             vals[out] = _Val(const=True)
@@ -146,11 +149,12 @@ def from_onnx(model: onnx.ModelProto) -> tuple[LayerGraph, dict[str, Precision]]
             zp_bits = dtype_bits(ins[2]) if len(ins) > 2 and ins[2] else 8
             if attrs.get("output_dtype"):
                 zp_bits = _INT_BITS.get(int(attrs["output_dtype"]), 8)
-            vals[out] = replace(v, act_bits=zp_bits, fusible=False)
+            # Q -> DQ between a layer and its activation does not stop the fusion
+            vals[out] = replace(v, act_bits=zp_bits, fusible=v.fusible and readers.get(out) == 1)
             continue
         if op == "DequantizeLinear":
             v = act(ins[0], node)
-            vals[out] = replace(v, fusible=False)
+            vals[out] = replace(v, fusible=v.fusible and readers.get(out) == 1)
             continue
         if op in _FREE:
             v = act(ins[0], node)
@@ -245,6 +249,8 @@ def from_onnx(model: onnx.ModelProto) -> tuple[LayerGraph, dict[str, Precision]]
                 axes = attrs.get("axes")
                 if axes is None and len(ins) > 1 and ins[1] in inits:
                     axes = numpy_helper.to_array(inits[ins[1]]).tolist()
+                elif axes is None and len(ins) > 1 and ins[1] in const_arrays:
+                    axes = const_arrays[ins[1]].tolist()
                 if sorted(int(a) % 4 for a in (axes or [])) != [2, 3]:
                     raise UnsupportedLayerError(
                         f"node {node.name!r}: ReduceMean is supported only over H and W "

@@ -75,7 +75,6 @@ def from_torch(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGrap
     """The layer graph of ``model`` for one input of shape ``(C, H, W)``."""
     import torch
     from torch import fx
-    from torch.fx.passes.shape_prop import ShapeProp
 
     class _Tracer(fx.Tracer):
         def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
@@ -93,8 +92,7 @@ def from_torch(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGrap
                 f"model whose forward has no data-dependent control flow"
             ) from exc
         gm = fx.GraphModule(model, fx_graph)
-        with torch.no_grad():
-            ShapeProp(gm).propagate(torch.zeros(1, *input_shape))
+        _propagate_shapes(gm, (1, *input_shape))
     finally:
         model.train(was_training)
 
@@ -235,6 +233,25 @@ def from_torch(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGrap
         layers=tuple(Layer(**{k: v for k, v in layers[n].items() if k in keys}) for n in order),
         input_shape=(1, *input_shape),
     )
+
+
+def _propagate_shapes(gm: Any, shape: tuple[int, ...]) -> None:
+    """Shapes of every node, with fake tensors (no arithmetic: fast on a busy machine); falls
+    back to a real forward pass for modules that fake tensors cannot run."""
+    import torch
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    try:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+        with torch.no_grad():
+            ShapeProp(gm, fake_mode=mode).propagate(mode.from_tensor(torch.zeros(shape)))
+        return
+    except Exception:  # fake tensors are best effort: compute the real shapes instead
+        pass
+    with torch.no_grad():
+        ShapeProp(gm).propagate(torch.zeros(shape))
 
 
 def _mean_hw(node: Any) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import random
 import tempfile
 from pathlib import Path
@@ -100,8 +101,8 @@ def _nets(n: int, seed: int) -> list[tuple[str, Any, tuple[int, int, int]]]:
         for mod in m.modules():
             if isinstance(mod, nn.BatchNorm2d):
                 n_c = mod.num_features
-                mod.running_mean.copy_(torch.randn(n_c, generator=gen) * 0.1)
-                mod.running_var.copy_(torch.rand(n_c, generator=gen) + 0.5)
+                mod.running_mean = torch.randn(n_c, generator=gen) * 0.1
+                mod.running_var = torch.rand(n_c, generator=gen) + 0.5
                 mod.weight.data.copy_(torch.rand(n_c, generator=gen) + 0.5)
                 mod.bias.data.copy_(torch.randn(n_c, generator=gen) * 0.1)
         out.append((f"{fam}{i}_hw{hw}", m.eval(), (cin, hw, hw)))
@@ -121,7 +122,8 @@ def _export(model: Any, shape: tuple[int, int, int], tmp: Path, name: str) -> tu
     fp32 = tmp / f"{name}_fp32.onnx"
     buf = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(model, torch.randn(1, *shape), buf, dynamo=False,
+        torch.onnx.export(model, (torch.randn(1, *shape),), buf,  # type: ignore[arg-type]
+                          dynamo=False,
                           input_names=["input"], output_names=["logits"])
     fp32.write_bytes(buf.getvalue())
 
@@ -141,9 +143,44 @@ def _export(model: Any, shape: tuple[int, int, int], tmp: Path, name: str) -> tu
     return fp32, qdq
 
 
+def _winners(n: int, seed: int, target: Any) -> list[tuple[str, bytes, float]]:
+    """Search-winner-like students: ResNet-8 at 28x28x1, pruned per group, mixed precision,
+    exported by edgetune's own exporter; predicted from the torch graph, as the search does."""
+    import torch
+
+    from cost_models import Precision, from_torch
+    from experiments.models import resnet8
+    from search.onnx_export import to_onnx
+    from spaces import pruning, quantization
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        model = resnet8((1, 28, 28)).eval()
+        ratios = {g.name: rng.choice((0.0, 0.25, 0.5))
+                  for g in pruning.find_groups(model, (1, 28, 28))}
+        student = pruning.apply(model, ratios, input_shape=(1, 28, 28)).eval()
+        graph = from_torch(student, (1, 28, 28))
+        bits = {}
+        for la in graph.layers:
+            if la.kind in ("conv", "dwconv", "linear"):
+                bits[la.name] = rng.choice([Precision(8, 8)] * 3 + [
+                    Precision(4, 8), Precision(32, 32), Precision(6, 8)])
+            elif la.kind == "add":
+                bits[la.name] = rng.choice([Precision(32, 8), Precision()])
+        bits = {k: v for k, v in bits.items() if v != Precision()}
+        q = quantization.apply(student, bits, torch.randn(16, 1, 28, 28), reduce_range=True)
+        onnx_model = to_onnx(q, (1, 28, 28))
+        out.append((f"winner{i}_resnet8", onnx_model.SerializeToString(),
+                    target.predict(graph, bits).latency_ms))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=20)
+    p.add_argument("--winners", type=int, default=6,
+                   help="exported pruned mixed-precision ResNet-8 students to check")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--recalibrate", action="store_true")
@@ -179,13 +216,22 @@ def main(argv: list[str] | None = None) -> int:
                     files.extend([tmp / f"{name}_fp32.onnx", tmp / f"{name}_int8.onnx"])
                 else:
                     files.extend(_export(model, shape, tmp, name))
-            results = measure_on_host([str(f) for f in files], names=[f.stem for f in files],
-                                      seconds=args.seconds, min_runs=200, target=target)
+            winners = _winners(args.winners, args.seed, target)
+            to_measure: list[bytes | str | os.PathLike[str]] = [str(f) for f in files]
+            to_measure += [w[1] for w in winners]
+            results = measure_on_host(
+                to_measure,
+                names=[f.stem for f in files] + [w[0] for w in winners],
+                seconds=args.seconds, min_runs=200, target=target,
+            )
+            for r, w in zip(results[len(files):], winners, strict=True):
+                r["predicted_from_torch_ms"] = w[2]
             saved.write_text(json.dumps(results))
         preds = []
         for f in files:
             g, b = from_onnx(onnx.load(str(f)))
             preds.append(target.predict(g, b).latency_ms)
+        preds += [r["predicted_from_torch_ms"] for r in results[len(files):]]
     rows = [{"model": r["name"], "predicted_ms": p_, "measured_ms": r["latency_ms"],
              "raw_measured_ms": r["raw_latency_ms"], "ratio": p_ / r["latency_ms"]}
             for r, p_ in zip(results, preds, strict=True)]
@@ -197,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
                          [r["measured_ms"] for r in rows if r["model"].endswith("fp32")]),
         "int8": fidelity([r["predicted_ms"] for r in rows if r["model"].endswith("int8")],
                          [r["measured_ms"] for r in rows if r["model"].endswith("int8")]),
+        "winners": {
+            "ratios": [round(r["ratio"], 3) for r in rows if r["model"].startswith("winner")],
+            "raw_ratios": [round(r["predicted_ms"] / r["raw_measured_ms"], 3)
+                           for r in rows if r["model"].startswith("winner")],
+        },
         "noise_ceiling": noise_ceiling(results),
         "target_fidelity_on_suite": target.provenance.fidelity,
         "target_date": target.provenance.date,
@@ -206,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
               f"ratio {r['ratio']:.2f}")
     print("measured_ms: at the calibration's machine speed (ratio to the reference model x "
           "its calibration latency); all_raw: plain medians")
+    w = summary["winners"]
+    if w["ratios"]:
+        print(f"exported ResNet-8 winners, predicted/measured: {w['ratios']} "
+              f"(raw: {w['raw_ratios']}); within 15%: "
+              f"{sum(abs(x - 1) <= 0.15 for x in w['ratios'])}/{len(w['ratios'])}")
     for k in ("all", "fp32", "int8", "all_raw"):
         f = summary[k]
         print(f"{k:5s}: n={f['n']:.0f} within ±10%: {f['within_10pct']:.0%}  Spearman "

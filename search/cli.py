@@ -340,9 +340,9 @@ def _quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", module="optuna")
     warnings.filterwarnings("ignore", message=".*experimental.*")
-    import logging
+    import optuna
 
-    logging.getLogger("optuna").setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

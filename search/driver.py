@@ -24,8 +24,8 @@ from search.evaluate import (
     constraint_values,
     over_budget,
     predict_candidate,
-    space_for,
 )
+from search.seeding import feasible_seeds
 from search.spec import COST_KEYS, Spec
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class Prepared:
 def teacher_costs(teacher: nn.Module, spec: Spec, target: Target) -> dict[str, float]:
     from cost_models import from_torch
 
-    return target.predict(from_torch(teacher, tuple(spec.model.input_shape)), {}).as_dict()
+    return target.predict(from_torch(teacher, spec.model.input_shape), {}).as_dict()
 
 
 def resolve_budgets(spec: Spec, teacher: dict[str, float]) -> dict[str, float]:
@@ -79,13 +79,29 @@ def prepare(spec: Spec, log: Callable[[str], None]) -> Prepared:
     return Prepared(TrialContext(spec, workload, target, budgets), record)
 
 
+def corner_params(
+    space: JointSpace, spec: Spec, ratio: float | None = None
+) -> list[dict[str, Any]]:
+    """Uniform candidates at one pruning ratio (default: the largest), one per bit setting."""
+    q, p = spec.space.quantization, spec.space.pruning
+    r = ratio if ratio is not None else (p.max_ratio if p else 0.0)
+    wbits = q.weight_bits if q else (32,)
+    abits = q.activation_bits if q else (32,)
+    return [space.uniform_params(r, w, a) for w in wbits for a in abits]
+
+
 def cheapest_costs(
     space: JointSpace, teacher: nn.Module, spec: Spec, target: Target
 ) -> dict[str, float]:
-    _, _, costs = predict_candidate(
-        space, teacher, space.cheapest_params(), target, tuple(spec.model.input_shape)
-    )
-    return costs.as_dict()
+    """Each cost's lowest prediction over the cheapest corners of the space: the most pruning,
+    at every uniform bit setting (fewest bits is not always fastest: on a CPU without fast
+    int4 kernels, 4-bit weights run slower than 8-bit or float)."""
+    best: dict[str, float] = {}
+    for params in corner_params(space, spec):
+        _, _, costs = predict_candidate(space, teacher, params, target, spec.model.input_shape)
+        for key, value in costs.as_dict().items():
+            best[key] = min(value, best.get(key, value))
+    return best
 
 
 def check_reachable(budgets: dict[str, float], cheapest: dict[str, float]) -> None:
@@ -101,51 +117,6 @@ def check_reachable(budgets: dict[str, float], cheapest: dict[str, float]) -> No
             + "; ".join(parts)
             + "; loosen the budget or widen the space"
         )
-
-
-def feasible_seeds(
-    space: JointSpace,
-    teacher: nn.Module,
-    spec: Spec,
-    target: Target,
-    budgets: dict[str, float],
-    n: int,
-) -> list[dict[str, Any]]:
-    """Up to ``n`` uniform candidates predicted feasible, least compressed first."""
-    if n <= 0:
-        return []
-    q, p = spec.space.quantization, spec.space.pruning
-    wbits = sorted(q.weight_bits, reverse=True) if q else [32]
-    abits = sorted(q.activation_bits, reverse=True) if q else [32]
-    ratios = [0.0]
-    if p is not None:
-        steps = int(p.max_ratio / p.step + 1e-9)
-        ratios = [round(i * p.step, 6) for i in range(steps + 1)]
-    seeds: list[dict[str, Any]] = []
-    seen_bits: set[tuple[int, int]] = set()
-    for a in abits:
-        for w in wbits:
-            for r in ratios:  # the smallest pruning ratio that fits, at these bits
-                params = space.uniform_params(r, w, a)
-                _, _, costs = predict_candidate(
-                    space, teacher, params, target, tuple(spec.model.input_shape)
-                )
-                if not over_budget(costs.as_dict(), budgets):
-                    if (w, a) not in seen_bits:
-                        seeds.append(params)
-                        seen_bits.add((w, a))
-                    break
-    ranked = sorted(seeds, key=lambda s: -_accuracy_proxy(s))
-    return ranked[:n]
-
-
-def _accuracy_proxy(params: dict[str, Any]) -> float:
-    """Less pruning and more bits first: a crude prior on accuracy."""
-    ratios = [v for k, v in params.items() if k.startswith("prune.")]
-    wbits = [v for k, v in params.items() if k.startswith("wbits.")]
-    mean_ratio = sum(ratios) / len(ratios) if ratios else 0.0
-    mean_bits = sum(min(b, 8) for b in wbits) / len(wbits) if wbits else 8.0
-    return mean_bits / 8.0 - 1.5 * mean_ratio
 
 
 class Progress:
@@ -286,7 +257,7 @@ class Driver:
         if outcome.status == "stopped":
             self.study.tell(trial, state=TrialState.PRUNED)
             return f"trial {outcome.number} stopped early ({outcome.reason})"
-        accuracy = outcome.accuracy if outcome.status == "complete" else 0.0
+        accuracy = outcome.accuracy if outcome.status == "complete" and outcome.accuracy else 0.0
         for key, value in constraint_values(outcome.costs, budgets).items():
             trial.set_constraint(key, value)
         drop = self.spec.constraints.max_accuracy_drop
@@ -340,7 +311,7 @@ class Driver:
         from search.study import HEARTBEAT_S
 
         context = self.prepared.context
-        self.space = space_for(self.spec, context.workload.teacher())
+        self.space = context.teacher_and_space()[1]
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         progress = Progress(target_done, self.progress_enabled)
         failures = 0
@@ -399,8 +370,7 @@ def start_study(
 
     prepared = prepare(spec, log)
     ctx = prepared.context
-    teacher = ctx.workload.teacher()
-    space = space_for(spec, teacher)
+    teacher, space = ctx.teacher_and_space()
     check_reachable(ctx.budgets, cheapest_costs(space, teacher, spec, ctx.target))
     seeds = feasible_seeds(space, teacher, spec, ctx.target, ctx.budgets, spec.search.seed_trials)
     study = studies.create(spec, storage, name)

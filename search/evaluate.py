@@ -13,6 +13,7 @@ import io
 import math
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -41,6 +42,20 @@ class TrialContext:
     workload: Workload
     target: Target
     budgets: dict[str, float]  # absolute budgets, keyed by cost name
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)  # one per driver run
+
+    def teacher_and_space(self) -> tuple[nn.Module, JointSpace]:
+        """The teacher and its search space, built once per worker process and reused."""
+        cached = _SPACES.get(self.key)
+        if cached is None:
+            teacher = self.workload.teacher()
+            cached = (teacher, space_for(self.spec, teacher))
+            _SPACES.clear()  # a worker serves one study at a time
+            _SPACES[self.key] = cached
+        return cached
+
+
+_SPACES: dict[str, tuple[nn.Module, JointSpace]] = {}
 
 
 @dataclass(frozen=True)
@@ -78,9 +93,7 @@ def constraint_values(costs: Mapping[str, float], budgets: Mapping[str, float]) 
 def space_for(spec: Spec, teacher: nn.Module) -> JointSpace:
     from spaces.joint import JointSpace
 
-    return JointSpace(
-        teacher, tuple(spec.model.input_shape), spec.space, batch_size=spec.data.batch_size
-    )
+    return JointSpace(teacher, spec.model.input_shape, spec.space, batch_size=spec.data.batch_size)
 
 
 def quantize(pruned: nn.Module, policy: Policy, x_calib: torch.Tensor, target: Target) -> nn.Module:
@@ -134,10 +147,9 @@ def run_trial(context: TrialContext, task: TrialTask, report: Reporter) -> Trial
 
         spec, work = context.spec, context.workload
         torch.manual_seed(spec.search.seed + task.number)
-        teacher = work.teacher()
-        space = space_for(spec, teacher)
+        teacher, space = context.teacher_and_space()
         pruned, policy, predicted = predict_candidate(
-            space, teacher, task.params, context.target, tuple(spec.model.input_shape)
+            space, teacher, task.params, context.target, spec.model.input_shape
         )
         costs = predicted.as_dict()
         timings["predict"] = time.perf_counter() - start

@@ -77,6 +77,25 @@ def _ray_env() -> dict[str, str]:
     return {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
+def _code_modules() -> list[Any]:
+    """edgetune's packages, shipped to every Ray node (so no node needs edgetune installed)."""
+    import cost_models
+    import experiments
+    import search
+    import spaces
+    import targets
+
+    return [search, spaces, cost_models, targets, experiments]
+
+
+def trial_memory_bytes(context: TrialContext) -> int:
+    """What one trial asks Ray for: torch's own footprint plus the shared data, with headroom."""
+    w = context.workload
+    tensors = [*w.teacher_state.values(), w.x_finetune, w.x_val, w.teacher_logits]
+    data_bytes = sum(t.numel() * t.element_size() for t in tensors)
+    return int(700 * 2**20 + 3 * data_bytes)
+
+
 def _remote_trial(context: TrialContext, task: TrialTask, channel: Any) -> TrialOutcome:
     """The Ray task body: one trial on one CPU, reporting progress through the channel actor."""
     import ray
@@ -134,7 +153,10 @@ class RayExecutor(Executor):
             try:
                 if self._address:
                     ray.init(
-                        address=self._address, logging_level=logging.WARNING, log_to_driver=False
+                        address=self._address,
+                        logging_level=logging.WARNING,
+                        log_to_driver=False,
+                        runtime_env={"py_modules": _code_modules(), "env_vars": _ray_env()},
                     )
                 else:
                     ray.init(
@@ -154,7 +176,12 @@ class RayExecutor(Executor):
             self._started_ray = True
         self._context_ref = ray.put(context)
         self._channel = ray.remote(num_cpus=0)(_Channel).remote()
-        self._remote = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=False)(_remote_trial)
+        self._remote = ray.remote(
+            num_cpus=1,
+            memory=trial_memory_bytes(context),
+            max_retries=1,
+            retry_exceptions=False,
+        )(_remote_trial)
 
     def submit(self, task: TrialTask) -> None:
         ref = self._remote.remote(self._context_ref, task, self._channel)

@@ -77,6 +77,24 @@ def rebuild(
     return pruned, student.eval(), policy
 
 
+def measure_latency(models: list[bytes], target: Target) -> list[dict[str, Any]]:
+    """Latency on this machine (median of chunk medians, at least 200 runs per model).
+
+    On the ``host`` target the calibration's reference model is measured between the models,
+    and ``latency_ms`` is given at the calibration's machine speed (``raw_latency_ms`` is the
+    plain figure): the machine's speed drifts by up to 30% with its load, and a comparison with
+    a prediction must not depend on that. Other targets' predictions are for another device,
+    so the plain figure is given.
+    """
+    if target.name == "host":
+        from targets.host import measure_on_host
+
+        return measure_on_host(list(models), seconds=8.0, min_runs=200, target=target)
+    from targets.agent import measure
+
+    return measure(list(models), seconds=8.0, min_runs=200)
+
+
 def onnx_accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
     import numpy as np
     import onnxruntime as ort
@@ -98,10 +116,10 @@ def export(
     from search.onnx_export import packed_size_bytes, to_onnx
     from search.study import best_rows
     from search.workload import load_data, load_teacher, split
-    from targets.agent import measure
+    from spaces.distillation import evaluate
 
     trial = choose_trial(study, spec, number)
-    shape = tuple(spec.model.input_shape)
+    shape = spec.model.input_shape
     target = targets.get(spec.target)
     teacher = load_teacher(spec)
     data = load_data(spec.data)
@@ -115,13 +133,14 @@ def export(
 
     log(f"measuring trial {trial.number} and the teacher with onnxruntime (about 20 s)...")
     t = time.perf_counter()
-    m_student, m_teacher = measure(
-        [model.SerializeToString(), teacher_model.SerializeToString()], min_runs=200, seconds=8.0
+    m_student, m_teacher = measure_latency(
+        [model.SerializeToString(), teacher_model.SerializeToString()], target
     )
     x_test = data.normalize(data.x_test).numpy()
     y_test = data.y_test.numpy()
     acc_onnx = onnx_accuracy(model, x_test, y_test)
     acc_teacher = onnx_accuracy(teacher_model, x_test, y_test)
+    acc_torch = evaluate(student, data.normalize(data.x_test), data.y_test)
     log(f"measured in {time.perf_counter() - t:.1f} s")
 
     predicted = target.predict(from_torch(pruned, shape), policy.bits).as_dict()
@@ -135,6 +154,7 @@ def export(
         "target": spec.target,
         "onnx": str(path.resolve()),
         "accuracy_onnx": acc_onnx,
+        "accuracy_torch": acc_torch,
         "accuracy_val_search": trial.user_attrs.get("accuracy"),
         "latency_ms_measured": lat_meas,
         "latency_ms_predicted": lat_pred,
@@ -144,6 +164,7 @@ def export(
         "predicted": predicted,
         "predicted_from_onnx": predicted_from_onnx,
         "budgets": study.user_attrs.get("budgets", {}),
+        "teacher_search": teacher_pred,
         "teacher": {
             "accuracy_onnx": acc_teacher,
             "latency_ms_measured": m_teacher["latency_ms"],
@@ -155,6 +176,7 @@ def export(
             "size_packed": (packed_size_bytes(student) / 1024)
             / teacher_pred.get("size_kb", float("nan")),
         },
+        "latency_ms_measured_raw": m_student.get("raw_latency_ms", lat_meas),
         "measurement": {k: v for k, v in m_student.items() if k != "latency_ms"},
         "policy": trial.user_attrs.get("policy", {}),
         "input": {

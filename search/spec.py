@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -69,9 +69,6 @@ def _parse_budget(raw: Any) -> Any:
     return Budget(value=float(raw))
 
 
-BudgetField = Annotated[Budget | None, Field(default=None)]
-
-
 class ModelSpec(_Frozen):
     name: str = Field(
         description="a built-in model (resnet8, dscnn, mobilenetv2) or module:function"
@@ -100,10 +97,10 @@ class DataSpec(_Frozen):
 
 
 class Constraints(_Frozen):
-    latency_ms: BudgetField
-    energy_mj: BudgetField
-    peak_memory_kb: BudgetField
-    size_kb: BudgetField
+    latency_ms: Budget | None = None
+    energy_mj: Budget | None = None
+    peak_memory_kb: Budget | None = None
+    size_kb: Budget | None = None
     max_accuracy_drop: float | None = Field(default=None, ge=0.0, le=1.0)
 
     @field_validator("latency_ms", "energy_mj", "peak_memory_kb", "size_kb", mode="before")

@@ -20,6 +20,7 @@ from search.spec import COST_KEYS, Spec, parse_spec
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.study import StudyDirection
 
 STATUSES = ("complete", "infeasible", "stopped", "failed")
 
@@ -112,8 +113,13 @@ def stopper_for(spec: Spec) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
 
 
-def directions(spec: Spec) -> list[str]:
-    return ["maximize" if o == "accuracy" else "minimize" for o in spec.objectives]
+def directions(spec: Spec) -> list[StudyDirection]:
+    from optuna.study import StudyDirection
+
+    return [
+        StudyDirection.MAXIMIZE if o == "accuracy" else StudyDirection.MINIMIZE
+        for o in spec.objectives
+    ]
 
 
 def create(spec: Spec, url: str, name: str) -> optuna.Study:
@@ -140,7 +146,7 @@ def create(spec: Spec, url: str, name: str) -> optuna.Study:
 
 def _study_names(storage: optuna.storages.BaseStorage, url: str) -> list[str]:
     try:
-        return [s._study_name for s in storage.get_all_studies()]
+        return [s.study_name for s in storage.get_all_studies()]
     except Exception as exc:
         raise StudyError(
             f"cannot read storage {url} ({type(exc).__name__}: {str(exc)[:300]})"

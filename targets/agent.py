@@ -140,7 +140,7 @@ def measure(
     ref = sorted(range(len(models)), key=lambda i: runs_per_chunk[i])[len(models) // 2]
     if reference is not None:
         ref = len(models) - 1
-    ref_runs = max(5, runs_per_chunk[ref] // 2)
+    ref_runs = max(10, runs_per_chunk[ref])
     chunks: list[list[list[float]]] = [[[], []] for _ in models]
     raw: list[list[float]] = [[] for _ in models]
     ref_chunks: list[float] = []

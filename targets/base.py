@@ -40,6 +40,9 @@ class Target:
     cost_model: CostModel
     constants: Any
     provenance: Provenance
+    int8_reduce_range: bool = False
+    """8-bit weights use 7 bits (±63): the runtime's u8×s8 kernels saturate otherwise
+    (onnxruntime on x86 without VNNI). The quantization knob simulates exactly that."""
 
     def predict(self, graph: LayerGraph, bits: Bits) -> Costs:
         """The four costs of ``graph`` at ``bits`` on this target."""
@@ -52,6 +55,7 @@ def target_to_dict(target: Target) -> dict[str, Any]:
         "name": target.name,
         "description": target.description,
         "runtime": target.runtime,
+        "int8_reduce_range": target.int8_reduce_range,
         "cost_model": target.cost_model.name,
         "constants": target.cost_model.constants_to_dict(target.constants),
         "provenance": {
@@ -63,13 +67,14 @@ def target_to_dict(target: Target) -> dict[str, Any]:
 
 
 _KEYS = {"name", "description", "runtime", "cost_model", "constants", "provenance"}
+_OPTIONAL_KEYS = {"int8_reduce_range"}
 
 
 def target_from_dict(data: dict[str, Any], *, where: str = "target") -> Target:
     """A :class:`Target` from :func:`target_to_dict`'s output; every error names its field."""
     if not isinstance(data, dict):
         raise TargetError(f"{where}: must be a JSON object, got {type(data).__name__}")
-    missing, unknown = _KEYS - set(data), set(data) - _KEYS
+    missing, unknown = _KEYS - set(data), set(data) - _KEYS - _OPTIONAL_KEYS
     if missing or unknown:
         raise TargetError(
             f"{where}: keys must be {sorted(_KEYS)}; missing {sorted(missing)}, "
@@ -86,8 +91,11 @@ def target_from_dict(data: dict[str, Any], *, where: str = "target") -> Target:
         prov = Provenance(**data["provenance"])
     except (EdgetuneError, TypeError) as exc:
         raise TargetError(f"{where}.constants/provenance: {exc}") from exc
+    reduce_range = data.get("int8_reduce_range", False)
+    if not isinstance(reduce_range, bool):
+        raise TargetError(f"{where}.int8_reduce_range: must be true or false, got {reduce_range!r}")
     return Target(str(data["name"]), str(data["description"]), str(data["runtime"]), cm,
-                  constants, prov)
+                  constants, prov, int8_reduce_range=reduce_range)
 
 
 def load_target_file(path: str | Path) -> Target:

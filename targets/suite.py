@@ -305,7 +305,7 @@ def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelPro
         return max(2, int(base * rng.choice((0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0))))
 
     hw_choices = (7, 14, 28, 32)
-    n_single = 4 if size == "small" else 14
+    n_single = 4 if size == "small" else 10
     for i in range(n_single):
         kind = ["conv", "conv", "dwconv", "add", "maxpool", "avgpool", "gap"][i % 7]
         hw = rng.choice(hw_choices)

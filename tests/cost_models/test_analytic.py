@@ -43,19 +43,24 @@ def _constants() -> KernelConstants:
             KernelCoefficients("dqw4", ns_per_elem=200.0),
             KernelCoefficients("q8", fixed_ms=0.001, ns_per_elem=10.0),
             KernelCoefficients("dq8", fixed_ms=0.001, ns_per_elem=20.0),
+            KernelCoefficients("reorder", ns_per_elem=3.0),
         ),
     )
 
 
 def test_fp32_latency_golden() -> None:
-    # session + conv(fixed + MACs + in/out elements) + gap + linear, by hand:
+    assert [k.cls for k in kernels(GRAPH, {})] == ["conv:f32", "reorder", "gap:f32", "linear:f32"]
+    # session + NCHWc conv (fixed + MACs with 4 output channels padded to 8 + in/out
+    # elements) + reorder of its 256 outputs out of NCHWc (the 4-channel GAP runs plain) +
+    # gap + linear, by hand:
     expected = (
         0.01
-        + 0.002 + (0.5 * 2304 + 1.0 * (64 + 256)) * 1e-6
+        + 0.002 + (0.5 * 2304 * 2 + 1.0 * (64 + 256)) * 1e-6
+        + 3.0 * 256 * 1e-6
         + 0.001 + 2.0 * (256 + 4) * 1e-6
         + 0.003 + 10.0 * 8 * 1e-6
     )
-    assert expected == pytest.approx(0.018072)
+    assert expected == pytest.approx(0.019992)
     assert latency_ms(GRAPH, {}, _constants()) == pytest.approx(expected)
     costs = predict(GRAPH, {}, _constants())
     assert costs.energy_mj == pytest.approx(expected * 2.0)
@@ -71,7 +76,8 @@ def test_int8_conv_before_float_layer_runs_unfused_with_boundary_kernels() -> No
         + 0.001 + 10.0 * 64 * 1e-6  # quantize the input
         + 0.001 + 20.0 * 64 * 1e-6  # dequantize it again (it really runs)
         + 100.0 * 40 * 1e-6  # dequantize the weights at run time
-        + 0.004 + 1.0 * 2304 * 1e-6
+        # im2col + GEMM: 64 pixels x 4 channels padded to 16 x depth 9 padded to 12
+        + 0.004 + 1.0 * 64 * 16 * 12 * 1e-6
         + 0.001 + 2.0 * 260 * 1e-6
         + 0.003 + 10.0 * 8 * 1e-6
     )
@@ -93,7 +99,7 @@ def test_fused_chain_has_one_quantize_and_one_dequantize() -> None:
     ]
     # b float in the middle: a is not re-quantized (b reads float), c quantizes b's output
     assert [k.cls for k in kernels(g, {"a": q, "c": q})] == [
-        "q8", "dq8", "dqw8", "conv:rt", "conv:f32", "q8", "conv:q8", "dq8"
+        "q8", "dq8", "dqw8", "conv:rt", "conv:f32", "q8", "reorder", "conv:q8", "dq8"
     ]
     # 4-bit weights always run as dequantize + fp32 kernel
     assert "dqw4" in [k.cls for k in kernels(g, {"b": Precision(4, 32)})]

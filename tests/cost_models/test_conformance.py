@@ -19,8 +19,8 @@ from search.errors import CalibrationError
 
 
 def _kernel_constants() -> KernelConstants:
-    cls = ("conv:f32", "conv:rt", "conv:q8", "dqw8", "dqw4", "q8", "dq8", "gap:f32",
-           "linear:f32", "linear:q8", "linear:rt")
+    cls = ("conv:f32", "conv:f32p", "conv:rt", "conv:q8", "dqw8", "dqw4", "q8", "dq8",
+           "reorder", "gap:f32", "linear:f32", "linear:q8", "linear:rt")
     return KernelConstants(0.01, 2.0, tuple(
         KernelCoefficients(c, fixed_ms=0.001, ns_per_mac=0.05, ns_per_elem=0.5,
                            ns_per_pixel=1.0) for c in cls))
