@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgetune-installed
 DEMO_DEBS := dataset-fashion-mnist
-TEST_DEBS := dataset-fashion-mnist postgresql
+TEST_DEBS := dataset-fashion-mnist postgresql chromium chromium-driver
 DEMO_SPEC := experiments/fashion_mnist/resnet8_host.yaml
 DEMO_STUDY := demo-$(shell date +%Y%m%d-%H%M%S)
 

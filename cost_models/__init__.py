@@ -16,8 +16,10 @@ from cost_models.analytic import (
     size_kb,
 )
 from cost_models.base import CostModel, Measurement
+from cost_models.baseline import compare_heldout, fit_flops_constant, total_macs
+from cost_models.builder import GraphBuilder
 from cost_models.fidelity import fidelity, spearman
-from cost_models.fit import fit_kernel_constants, nnls
+from cost_models.fit import fit_kernel_constants, fit_linear, nnls
 from cost_models.graph import (
     FLOAT_BITS,
     LAYER_KINDS,
@@ -28,6 +30,7 @@ from cost_models.graph import (
     Precision,
 )
 from cost_models.kernels import Kernel, kernels
+from cost_models.layerwise import LayerTypeConstants, LayerTypeCostModel, with_precision
 from cost_models.onnx_graph import from_onnx
 from cost_models.torch_graph import from_torch
 
@@ -37,16 +40,22 @@ __all__ = [
     "Bits",
     "CostModel",
     "Costs",
+    "GraphBuilder",
     "Kernel",
     "KernelCoefficients",
     "KernelConstants",
     "KernelCostModel",
     "Layer",
     "LayerGraph",
+    "LayerTypeConstants",
+    "LayerTypeCostModel",
     "Measurement",
     "Precision",
+    "compare_heldout",
     "fidelity",
+    "fit_flops_constant",
     "fit_kernel_constants",
+    "fit_linear",
     "from_onnx",
     "from_torch",
     "kernels",
@@ -56,4 +65,6 @@ __all__ = [
     "predict",
     "size_kb",
     "spearman",
+    "total_macs",
+    "with_precision",
 ]

@@ -18,7 +18,7 @@ from search.errors import CalibrationError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["fit_kernel_constants", "nnls"]
+__all__ = ["fit_kernel_constants", "fit_linear", "nnls"]
 
 
 def nnls(a: np.ndarray, b: np.ndarray, *, max_iter: int | None = None) -> np.ndarray:
@@ -53,47 +53,68 @@ def nnls(a: np.ndarray, b: np.ndarray, *, max_iter: int | None = None) -> np.nda
     return x
 
 
+def fit_linear(
+    rows: Sequence[dict[str, float]],
+    y: Sequence[float],
+    *,
+    row_weights: Sequence[float] | None = None,
+    ridge: float = 0.0,
+) -> dict[str, float]:
+    """Non-negative coefficients ``x`` with ``Σ_k rows[i][k]·x[k] ≈ y[i]`` in relative error.
+
+    Columns are scaled to a maximum of 1 first; ``ridge`` > 0 adds ``ridge·||x_scaled||²`` (a
+    pull toward zero that keeps a fit with few rows and many features stable). Features that
+    are zero in every row get no coefficient (absent from the result).
+    """
+    import numpy as np
+
+    yv = np.asarray(y, dtype=float)
+    if not np.all(np.isfinite(yv)) or (yv <= 0).any():
+        raise CalibrationError("measured latency_ms must be finite and > 0 for every row")
+    names = sorted({k for r in rows for k in r})
+    a = np.array([[r.get(k, 0.0) for k in names] for r in rows])
+    keep = np.abs(a).sum(axis=0) > 0
+    names = [n for n, k in zip(names, keep, strict=True) if k]
+    a = a[:, keep]
+    scale = a.max(axis=0)
+    weights = 1.0 / yv
+    if row_weights is not None:
+        if len(row_weights) != len(yv):
+            raise CalibrationError(
+                f"row_weights must have one weight per measurement ({len(yv)}), "
+                f"got {len(row_weights)}"
+            )
+        weights = weights * np.asarray(row_weights, dtype=float)
+    lhs, rhs = (a / scale) * weights[:, None], yv * weights
+    if ridge > 0:
+        lhs = np.vstack([lhs, np.sqrt(ridge) * np.eye(len(names))])
+        rhs = np.concatenate([rhs, np.zeros(len(names))])
+    x = nnls(lhs, rhs) / scale
+    return dict(zip(names, x.tolist(), strict=True))
+
+
 def fit_kernel_constants(
     measurements: Sequence[Measurement],
     *,
     power_w: float,
     min_rows: int = 8,
     row_weights: Sequence[float] | None = None,
+    ridge: float = 0.0,
 ) -> KernelConstants:
     """Kernel-class coefficients (and session overhead) fitted to measured latencies.
 
     ``row_weights`` (default all 1) multiply each row's relative error, e.g. to make whole
-    networks count more than single-layer micro-benchmarks.
+    networks count more than single-layer micro-benchmarks; ``ridge`` as in :func:`fit_linear`.
     """
-    import numpy as np
-
     if len(measurements) < min_rows:
         raise CalibrationError(
             f"fitting needs at least {min_rows} measurements, got {len(measurements)}; "
             f"measure more models"
         )
     rows = [features(g, b) for g, b, _ in measurements]
-    y = np.array([float(t) for _, _, t in measurements])
-    if not np.all(np.isfinite(y)) or (y <= 0).any():
-        raise CalibrationError("measured latency_ms must be finite and > 0 for every row")
-    names = sorted({k for r in rows for k in r})
-    # Drop columns that never vary from zero (e.g. MACs of a conversion kernel).
-    a = np.array([[r.get(k, 0.0) for k in names] for r in rows])
-    keep = np.abs(a).sum(axis=0) > 0
-    names = [n for n, k in zip(names, keep, strict=True) if k]
-    a = a[:, keep]
-    scale = a.max(axis=0)
-    weights = 1.0 / y
-    if row_weights is not None:
-        if len(row_weights) != len(y):
-            raise CalibrationError(
-                f"row_weights must have one weight per measurement ({len(y)}), "
-                f"got {len(row_weights)}"
-            )
-        weights = weights * np.asarray(row_weights, dtype=float)
-    x = nnls((a / scale) * weights[:, None], y * weights) / scale
-    values = dict(zip(names, x.tolist(), strict=True))
-    classes = sorted({n.rsplit(".", 1)[0] for n in names if n != "session_ms"})
+    values = fit_linear(rows, [float(t) for _, _, t in measurements], row_weights=row_weights,
+                        ridge=ridge)
+    classes = sorted({n.rsplit(".", 1)[0] for n in values if n != "session_ms"})
     coeffs = tuple(
         KernelCoefficients(
             cls,

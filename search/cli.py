@@ -222,8 +222,51 @@ def cmd_targets(args: argparse.Namespace) -> int:
     from targets import describe_targets
 
     rows = describe_targets()
-    lines = [f"{r['name']}: {r.get('description', '')}" for r in rows]
+    lines = []
+    for r in rows:
+        f, e = r.get("fidelity") or {}, r.get("energy") or {}
+        fid = (f"held-out within ±10% {f['within_10pct']:.0%}, Spearman {f['spearman']:.2f} "
+               f"(FLOPs baseline {f['flops_baseline']['within_10pct']:.0%}, "
+               f"{f['flops_baseline']['spearman']:.2f})" if "flops_baseline" in f else
+               "not calibrated yet")
+        lines.append(f"{r['name']}: {r.get('description', '')}\n    {fid}; energy: "
+                     f"{e.get('method', '-')}")
     _emit(args, {"targets": rows}, "\n".join(lines))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Emit the suite, calibrate ``host`` here, or fit NAME from a measurements file."""
+    from targets import calibrate as cal
+
+    if args.emit_suite:
+        paths = cal.emit_suite(args.emit_suite, size=args.suite_size)
+        agent = Path(cal.__file__).with_name("agent.py")
+        _emit(args, {"suite_dir": str(args.emit_suite), "models": len(paths), "agent": str(agent)},
+              f"wrote {len(paths)} suite models to {args.emit_suite}; copy it and {agent} to the "
+              f"device, run `python agent.py {Path(args.emit_suite).name} --out measurements.json`"
+              f" there, then `edgetune calibrate NAME --measurements measurements.json`")
+        return 0
+    if not args.name:
+        raise SpecError("calibrate: give a target NAME (or --emit-suite DIR)")
+    if args.name == "host" and not args.measurements:
+        from targets.host import cache_path, calibrate_host
+
+        target, path = calibrate_host(force=True), cache_path()
+    elif not args.measurements:
+        raise SpecError(f"calibrate {args.name}: --measurements FILE is required (the agent's "
+                        f".json or a CSV with columns model, latency_ms[, energy_mj])")
+    else:
+        target, path = cal.calibrate_file(args.name, args.measurements, like=args.like,
+                                          power_w=args.power_w, models_dir=args.models,
+                                          holdout=args.holdout)
+    f = target.provenance.fidelity
+    b = f["flops_baseline"]
+    _emit(args, {"target": target.name, "path": str(path), "fidelity": f},
+          f"calibrated {target.name} from {target.provenance.n_measurements} measurements; "
+          f"stored in {path}\nheld-out ({f['n_heldout']} rows): within ±10% {f['within_10pct']:.0%}"
+          f", Spearman {f['spearman']:.3f}, MdAPE {f['mdape']:.1f}%\nFLOPs baseline: within ±10% "
+          f"{b['within_10pct']:.0%}, Spearman {b['spearman']:.3f}, MdAPE {b['mdape']:.1f}%")
     return 0
 
 
@@ -265,6 +308,30 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     run_server(
         studies.storage_for(url), host=args.host, port=args.port, artifact_store=artifact_store()
     )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from search import study as studies
+    from search.service import ServiceConfig, load_token, serve
+    from search.workload import edgetune_home
+
+    token, source = load_token(args.host, args.token_file, edgetune_home())
+    data_root = args.data_root.resolve() if args.data_root else None
+    if data_root is not None and not data_root.is_dir():
+        raise SpecError(f"--data-root: {args.data_root} is not a folder; create it or fix the path")
+    cfg = ServiceConfig(
+        storage=studies.resolve_storage(args.storage),
+        home=edgetune_home(),
+        token=token,
+        host=args.host,
+        port=args.port,
+        dashboard_port=args.dashboard_port if args.dashboard_port is not None else args.port + 1,
+        ray_address=args.ray_address,
+        allow_modules=tuple(args.allow_module),
+        data_root=data_root,
+    )
+    serve(cfg, source)
     return 0
 
 
@@ -323,10 +390,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("targets", cmd_targets, "List the targets with their calibration and fidelity.")
 
+    p = add("calibrate", cmd_calibrate,
+            "Calibrate a target: `host` here, NAME from measurements, or emit the suite.")
+    p.add_argument("name", nargs="?", help="host, or the target to create or refit")
+    p.add_argument("--measurements", type=Path, help="the agent's .json or a model,latency_ms CSV")
+    p.add_argument("--like", help="a new target starts from this target's cost model and power")
+    p.add_argument("--power-w", dest="power_w", type=_positive_float,
+                   help="device power (W) for energy = power x latency")
+    p.add_argument("--models", type=Path, help="folder of the ONNX files the agent measured")
+    p.add_argument("--holdout", type=float, default=0.25, help="share of rows held out")
+    p.add_argument("--emit-suite", dest="emit_suite", type=Path, metavar="DIR",
+                   help="write the micro-benchmark suite's ONNX models to DIR and stop")
+    p.add_argument("--suite-size", dest="suite_size", choices=("full", "small"), default="full")
+
     p = add("dashboard", cmd_dashboard, "Serve optuna-dashboard on the study storage.")
     p.add_argument("--storage")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8089)
+
+    p = add("serve", cmd_serve, "Serve the HTTP API and web page: submit, watch, stop, resume.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--storage")
+    p.add_argument("--ray-address", dest="ray_address")
+    p.add_argument("--token-file", type=Path, help="file holding the bearer token")
+    p.add_argument("--allow-module", action="append", default=[], metavar="MODULE",
+                   help="a module specs may name as module:function (repeatable)")
+    p.add_argument("--data-root", type=Path, help="folder specs may name files in")
+    p.add_argument("--dashboard-port", type=int, help="optuna-dashboard's port (default "
+                   "PORT+1; 0 turns it off)")
 
     p = add("predict", cmd_predict, "Predict latency, energy, peak memory and size of ONNX models.")
     p.add_argument("models", nargs="+")
@@ -345,10 +437,22 @@ def _quiet_libraries() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a service's Stop, a cluster's time limit) ends a run like Ctrl-C: the trials
+    running are marked failed and enqueued again, and everything told is kept."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_libraries()
+    _stop_on_sigterm()
     try:
         code: int = args.fn(args)
         return code

@@ -223,6 +223,7 @@ class Driver:
         self.log = log
         self.progress_enabled = progress
         self.running: dict[int, optuna.trial.Trial] = {}
+        self.driver_s: dict[int, float] = {}
         self.space: JointSpace | None = None
 
     # -- callbacks from the executor -------------------------------------------------------
@@ -237,6 +238,7 @@ class Driver:
     def tell(self, outcome: TrialOutcome) -> str:
         from optuna.trial import TrialState
 
+        start = time.perf_counter()
         trial = self.running.pop(outcome.number)
         budgets = self.prepared.context.budgets
         for key in ("status", "reason"):
@@ -251,6 +253,12 @@ class Driver:
             trial.set_user_attr("timings_s", {k: round(v, 3) for k, v in outcome.timings_s.items()})
         if outcome.accuracy is not None:
             trial.set_user_attr("accuracy", outcome.accuracy)
+        if outcome.state_dict is not None:
+            self._store_artifact(trial, outcome.state_dict)
+        # the driver's own time on this trial (ask, suggest, attributes; not the final tell)
+        trial.set_user_attr(
+            "driver_s", self.driver_s.pop(outcome.number, 0.0) + time.perf_counter() - start
+        )
         if outcome.status == "failed":
             self.study.tell(trial, state=TrialState.FAIL)
             return f"trial {outcome.number} failed: {outcome.reason}"
@@ -258,14 +266,21 @@ class Driver:
             self.study.tell(trial, state=TrialState.PRUNED)
             return f"trial {outcome.number} stopped early ({outcome.reason})"
         accuracy = outcome.accuracy if outcome.status == "complete" and outcome.accuracy else 0.0
-        for key, value in constraint_values(outcome.costs, budgets).items():
-            trial.set_constraint(key, value)
+        constraints = constraint_values(outcome.costs, budgets)
         drop = self.spec.constraints.max_accuracy_drop
         if drop is not None:
             teacher_acc = self.prepared.teacher_record["accuracy"]
-            trial.set_constraint("accuracy_drop", (teacher_acc - (accuracy or 0.0)) - drop)
-        if outcome.state_dict is not None:
-            self._store_artifact(trial, outcome.state_dict)
+            constraints["accuracy_drop"] = (teacher_acc - accuracy) - drop
+        for key, value in constraints.items():
+            trial.set_constraint(key, value)
+        broken = {k: v for k, v in constraints.items() if v > 0}
+        trial.set_user_attr("feasible", not broken)
+        if broken and outcome.status == "complete":
+            trial.set_user_attr(
+                "reason",
+                "over budget after training: "
+                + ", ".join(f"{k} {v:+.3g}" for k, v in broken.items()),
+            )
         values = [accuracy if o == "accuracy" else outcome.costs[o] for o in self.spec.objectives]
         self.study.tell(trial, values=values[0] if len(values) == 1 else values)
         if outcome.status == "infeasible":
@@ -292,11 +307,13 @@ class Driver:
 
     # -- the loop --------------------------------------------------------------------------
     def _ask(self) -> None:
+        start = time.perf_counter()
         trial = self.study.ask()
         self.study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
         assert self.space is not None
         params = self.space.suggest(trial)
         self.running[trial.number] = trial
+        self.driver_s[trial.number] = time.perf_counter() - start
         self.executor.submit(TrialTask(trial.number, params))
 
     def _best(self) -> tuple[int, float | None]:

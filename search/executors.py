@@ -104,7 +104,10 @@ def _remote_trial(context: TrialContext, task: TrialTask, channel: Any) -> Trial
     torch.set_num_threads(1)
 
     def report(step: int, accuracy: float) -> bool:
-        stop: bool = ray.get(channel.report.remote(task.number, step, accuracy))
+        try:
+            stop: bool = ray.get(channel.report.remote(task.number, step, accuracy), timeout=60)
+        except ray.exceptions.RayError:
+            return True  # the driver's channel is gone: train on; the driver decides at the end
         return not stop
 
     return run_trial(context, task, report)
@@ -175,7 +178,10 @@ class RayExecutor(Executor):
                 ) from None
             self._started_ray = True
         self._context_ref = ray.put(context)
-        self._channel = ray.remote(num_cpus=0)(_Channel).remote()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        self._channel = ray.remote(_Channel).options(num_cpus=0, scheduling_strategy=here).remote()
         self._remote = ray.remote(
             num_cpus=1,
             memory=trial_memory_bytes(context),

@@ -19,6 +19,20 @@ def _host() -> Target:
 
 register("host", _host)
 
+
+def _register_shipped() -> None:
+    """The fitted device targets committed in ``targets/shipped/`` (see targets.devices)."""
+    from functools import partial
+    from pathlib import Path
+
+    from targets.base import load_target_file
+
+    for path in sorted((Path(__file__).parent / "shipped").glob("*.json")):
+        register(path.stem, partial(load_target_file, path))
+
+
+_register_shipped()
+
 __all__ = [
     "Provenance",
     "Target",

@@ -10,11 +10,14 @@ from typing import Any
 from cost_models.analytic import KernelCostModel
 from cost_models.base import CostModel
 from cost_models.graph import Bits, Costs, LayerGraph
+from cost_models.layerwise import LayerTypeCostModel
 from search.errors import EdgetuneError, TargetError
 
 __all__ = ["COST_MODELS", "Provenance", "Target", "target_from_dict", "target_to_dict"]
 
-COST_MODELS: dict[str, type[CostModel]] = {"kernel": KernelCostModel}
+COST_MODELS: dict[str, type[CostModel]] = {
+    "kernel": KernelCostModel, "layer-type": LayerTypeCostModel,
+}
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,20 @@ def register(name: str, factory: Callable[[], Target]) -> None:
     _FACTORIES[name] = factory
 
 
+def _user_files() -> dict[str, Path]:
+    """User targets made by ``edgetune calibrate NAME``: ``$EDGETUNE_HOME/targets/NAME.json``."""
+    from targets.calibrate import user_targets_dir
+
+    d = user_targets_dir()
+    if not d.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(d.glob("*.json"))
+            if not p.stem.startswith("host") and p.stem not in _FACTORIES}
+
+
 def names() -> list[str]:
-    """The registered target names, sorted."""
-    return sorted(_FACTORIES)
+    """The registered target names (built in, shipped and user-calibrated), sorted."""
+    return sorted({*_FACTORIES, *_user_files()})
 
 
 def get(name: str) -> Target:
@@ -36,6 +47,11 @@ def get(name: str) -> Target:
         return _CACHE[name]
     if name in _FACTORIES:
         target = _FACTORIES[name]()
+        _CACHE[name] = target
+        return target
+    user = _user_files().get(name)
+    if user is not None:
+        target = load_target_file(user)
         _CACHE[name] = target
         return target
     if name.endswith(".json") or Path(name).is_file():
@@ -67,14 +83,26 @@ def predict_onnx(paths: Sequence[str | Path], target: Target | str) -> list[dict
     return out
 
 
+def _energy(t: Target) -> dict[str, Any]:
+    c = t.constants
+    kind = getattr(c, "energy", "power_x_latency")
+    source = getattr(c, "power_source", None) or t.provenance.notes
+    return {"method": kind, "power_w": c.power_w, "source": source}
+
+
 def _describe(t: Target) -> dict[str, Any]:
     p = t.provenance
+    fid = {k: v for k, v in p.fidelity.items() if k != "held_out_rows"}
+    fast = getattr(t.constants, "precisions", None)
     return {
         "name": t.name, "description": t.description, "runtime": t.runtime,
-        "calibrated": True,
+        "calibrated": True, "cost_model": t.cost_model.name,
         "provenance": {"source": p.source, "n_measurements": p.n_measurements, "date": p.date,
+                       "held_out_rows": p.fidelity.get("held_out_rows"),
                        "machine": p.machine, "notes": p.notes},
-        "fidelity": p.fidelity,
+        "fidelity": fid,
+        "energy": _energy(t),
+        **({"precisions": fast} if fast is not None else {}),
     }
 
 

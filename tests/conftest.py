@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import PostgresServer
+
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "experiments" / "fashion_mnist" / "resnet8_teacher.pt"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -30,3 +32,18 @@ def edgetune_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def needs_fashion_mnist() -> None:
     if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Debian dataset-fashion-mnist is not installed (make test installs it)")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on 127.0.0.1 for the session; each test makes its own database."""
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer, request: pytest.FixtureRequest) -> str:
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    return postgres.create_database(name)

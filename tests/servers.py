@@ -8,6 +8,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -80,3 +81,77 @@ def wait_for_port(port: int, timeout_s: float = 30.0) -> None:
                 return
         time.sleep(0.2)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+class RayCluster:
+    """A Ray cluster of ``ray start`` nodes on 127.0.0.1, with token authentication.
+
+    Each node's processes are recorded when it starts, and stopped by their own ids (with
+    their children), so a test never touches another Ray on the machine.
+    """
+
+    def __init__(self) -> None:
+        import secrets
+
+        self.token = secrets.token_hex(16)
+        self.port = free_port()
+        self.nodes: list[list[int]] = []
+        self.env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": self.token,
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _ray_pids(self) -> set[int]:
+        import psutil
+
+        pids = set()
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(p.info.get("cmdline") or [])
+            if "ray" in cmd and p.pid != os.getpid():
+                pids.add(p.pid)
+        return pids
+
+    def add_node(self, *, cpus: int = 1, head: bool = False) -> int:
+        """Start a node; returns its index."""
+        ray = str(Path(sys.executable).with_name("ray"))
+        before = self._ray_pids()
+        common = [f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+                  f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
+        if head:
+            cmd = [ray, "start", "--head", f"--port={self.port}", "--include-dashboard=false",
+                   *common]
+        else:
+            cmd = [ray, "start", f"--address={self.address}", *common]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=180)
+        if proc.returncode:
+            raise RuntimeError(f"ray start failed: {proc.stderr[-1500:]}")
+        time.sleep(1.0)
+        self.nodes.append(sorted(self._ray_pids() - before))
+        return len(self.nodes) - 1
+
+    def kill_node(self, index: int) -> None:
+        import psutil
+
+        procs = []
+        for pid in self.nodes[index]:
+            try:
+                p = psutil.Process(pid)
+                procs += [p, *p.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=10)
+
+    def stop(self) -> None:
+        for index in reversed(range(len(self.nodes))):
+            self.kill_node(index)

@@ -13,6 +13,8 @@ from cost_models import (
     KernelCostModel,
     Layer,
     LayerGraph,
+    LayerTypeConstants,
+    LayerTypeCostModel,
     Precision,
 )
 from search.errors import CalibrationError
@@ -26,7 +28,16 @@ def _kernel_constants() -> KernelConstants:
                            ns_per_pixel=1.0) for c in cls))
 
 
-IMPLEMENTATIONS: list[tuple[CostModel, Any]] = [(KernelCostModel(), _kernel_constants())]
+def _layer_type_constants() -> LayerTypeConstants:
+    return LayerTypeConstants(0.01, 2.0, "power_x_latency", "test figure", tuple(
+        KernelCoefficients(c, fixed_ms=0.001, ns_per_mac=0.05, ns_per_elem=0.5)
+        for c in ("convk:fp32", "gap:fp32", "linear:fp32")))
+
+
+IMPLEMENTATIONS: list[tuple[CostModel, Any]] = [
+    (KernelCostModel(), _kernel_constants()),
+    (LayerTypeCostModel(), _layer_type_constants()),
+]
 
 
 def _graph(width: int) -> LayerGraph:

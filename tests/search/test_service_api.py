@@ -1,0 +1,166 @@
+"""The HTTP API against a real `edgetune serve` on loopback: submit (YAML and JSON), list,
+detail, stop, resume, export, targets, a load test, and bad input that must change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import statistics
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.search.test_service_support import TOKEN, Service, spec_yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_fashion_mnist")]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, edgetune_home: Path) -> Iterator[Service]:
+    svc = Service(tmp_path_factory.mktemp("service")).start()
+    yield svc
+    svc.stop()
+
+
+def test_every_api_call_needs_the_token(service: Service) -> None:
+    for method, path in (("GET", "/api/studies"), ("GET", "/api/targets"),
+                         ("POST", "/api/studies"), ("POST", "/api/studies/x/stop"),
+                         ("GET", "/api/studies/x/export")):
+        bare = httpx.request(method, service.url + path, content=spec_yaml("sneaky", 1))
+        assert bare.status_code == 401, (path, bare.text)
+        assert bare.headers["www-authenticate"] == "Bearer"
+        wrong = httpx.request(method, service.url + path, content=spec_yaml("sneaky", 1),
+                              headers={"Authorization": "Bearer " + "y" * len(TOKEN)})
+        assert wrong.status_code == 403, (path, wrong.text)
+    assert service.get("/api/studies").json()["studies"] == []
+    # the page itself holds no data and needs no token; the dashboard needs it too
+    assert httpx.get(service.url + "/").status_code == 200
+    dash = f"http://127.0.0.1:{service.dashboard_port}/api/meta"
+    assert httpx.get(dash).status_code == 401
+    assert httpx.get(dash, cookies={"edgetune_token": TOKEN}).status_code == 200
+
+
+def test_bad_specs_get_a_clear_4xx_and_change_nothing(service: Service) -> None:
+    yaml_ct = {"Content-Type": "application/yaml"}
+
+    def post(body: str | bytes, path: str = "/api/studies") -> httpx.Response:
+        return service.post(path, content=body, headers=yaml_ct)
+
+    big = post(spec_yaml("big", 1) + "#" * (300 * 1024))
+    assert big.status_code == 413 and "bytes" in big.json()["detail"]
+
+    evil = spec_yaml("evil", 1).replace("name: resnet8", "name: os:system")
+    res = post(evil)
+    assert res.status_code == 422
+    assert "model.name: module 'os' is not on this service's allowlist" in res.json()["detail"]
+    data_evil = spec_yaml("evil2", 1).replace("data: {", "data: {name: 'subprocess:run', ")
+    res = post(data_evil)
+    assert res.status_code == 422 and "allowlist" in res.text
+
+    res = post(spec_yaml("../escape", 1))
+    assert res.status_code == 422 and res.json()["detail"].startswith("spec: name: must be")
+    res = post(spec_yaml("ok", 1), "/api/studies?study=../../etc")
+    assert res.status_code == 422 and "study: must be" in res.json()["detail"]
+    for path in ("/api/studies/..%2F..%2Fetc", "/api/studies/..", "/api/studies/.hidden/stop"):
+        res = service.client.request("GET" if "stop" not in path else "POST", path)
+        assert 400 <= res.status_code < 500, (path, res.status_code)
+
+    res = post(spec_yaml("outside", 1).replace("weights: resnet8_teacher.pt",
+                                               "weights: ../../../etc/passwd"))
+    assert res.status_code == 422 and "outside the service's data folder" in res.text
+
+    res = post(spec_yaml("neg", 1).replace("latency_ms: 70%", "latency_ms: -3"))
+    assert res.status_code == 422
+    assert "constraints.latency_ms: must be > 0, got -3" in res.json()["detail"]
+    res = post("name: [unclosed")
+    assert res.status_code == 422 and "YAML" in res.json()["detail"]
+
+    assert service.get("/api/studies").json()["studies"] == []
+    assert service.get("/api/studies/evil").status_code == 404
+
+
+def test_targets(service: Service) -> None:
+    res = service.get("/api/targets")
+    assert res.status_code == 200
+    names = [t["name"] for t in res.json()["targets"]]
+    assert "host" in names
+
+
+def test_submit_stop_resume_export(service: Service) -> None:
+    res = service.submit("api-yaml", trials=3)
+    assert res.status_code == 201, res.text
+    assert res.json()["url"] == "/api/studies/api-yaml" and res.headers["location"] == res.json()["url"]
+    again = service.submit("api-yaml", trials=3)
+    assert again.status_code == 409 and "resume" in again.json()["detail"]
+
+    d = service.wait_for("api-yaml", lambda d: d["done"] >= 1)
+    assert d["state"] == "running" and d["requested_trials"] == 3
+    assert service.post("/api/studies/api-yaml/resume").status_code == 409  # it runs already
+    stop = service.post("/api/studies/api-yaml/stop")
+    assert stop.status_code == 202
+    d = service.wait_for("api-yaml", lambda d: d["state"] == "stopped", 120)
+    stopped_at = d["done"]
+    assert stopped_at < 3, "stopped before its 3 trials"
+    assert service.post("/api/studies/api-yaml/stop").status_code == 409  # nothing runs
+
+    listed = {s["study"]: s for s in service.get("/api/studies").json()["studies"]}
+    assert listed["api-yaml"]["state"] == "stopped"
+    assert set(listed["api-yaml"]) >= {"n_trials", "requested_trials", "feasible", "best"}
+
+    assert service.post("/api/studies/api-yaml/resume").status_code == 202
+    d = service.wait_for("api-yaml", lambda d: d["state"] == "finished")
+    assert d["done"] == 3 and d["summary"]["requested_trials"] == 3
+    assert d["run"]["op"] == "resume" and d["run"]["exit_code"] == 0
+    assert d["summary"]["teacher"]["accuracy"] > 0.85
+    assert len(d["points"]) == d["n_trials"] >= 3
+    # finished: resuming again needs ?trials=N, as `edgetune resume` does
+    res = service.post("/api/studies/api-yaml/resume")
+    assert res.status_code == 409 and "--trials N" in res.json()["detail"]
+
+    if not d["best"]:
+        pytest.skip("no feasible candidate in 3 trials; nothing to export")
+    t0 = time.monotonic()
+    res = service.get("/api/studies/api-yaml/export")
+    assert res.status_code == 200, res.text
+    print(f"export took {time.monotonic() - t0:.1f} s")
+    with zipfile.ZipFile(io.BytesIO(res.content)) as zf:
+        names = {Path(n).name for n in zf.namelist()}
+        assert names == {"model.onnx", "report.md", "summary.json"}
+        summary = json.loads(next(zf.read(n) for n in zf.namelist() if n.endswith(".json")))
+    assert summary["trial"] == d["best"]["trial"]
+    assert res.headers["content-disposition"].endswith('-trial{}.zip"'.format(summary["trial"]))
+
+
+def test_json_submission_and_200_concurrent_status_requests(service: Service) -> None:
+    spec = yaml.safe_load(spec_yaml("api-json", 2))
+    res = service.post("/api/studies", content=json.dumps(spec),
+                       headers={"Content-Type": "application/json"})
+    assert res.status_code == 201, res.text
+    service.wait_for("api-json", lambda d: d["state"] == "running")
+
+    async def load() -> list[tuple[int, float]]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=service.url, limits=limits, timeout=120,
+                                     headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+            async def one(i: int) -> tuple[int, float]:
+                t0 = time.perf_counter()
+                r = await client.get("/api/studies" if i % 2 else "/api/studies/api-json")
+                return r.status_code, time.perf_counter() - t0
+
+            return await asyncio.gather(*(one(i) for i in range(200)))
+
+    results = asyncio.run(load())
+    codes = [c for c, _ in results]
+    assert codes == [200] * 200
+    latencies = sorted(t for _, t in results)
+    p95 = latencies[int(0.95 * len(latencies)) - 1]
+    print(f"200 concurrent status requests: p50 {statistics.median(latencies) * 1000:.0f} ms, "
+          f"p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")
+    d = service.wait_for("api-json", lambda d: d["state"] == "finished")
+    assert d["done"] == 2

@@ -1,0 +1,106 @@
+"""A real `edgetune serve` process on loopback for the service tests (no tests in here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import ROOT, TEACHER
+from tests.servers import free_port, wait_for_port
+
+TOKEN = "test-token-" + "x" * 24
+
+
+def spec_yaml(name: str, trials: int) -> str:
+    """The tiny spec of test_search_e2e, with the teacher named inside the service's data root."""
+    return f"""
+name: {name}
+model: {{name: resnet8, weights: resnet8_teacher.pt, input_shape: [1, 28, 28]}}
+data: {{finetune_size: 512, val_size: 512, calibration_size: 64, batch_size: 64}}
+target: host
+constraints: {{latency_ms: 70%, size_kb: 15%}}
+space:
+  quantization: {{weight_bits: [4, 8, 32], activation_bits: [8, 32]}}
+  pruning: {{max_ratio: 0.6, step: 0.2, round_to: 4}}
+  distillation: {{steps: 8, eval_every: 4, lr: 0.002}}
+search: {{trials: {trials}, workers: 1, executor: process, seed: 0, seed_trials: 2}}
+"""
+
+
+class Service:
+    """`python -m search.cli serve` on free loopback ports, with its own storage and data root."""
+
+    def __init__(self, tmp: Path, *, allow: tuple[str, ...] = ("tests.search",)) -> None:
+        self.tmp = tmp
+        self.storage = f"sqlite:///{tmp}/studies.db"
+        self.data_root = tmp / "data"
+        self.data_root.mkdir(exist_ok=True)
+        shutil.copy(TEACHER, self.data_root / TEACHER.name)
+        self.allow = allow
+        self.port = free_port()
+        self.dashboard_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=self.url, timeout=120,
+                                   headers={"Authorization": f"Bearer {TOKEN}"})
+
+    def start(self) -> Service:
+        cmd = [sys.executable, "-m", "search.cli", "serve", "--port", str(self.port),
+               "--dashboard-port", str(self.dashboard_port), "--storage", self.storage,
+               "--data-root", str(self.data_root)]
+        for module in self.allow:
+            cmd += ["--allow-module", module]
+        log = (self.tmp / "serve.log").open("ab")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log,
+                                     env=dict(os.environ, EDGETUNE_TOKEN=TOKEN))
+        wait_for_port(self.port, 60)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return (self.tmp / "serve.log").read_text(errors="replace")[-3000:]
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.client.get(path, **kw)
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        return self.client.post(path, **kw)
+
+    def submit(self, name: str, trials: int) -> httpx.Response:
+        return self.post("/api/studies", content=spec_yaml(name, trials),
+                         headers={"Content-Type": "application/yaml"})
+
+    def detail(self, name: str) -> dict[str, Any]:
+        res = self.get(f"/api/studies/{name}")
+        assert res.status_code == 200, res.text
+        out: dict[str, Any] = res.json()
+        return out
+
+    def wait_for(self, name: str, ok: Callable[[dict[str, Any]], bool], timeout_s: float = 600
+                 ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            d = self.detail(name)
+            if ok(d):
+                return d
+            if d["state"] == "failed":
+                raise AssertionError(f"study {name} failed: {d['reason']}\n{d['run']}")
+            time.sleep(1.0)
+        raise TimeoutError(f"study {name}: condition not met in {timeout_s} s; last {d}\n{self.log()}")
