@@ -14,7 +14,7 @@ from typing import Any
 
 from cost_models.base import Measurement
 from cost_models.fidelity import fidelity
-from search.errors import CalibrationError
+from search.errors import CalibrationError, UnsupportedLayerError
 
 __all__ = ["compare_heldout", "fit_flops_constant", "total_macs"]
 
@@ -38,18 +38,31 @@ def compare_heldout(
     predict_ms: Callable[[Measurement], float],
 ) -> dict[str, Any]:
     """Held-out fidelity of ``predict_ms`` on ``test`` beside the FLOPs baseline fitted on
-    ``train``: ``within_10pct``, ``spearman``, ``mdape``, ``n_heldout``, ``flops_baseline``."""
+    ``train``: ``within_10pct``, ``spearman``, ``mdape``, ``n_heldout``, ``flops_baseline``.
+
+    A held-out row with a layer class no fitting row had cannot be predicted
+    (:class:`UnsupportedLayerError`): it is not scored, and counted in ``n_unpredictable``.
+    """
+    scored = []
+    for m in test:
+        try:
+            scored.append((m, predict_ms(m)))
+        except UnsupportedLayerError:
+            continue
+    n_unpredictable = len(test) - len(scored)
+    test = [m for m, _ in scored]
     if len(test) < 2:
         raise CalibrationError(
-            f"held-out fidelity needs >= 2 held-out rows, got {len(test)}; give more measurements"
+            f"held-out fidelity needs >= 2 predictable held-out rows, got {len(test)} "
+            f"({n_unpredictable} have layer classes no fitting row has); give more measurements"
         )
     meas = [float(m[2]) for m in test]
-    fid = fidelity([predict_ms(m) for m in test], meas)
+    fid = fidelity([p for _, p in scored], meas)
     c = fit_flops_constant(train)
     base = fidelity([c * total_macs(m) for m in test], meas)
     return {
         "within_10pct": fid["within_10pct"], "spearman": fid["spearman"], "mdape": fid["mdape"],
-        "n_heldout": len(test),
+        "n_heldout": len(test), "n_unpredictable": n_unpredictable,
         "flops_baseline": {"within_10pct": base["within_10pct"], "spearman": base["spearman"],
                            "mdape": base["mdape"], "ms_per_gmac": c * 1e9},
     }

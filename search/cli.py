@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from search.errors import EdgetuneError, InfeasibleSpecError, SpecError
 
@@ -23,10 +23,22 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+_OUT: TextIO = sys.stdout
+"""Where results go. ``main`` points it at the real stdout and sends fd 1 to stderr, so that
+whatever a library prints there (Ray's raylet messages) cannot corrupt ``--json`` output."""
+
+
 def _emit(args: argparse.Namespace, obj: Any, text: str) -> None:
     from search.study import dumps
 
-    print(dumps(obj) if args.json else text, flush=True)
+    print(dumps(obj) if args.json else text, file=_OUT, flush=True)
+
+
+def _isolate_stdout() -> None:
+    global _OUT
+    sys.stdout.flush()
+    _OUT = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
 
 
 def _positive_int(flag: str) -> Callable[[str], int]:
@@ -225,12 +237,16 @@ def cmd_targets(args: argparse.Namespace) -> int:
     lines = []
     for r in rows:
         f, e = r.get("fidelity") or {}, r.get("energy") or {}
-        fid = (f"held-out within ±10% {f['within_10pct']:.0%}, Spearman {f['spearman']:.2f} "
-               f"(FLOPs baseline {f['flops_baseline']['within_10pct']:.0%}, "
-               f"{f['flops_baseline']['spearman']:.2f})" if "flops_baseline" in f else
-               "not calibrated yet")
-        lines.append(f"{r['name']}: {r.get('description', '')}\n    {fid}; energy: "
-                     f"{e.get('method', '-')}")
+        fid = (
+            f"held-out within ±10% {f['within_10pct']:.0%}, Spearman {f['spearman']:.2f} "
+            f"(FLOPs baseline {f['flops_baseline']['within_10pct']:.0%}, "
+            f"{f['flops_baseline']['spearman']:.2f})"
+            if "flops_baseline" in f
+            else "not calibrated yet"
+        )
+        lines.append(
+            f"{r['name']}: {r.get('description', '')}\n    {fid}; energy: {e.get('method', '-')}"
+        )
     _emit(args, {"targets": rows}, "\n".join(lines))
     return 0
 
@@ -242,10 +258,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.emit_suite:
         paths = cal.emit_suite(args.emit_suite, size=args.suite_size)
         agent = Path(cal.__file__).with_name("agent.py")
-        _emit(args, {"suite_dir": str(args.emit_suite), "models": len(paths), "agent": str(agent)},
-              f"wrote {len(paths)} suite models to {args.emit_suite}; copy it and {agent} to the "
-              f"device, run `python agent.py {Path(args.emit_suite).name} --out measurements.json`"
-              f" there, then `edgetune calibrate NAME --measurements measurements.json`")
+        _emit(
+            args,
+            {"suite_dir": str(args.emit_suite), "models": len(paths), "agent": str(agent)},
+            f"wrote {len(paths)} suite models to {args.emit_suite}; copy it and {agent} to the "
+            f"device, run `python agent.py {Path(args.emit_suite).name} --out measurements.json`"
+            f" there, then `edgetune calibrate NAME --measurements measurements.json`",
+        )
         return 0
     if not args.name:
         raise SpecError("calibrate: give a target NAME (or --emit-suite DIR)")
@@ -254,19 +273,29 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
         target, path = calibrate_host(force=True), cache_path()
     elif not args.measurements:
-        raise SpecError(f"calibrate {args.name}: --measurements FILE is required (the agent's "
-                        f".json or a CSV with columns model, latency_ms[, energy_mj])")
+        raise SpecError(
+            f"calibrate {args.name}: --measurements FILE is required (the agent's "
+            f".json or a CSV with columns model, latency_ms[, energy_mj])"
+        )
     else:
-        target, path = cal.calibrate_file(args.name, args.measurements, like=args.like,
-                                          power_w=args.power_w, models_dir=args.models,
-                                          holdout=args.holdout)
+        target, path = cal.calibrate_file(
+            args.name,
+            args.measurements,
+            like=args.like,
+            power_w=args.power_w,
+            models_dir=args.models,
+            holdout=args.holdout,
+        )
     f = target.provenance.fidelity
     b = f["flops_baseline"]
-    _emit(args, {"target": target.name, "path": str(path), "fidelity": f},
-          f"calibrated {target.name} from {target.provenance.n_measurements} measurements; "
-          f"stored in {path}\nheld-out ({f['n_heldout']} rows): within ±10% {f['within_10pct']:.0%}"
-          f", Spearman {f['spearman']:.3f}, MdAPE {f['mdape']:.1f}%\nFLOPs baseline: within ±10% "
-          f"{b['within_10pct']:.0%}, Spearman {b['spearman']:.3f}, MdAPE {b['mdape']:.1f}%")
+    _emit(
+        args,
+        {"target": target.name, "path": str(path), "fidelity": f},
+        f"calibrated {target.name} from {target.provenance.n_measurements} measurements; "
+        f"stored in {path}\nheld-out ({f['n_heldout']} rows): within ±10% {f['within_10pct']:.0%}"
+        f", Spearman {f['spearman']:.3f}, MdAPE {f['mdape']:.1f}%\nFLOPs baseline: within ±10% "
+        f"{b['within_10pct']:.0%}, Spearman {b['spearman']:.3f}, MdAPE {b['mdape']:.1f}%",
+    )
     return 0
 
 
@@ -279,7 +308,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         from search.study import dumps
 
-        print(dumps(rows if len(rows) > 1 else rows[0]))
+        print(dumps(rows if len(rows) > 1 else rows[0]), file=_OUT, flush=True)
         return 0
     for row in rows:
         print(
@@ -287,7 +316,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             + ", ".join(
                 f"{k} {row[k]:.4g}"
                 for k in ("latency_ms", "energy_mj", "peak_memory_kb", "size_kb")
-            )
+            ),
+            file=_OUT,
         )
     return 0
 
@@ -390,17 +420,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("targets", cmd_targets, "List the targets with their calibration and fidelity.")
 
-    p = add("calibrate", cmd_calibrate,
-            "Calibrate a target: `host` here, NAME from measurements, or emit the suite.")
+    p = add(
+        "calibrate",
+        cmd_calibrate,
+        "Calibrate a target: `host` here, NAME from measurements, or emit the suite.",
+    )
     p.add_argument("name", nargs="?", help="host, or the target to create or refit")
     p.add_argument("--measurements", type=Path, help="the agent's .json or a model,latency_ms CSV")
     p.add_argument("--like", help="a new target starts from this target's cost model and power")
-    p.add_argument("--power-w", dest="power_w", type=_positive_float,
-                   help="device power (W) for energy = power x latency")
+    p.add_argument(
+        "--power-w",
+        dest="power_w",
+        type=_positive_float,
+        help="device power (W) for energy = power x latency",
+    )
     p.add_argument("--models", type=Path, help="folder of the ONNX files the agent measured")
     p.add_argument("--holdout", type=float, default=0.25, help="share of rows held out")
-    p.add_argument("--emit-suite", dest="emit_suite", type=Path, metavar="DIR",
-                   help="write the micro-benchmark suite's ONNX models to DIR and stop")
+    p.add_argument(
+        "--emit-suite",
+        dest="emit_suite",
+        type=Path,
+        metavar="DIR",
+        help="write the micro-benchmark suite's ONNX models to DIR and stop",
+    )
     p.add_argument("--suite-size", dest="suite_size", choices=("full", "small"), default="full")
 
     p = add("dashboard", cmd_dashboard, "Serve optuna-dashboard on the study storage.")
@@ -414,11 +456,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage")
     p.add_argument("--ray-address", dest="ray_address")
     p.add_argument("--token-file", type=Path, help="file holding the bearer token")
-    p.add_argument("--allow-module", action="append", default=[], metavar="MODULE",
-                   help="a module specs may name as module:function (repeatable)")
+    p.add_argument(
+        "--allow-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module specs may name as module:function (repeatable)",
+    )
     p.add_argument("--data-root", type=Path, help="folder specs may name files in")
-    p.add_argument("--dashboard-port", type=int, help="optuna-dashboard's port (default "
-                   "PORT+1; 0 turns it off)")
+    p.add_argument(
+        "--dashboard-port",
+        type=int,
+        help="optuna-dashboard's port (default PORT+1; 0 turns it off)",
+    )
 
     p = add("predict", cmd_predict, "Predict latency, energy, peak memory and size of ONNX models.")
     p.add_argument("models", nargs="+")
@@ -448,11 +498,13 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, isolate_stdout: bool = True) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_libraries()
     _stop_on_sigterm()
+    if isolate_stdout:
+        _isolate_stdout()
     try:
         code: int = args.fn(args)
         return code

@@ -328,6 +328,11 @@ def calibrate_file(
             f"target name must be letters, digits, '-', '_' or '.', and not 'host' (calibrate "
             f"it with `edgetune calibrate host`), got {name!r}"
         )
+    if name in registry._FACTORIES:
+        raise CalibrationError(
+            f"{name!r} is a built-in or shipped target and cannot be overwritten; give a new name "
+            f"and start from it with --like {name}"
+        )
     rows = read_measurements(path, models_dir=models_dir)
     start: Target | None = None
     for candidate in (name, like):

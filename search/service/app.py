@@ -26,7 +26,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from search.errors import EdgetuneError, SpecError, StudyError
-from search.service.config import ServiceConfig, check_study_name, network_spec, service_home
+from search.service.config import ServiceConfig, check_study_name, network_spec
 from search.service.runs import Runs
 from search.service.studies import Studies, redact
 from search.spec import spec_to_json
@@ -108,15 +108,31 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
 
         return {"targets": index.cache.get("targets", describe_targets)}
 
+    def cached_json(key: str) -> Response | None:
+        """Cached, already serialized: 200 clients polling cost one serialization a second."""
+        body = index.cache.fresh(key)
+        return None if body is None else Response(body, media_type="application/json")
+
     @api.get("/studies")
-    async def list_studies() -> dict[str, Any]:
-        cached = index.cache.fresh("list")
-        return {"studies": cached if cached is not None else await run_in_threadpool(index.listing)}
+    async def list_studies() -> Response:
+        """Every study with its state, progress and best candidate."""
+        hit = cached_json("json:list")
+        if hit is not None:
+            return hit
+        body = await run_in_threadpool(
+            index.cache.get, "json:list", lambda: json.dumps({"studies": index.listing()}).encode())
+        return Response(body, media_type="application/json")
 
     @api.get("/studies/{name}")
-    async def show_study(name: Name) -> dict[str, Any]:
-        cached = index.cache.fresh(f"detail:{name}")
-        return cached if cached is not None else await run_in_threadpool(index.overview, name)  # type: ignore[no-any-return]
+    async def show_study(name: Name) -> Response:
+        """The study's summary (teacher, budgets, best or Pareto candidates), trials and run."""
+        key = f"json:detail:{name}"
+        hit = cached_json(key)
+        if hit is not None:
+            return hit
+        body = await run_in_threadpool(
+            index.cache.get, key, lambda: json.dumps(index.overview(name), default=str).encode())
+        return Response(body, media_type="application/json")
 
     @api.post("/studies", status_code=201)
     async def submit(
@@ -195,7 +211,10 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
             if not best:
                 raise StudyError(f"study {name!r} has no feasible trial yet; wait, or pass ?trial=N")
             trial = int(best["trial"])
-        out = service_home(cfg.home) / "exports" / name / f"trial-{trial}"
+        study, _ = index.open(name)
+        # per storage (runs.dir) and per study id, so a study made again under its name or in
+        # another storage never gets an old export
+        out = runs.dir / "exports" / f"{name}-{study._study_id}" / f"trial-{trial}"
         with export_locks.setdefault(name, threading.Lock()):
             if not (out / "summary.json").exists():
                 proc = subprocess.run(

@@ -105,6 +105,11 @@ def test_bad_csv_names_file_row_and_column(tmp_path: Path, text: str, pattern: s
     assert str(path) in str(exc.value)
 
 
+def test_shipped_names_are_not_overwritten(tmp_path: Path, home: Path) -> None:
+    with pytest.raises(CalibrationError, match="--like raspberry-pi-4"):
+        calibrate_file("raspberry-pi-4", tmp_path / "any.csv")
+
+
 def test_bad_agent_json(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"measurements": [{"name": "ghost.onnx", "latency_ms": 1.0}]}))
