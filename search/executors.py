@@ -178,10 +178,7 @@ class RayExecutor(Executor):
                 ) from None
             self._started_ray = True
         self._context_ref = ray.put(context)
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-        self._channel = ray.remote(_Channel).options(num_cpus=0, scheduling_strategy=here).remote()
+        self._channel = self._new_channel()
         self._remote = ray.remote(
             num_cpus=1,
             memory=trial_memory_bytes(context),
@@ -193,11 +190,27 @@ class RayExecutor(Executor):
         ref = self._remote.remote(self._context_ref, task, self._channel)
         self._pending[ref] = task
 
+    @staticmethod
+    def _new_channel() -> Any:
+        """A progress channel on the driver's node (preferred, not required)."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        return ray.remote(_Channel).options(num_cpus=0, scheduling_strategy=here).remote()
+
     def _relay_progress(self) -> None:
         import ray
 
         assert self._on_progress is not None
-        for number, step, acc in ray.get(self._channel.drain.remote()):
+        try:
+            messages = ray.get(self._channel.drain.remote(), timeout=30)
+        except ray.exceptions.RayError:
+            # its node died: trials already running report into the void and train to the
+            # end (no trial stopping for them); new trials get a new channel
+            self._channel = self._new_channel()
+            return
+        for number, step, acc in messages:
             if not self._on_progress(number, step, acc):
                 self._channel.stop.remote(number)
 
