@@ -19,10 +19,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import swagger_ui_bundle
 import yaml
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from search.errors import EdgetuneError, SpecError, StudyError
@@ -75,6 +77,8 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         title="edgetune",
         summary="Submit constraint specs; watch, stop, resume and export compression studies.",
         lifespan=lifespan,
+        docs_url=None,  # served below from the swagger-ui-bundle package: no network assets
+        redoc_url=None,
     )
     app.state.cfg, app.state.runs, app.state.studies = cfg, runs, index
 
@@ -239,4 +243,16 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         return FileResponse(WEB / "index.html")
 
     app.mount("/ui", StaticFiles(directory=WEB), name="ui")
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
+              name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="edgetune API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
     return app
