@@ -16,7 +16,8 @@ import torch
 
 from experiments.fashion_mnist import load_fashion_mnist, normalize
 from experiments.models import BUILTIN_MODELS
-from search.teacher import EpochLog, evaluate, train_teacher
+from search.teacher import EpochLog, train_teacher
+from spaces.distillation import evaluate
 
 
 def main(argv: list[str] | None = None) -> int:

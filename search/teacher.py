@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from search.errors import WorkloadError
 
-__all__ = ["EpochLog", "evaluate", "train_teacher"]
+__all__ = ["EpochLog", "train_teacher"]
 
 
 @dataclass(frozen=True)
@@ -128,14 +128,3 @@ def train_teacher(
         if log is not None:
             log(EpochLog(epoch, epochs, loss_sum / n, correct / n, time.perf_counter() - start))
     return model.eval()
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` (put in eval mode) on ``(x, y)``, in [0, 1]."""
-    _check_data(x, y, "evaluate")
-    model.eval()
-    correct = 0
-    for i in range(0, x.shape[0], batch_size):
-        correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
-    return correct / x.shape[0]

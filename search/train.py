@@ -17,8 +17,9 @@ from search.spec import load_spec
 def train_from_spec(spec_path: Path, *, epochs: int, log: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
-    from search.teacher import evaluate, train_teacher
+    from search.teacher import train_teacher
     from search.workload import build_model, load_data, teacher_cache_path
+    from spaces.distillation import evaluate
 
     spec = load_spec(spec_path)
     data = load_data(spec.data)

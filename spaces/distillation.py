@@ -87,6 +87,9 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = EVAL_BATC
     """Top-1 accuracy of ``model`` on (``x``, ``y``), in eval mode."""
     if len(x) == 0:
         raise TrialError("evaluate needs at least one sample, got an empty set; check data sizes")
+    if len(x) != len(y):
+        raise TrialError(f"evaluate needs one label per sample, got {len(x)} samples and "
+                         f"{len(y)} labels; check the data loader")
     model.eval()
     correct = 0
     for i in range(0, len(x), batch_size):

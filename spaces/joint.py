@@ -104,15 +104,6 @@ class JointSpace:
         params.update(self.distillation.uniform_params())
         return params
 
-    def cheapest_params(self) -> dict[str, Any]:
-        """The cheapest corner: the largest pruning ratio and the fewest bits."""
-        q = self.quantization
-        return self.uniform_params(
-            ratio=self.pruning.max_ratio if self.pruning else 0.0,
-            weight_bits=min(q.spec.weight_bits) if q else 32,
-            act_bits=min(q.spec.activation_bits) if q else 32,
-        )
-
     def prune(self, teacher: nn.Module, policy: Policy) -> nn.Module:
         """The pruned (float) student, a deep copy; the teacher itself when pruning is off."""
         if self.pruning is None:

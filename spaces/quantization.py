@@ -347,10 +347,6 @@ class QuantizationKnob(Knob):
                                 f"{list(choices)}; pick one of them or add it to the spec")
         return {**{p: wb for p in self._w.values()}, **{p: ab for p in self._a.values()}}
 
-    def cheapest_params(self) -> dict[str, Any]:
-        return self.uniform_params(weight_bits=min(self.spec.weight_bits),
-                                   act_bits=min(self.spec.activation_bits))
-
 
 __all__ = [
     "ActQuant",

@@ -10,7 +10,7 @@ import torch
 import experiments
 from experiments.fashion_mnist import DEBIAN_PATH, MEAN, STD, load_fashion_mnist, normalize
 from experiments.models import resnet8
-from search.teacher import evaluate
+from spaces.distillation import evaluate
 
 CHECKPOINT = Path(experiments.__file__).parent / "fashion_mnist" / "resnet8_teacher.pt"
 

@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from search.errors import WorkloadError
-from search.teacher import EpochLog, _augment, evaluate, train_teacher
+from search.errors import TrialError, WorkloadError
+from search.teacher import EpochLog, _augment, train_teacher
+from spaces.distillation import evaluate
 
 
 def _blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,4 +83,6 @@ def test_bad_settings_are_rejected(kwargs: dict[str, float]) -> None:
 
 def test_mismatched_data_is_rejected() -> None:
     with pytest.raises(WorkloadError, match="N labels"):
+        train_teacher(_mlp(), torch.zeros(4, 8), torch.zeros(3, dtype=torch.long), epochs=1)
+    with pytest.raises(TrialError, match="one label per sample"):
         evaluate(_mlp(), torch.zeros(4, 8), torch.zeros(3, dtype=torch.long))

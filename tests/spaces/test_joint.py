@@ -63,13 +63,6 @@ def test_uniform_params_enqueue_as_a_seed(space: JointSpace, study: optuna.Study
     assert policy.distillation.alpha == pytest.approx(0.7)
 
 
-def test_cheapest_params(space: JointSpace) -> None:
-    policy = space.decode(space.cheapest_params())
-    assert set(policy.ratios.values()) == {0.5}
-    assert {p.weight_bits for p in policy.bits.values()} == {4, 32}
-    assert {p.act_bits for p in policy.bits.values()} == {8}
-
-
 def test_bad_params_raise(space: JointSpace) -> None:
     with pytest.raises(SpecError, match="not one of the choices"):
         space.uniform_params(0.0, 6, 8)
