@@ -163,6 +163,7 @@ class RayExecutor(Executor):
                     )
                 else:
                     ray.init(
+                        address="local",  # a new Ray of our own, never a cluster found on /tmp
                         num_cpus=self.capacity,
                         include_dashboard=False,
                         logging_level=logging.WARNING,
