@@ -98,7 +98,7 @@ def cheapest_costs(
     int4 kernels, 4-bit weights run slower than 8-bit or float)."""
     best: dict[str, float] = {}
     for params in corner_params(space, spec):
-        _, _, costs = predict_candidate(space, teacher, params, target, spec.model.input_shape)
+        *_, costs = predict_candidate(space, teacher, params, target, spec.model.input_shape)
         for key, value in costs.as_dict().items():
             best[key] = min(value, best.get(key, value))
     return best
@@ -128,7 +128,13 @@ class Progress:
         self.tty = sys.stderr.isatty()
 
     def update(
-        self, done: int, feasible: int, best: float | None, running: int, last: str = ""
+        self,
+        done: int,
+        feasible: int,
+        best: float | None,
+        running: int,
+        infeasible: int,
+        last: str = "",
     ) -> None:
         if not self.enabled:
             return
@@ -137,8 +143,9 @@ class Progress:
         el = int(time.monotonic() - self.start)
         best_s = f"{best:.4f}" if best is not None else "-"
         line = (
-            f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} trials | "
+            f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} trained | "
             f"feasible {feasible} | best acc {best_s} | running {running} | "
+            f"ruled out {infeasible} | "
             f"{el // 60:02d}:{el % 60:02d} elapsed"
         )
         if self.tty:
@@ -155,9 +162,19 @@ class Progress:
 
 
 def _done(study: optuna.Study) -> int:
+    """Trials that trained to the end or were stopped early. Infeasible candidates, which the
+    cost model ruled out in milliseconds with no training, do not count toward ``trials``."""
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    return sum(
+        t.state == TrialState.PRUNED or t.user_attrs.get("status") != "infeasible"
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    )
+
+
+def _infeasible_cap(target_done: int) -> int:
+    """How many predicted-infeasible candidates a run may try before it gives up."""
+    return 20 * target_done + 100
 
 
 class Heartbeat:
@@ -324,44 +341,51 @@ class Driver:
         return len(feasible), best
 
     def run(self, target_done: int, timeout_s: float | None) -> None:
-        """Run until the study has ``target_done`` finished (complete or stopped) trials."""
+        """Run until the study has ``target_done`` trained (complete or stopped) trials."""
         from search.study import HEARTBEAT_S
 
         context = self.prepared.context
         self.space = context.teacher_and_space()[1]
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         progress = Progress(target_done, self.progress_enabled)
-        failures = 0
+        counts = {"failed": 0, "infeasible": 0}
         last_stale_check = 0.0
         self.executor.start(context, self.on_progress)
         try:
             with Heartbeat(self.study, self.running):
                 done = _done(self.study)
-                progress.update(done, *self._best(), 0)
+                progress.update(done, *self._best(), 0, 0)
                 while True:
                     if time.monotonic() - last_stale_check > HEARTBEAT_S:
                         fail_stale(self.study, self.log)
                         last_stale_check = time.monotonic()
-                    out_of_time = deadline is not None and time.monotonic() >= deadline
+                    give_up = (
+                        (deadline is not None and time.monotonic() >= deadline)
+                        or counts["failed"] > target_done
+                        or counts["infeasible"] > _infeasible_cap(target_done)
+                    )
                     want = target_done - done - len(self.running)
-                    while (
-                        not out_of_time
-                        and want > 0
-                        and len(self.running) < self.executor.capacity
-                        and failures <= target_done
-                    ):
+                    while not give_up and want > 0 and len(self.running) < self.executor.capacity:
                         self._ask()
                         want -= 1
                     if not self.running:
                         break
                     for outcome in self.executor.wait(timeout_s=2.0):
                         message = self.tell(outcome)
-                        failures += outcome.status == "failed"
+                        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+                        if outcome.repair is not None:
+                            # the cost model's feasible neighbour of this candidate: tried next
+                            self.study.enqueue_trial(outcome.repair, skip_if_exists=True)
                         done = _done(self.study)
-                        progress.update(done, *self._best(), len(self.running), message)
-            if failures > target_done:
+                        progress.update(
+                            done, *self._best(), len(self.running), counts["infeasible"], message
+                        )
+            if counts["failed"] > target_done:
+                self.log(f"stopped: {counts['failed']} trials failed; see `edgetune show`")
+            if counts["infeasible"] > _infeasible_cap(target_done):
                 self.log(
-                    f"stopped asking for trials: {failures} trials failed; see `edgetune show`"
+                    f"stopped: {counts['infeasible']} candidates were over budget; the feasible "
+                    "part of the space is tiny: loosen a budget or widen the space"
                 )
         finally:
             progress.close()

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from cost_models.graph import Costs
+    from cost_models.graph import Costs, LayerGraph
     from search.workload import Workload
     from spaces.joint import JointSpace, Policy
     from targets.base import Target
@@ -74,6 +74,7 @@ class TrialOutcome:
     reason: str = ""
     timings_s: dict[str, float] = field(default_factory=dict)
     state_dict: bytes | None = None  # the fine-tuned student, for the artifact store
+    repair: dict[str, Any] | None = None  # for an infeasible candidate: a feasible neighbour
 
 
 def failed_outcome(task: TrialTask, reason: str) -> TrialOutcome:
@@ -109,14 +110,14 @@ def predict_candidate(
     params: Mapping[str, Any],
     target: Target,
     input_shape: tuple[int, int, int],
-) -> tuple[nn.Module, Policy, Costs]:
+) -> tuple[nn.Module, Policy, LayerGraph, Costs]:
     """Prune the teacher as ``params`` say and predict the student's costs on ``target``."""
     from cost_models import from_torch
 
     policy = space.decode(dict(params))
     pruned = space.prune(teacher, policy)
-    costs = target.predict(from_torch(pruned, input_shape), policy.bits)
-    return pruned, policy, costs
+    graph = from_torch(pruned, input_shape)
+    return pruned, policy, graph, target.predict(graph, policy.bits)
 
 
 def _policy_summary(policy: Policy, student: nn.Module) -> dict[str, Any]:
@@ -148,14 +149,20 @@ def run_trial(context: TrialContext, task: TrialTask, report: Reporter) -> Trial
         spec, work = context.spec, context.workload
         torch.manual_seed(spec.search.seed + task.number)
         teacher, space = context.teacher_and_space()
-        pruned, policy, predicted = predict_candidate(
+        pruned, policy, graph, predicted = predict_candidate(
             space, teacher, task.params, context.target, spec.model.input_shape
         )
         costs = predicted.as_dict()
         timings["predict"] = time.perf_counter() - start
         broken = over_budget(costs, context.budgets)
         if broken:
+            from search.seeding import descend_bits
+
             worst = ", ".join(f"{k} {v:+.0%}" for k, v in broken.items())
+            repaired, feasible = descend_bits(
+                space, graph, dict(task.params), context.target, context.budgets
+            )
+            timings["repair"] = time.perf_counter() - start - timings["predict"]
             return TrialOutcome(
                 task.number,
                 "infeasible",
@@ -163,6 +170,7 @@ def run_trial(context: TrialContext, task: TrialTask, report: Reporter) -> Trial
                 reason=f"over budget: {worst}",
                 policy=_policy_summary(policy, pruned),
                 timings_s=timings,
+                repair=repaired if feasible else None,
             )
         t = time.perf_counter()
         student = quantize(pruned, policy, work.x_calib, context.target)

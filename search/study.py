@@ -269,6 +269,9 @@ def summary(study: optuna.Study, spec: Spec, storage: str) -> dict[str, Any]:
         "objectives": list(spec.objectives),
         "n_trials": len(all_rows),
         "requested_trials": spec.search.trials,
+        # what `trials` counts: trained to the end or stopped early (not ruled out by the cost
+        # model, which costs no training, and not failed, which is run again)
+        "trained": states["complete"] + states["stopped"],
         "states": states,
         "budgets": study.user_attrs.get("budgets", {}),
         "teacher": study.user_attrs.get("teacher", {}),

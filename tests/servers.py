@@ -24,8 +24,10 @@ def free_port() -> int:
 def _pg_bin(name: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     if not found:
-        raise RuntimeError(f"PostgreSQL's {name} is not installed; `make test` installs the Debian "
-                           "package postgresql (apt-get install -y postgresql)")
+        raise RuntimeError(
+            f"PostgreSQL's {name} is not installed; `make test` installs the Debian "
+            "package postgresql (apt-get install -y postgresql)"
+        )
     return found[-1]
 
 
@@ -54,15 +56,33 @@ class PostgresServer:
         if proc.returncode:
             raise RuntimeError(f"initdb failed: {proc.stderr[-500:]}")
         opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
-        proc = self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
-                         str(self.root / "log"), "-w", "start")
+        proc = self._run(
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            opts,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+        )
         if proc.returncode:
             raise RuntimeError(f"pg_ctl start failed: {proc.stderr[-500:]}")
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def create_database(self, name: str) -> str:
-        proc = self._run(_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c",
-                         f"CREATE DATABASE {name}")
+        proc = self._run(
+            _pg_bin("psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-c",
+            f"CREATE DATABASE {name}",
+        )
         if proc.returncode:
             raise RuntimeError(f"CREATE DATABASE failed: {proc.stderr[-500:]}")
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
@@ -121,11 +141,22 @@ class RayCluster:
         """Start a node; returns its index."""
         ray = str(Path(sys.executable).with_name("ray"))
         before = self._ray_pids()
-        common = [f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-                  f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
+        common = [
+            f"--num-cpus={cpus}",
+            "--node-ip-address=127.0.0.1",
+            "--disable-usage-stats",
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+        ]
         if head:
-            cmd = [ray, "start", "--head", f"--port={self.port}", "--include-dashboard=false",
-                   *common]
+            cmd = [
+                ray,
+                "start",
+                "--head",
+                f"--port={self.port}",
+                "--include-dashboard=false",
+                *common,
+            ]
         else:
             cmd = [ray, "start", f"--address={self.address}", *common]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=180)

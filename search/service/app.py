@@ -86,7 +86,8 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         given = _bearer(request)
         if given is None:
             raise HTTPException(
-                401, "missing token: send the header 'Authorization: Bearer TOKEN' (the operator "
+                401,
+                "missing token: send the header 'Authorization: Bearer TOKEN' (the operator "
                 "has it: EDGETUNE_TOKEN, --token-file, or $EDGETUNE_HOME/service/token)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
@@ -102,9 +103,13 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
 
     @api.get("/info")
     def info() -> dict[str, Any]:
-        return {"storage": redact(cfg.storage), "dashboard_port": cfg.dashboard_port,
-                "allow_modules": list(cfg.allow_modules), "data_root": bool(cfg.data_root),
-                "max_body_bytes": cfg.max_body_bytes}
+        return {
+            "storage": redact(cfg.storage),
+            "dashboard_port": cfg.dashboard_port,
+            "allow_modules": list(cfg.allow_modules),
+            "data_root": bool(cfg.data_root),
+            "max_body_bytes": cfg.max_body_bytes,
+        }
 
     @api.get("/targets")
     def list_targets() -> dict[str, Any]:
@@ -124,7 +129,8 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         if hit is not None:
             return hit
         body = await run_in_threadpool(
-            index.cache.get, "json:list", lambda: json.dumps({"studies": index.listing()}).encode())
+            index.cache.get, "json:list", lambda: json.dumps({"studies": index.listing()}).encode()
+        )
         return Response(body, media_type="application/json")
 
     @api.get("/studies/{name}")
@@ -135,7 +141,8 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         if hit is not None:
             return hit
         body = await run_in_threadpool(
-            index.cache.get, key, lambda: json.dumps(index.overview(name), default=str).encode())
+            index.cache.get, key, lambda: json.dumps(index.overview(name), default=str).encode()
+        )
         return Response(body, media_type="application/json")
 
     @api.post("/studies", status_code=201)
@@ -171,12 +178,16 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
             run = runs.start(name, "search", [str(path), "--study", name])
         index.cache.clear()
         url = f"/api/studies/{name}"
-        return JSONResponse({"study": name, "url": url, "state": "running", "pid": run.pid},
-                            status_code=201, headers={"Location": url})
+        return JSONResponse(
+            {"study": name, "url": url, "state": "running", "pid": run.pid},
+            status_code=201,
+            headers={"Location": url},
+        )
 
     @api.post("/studies/{name}/resume", status_code=202)
-    async def resume(name: Name, trials: Annotated[int | None, Query(ge=1, le=100_000)] = None
-                     ) -> dict[str, Any]:
+    async def resume(
+        name: Name, trials: Annotated[int | None, Query(ge=1, le=100_000)] = None
+    ) -> dict[str, Any]:
         """Continue the study, as `edgetune resume NAME [--trials N]`."""
         async with submit_lock:
             if runs.active(name):
@@ -201,19 +212,25 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
     def stop(name: Name) -> dict[str, Any]:
         """SIGTERM the run: trials running go back to the queue; everything told is kept."""
         if runs.stop(name) is None:
-            raise StudyError(f"study {name!r} is not running; resume it with "
-                             f"POST /api/studies/{name}/resume")
+            raise StudyError(
+                f"study {name!r} is not running; resume it with POST /api/studies/{name}/resume"
+            )
         index.cache.clear()
         return {"study": name, "state": "stopping"}
 
-    @api.get("/studies/{name}/export", response_class=Response,
-             responses={200: {"content": {"application/zip": {}}}})
+    @api.get(
+        "/studies/{name}/export",
+        response_class=Response,
+        responses={200: {"content": {"application/zip": {}}}},
+    )
     def export(name: Name, trial: int | None = None) -> Response:
         """The best feasible trial (or `trial`) as a zip: model.onnx, report.md, summary.json."""
         if trial is None:
             best = index.overview(name).get("best")
             if not best:
-                raise StudyError(f"study {name!r} has no feasible trial yet; wait, or pass ?trial=N")
+                raise StudyError(
+                    f"study {name!r} has no feasible trial yet; wait, or pass ?trial=N"
+                )
             trial = int(best["trial"])
         study, _ = index.open(name)
         # per storage (runs.dir) and per study id, so a study made again under its name or in
@@ -222,9 +239,24 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         with export_locks.setdefault(name, threading.Lock()):
             if not (out / "summary.json").exists():
                 proc = subprocess.run(
-                    [sys.executable, "-m", "search.cli", "export", name, "--out", str(out),
-                     "--storage", cfg.storage, "--trial", str(trial), "--json"],
-                    capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, check=False,
+                    [
+                        sys.executable,
+                        "-m",
+                        "search.cli",
+                        "export",
+                        name,
+                        "--out",
+                        str(out),
+                        "--storage",
+                        cfg.storage,
+                        "--trial",
+                        str(trial),
+                        "--json",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=EXPORT_TIMEOUT_S,
+                    check=False,
                 )
                 if proc.returncode:
                     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgetune:")]
@@ -233,8 +265,11 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             for f in ("model.onnx", "report.md", "summary.json"):
                 zf.write(out / f, f"{name}-trial{trial}/{f}")
-        return Response(buf.getvalue(), media_type="application/zip", headers={
-            "Content-Disposition": f'attachment; filename="{name}-trial{trial}.zip"'})
+        return Response(
+            buf.getvalue(),
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{name}-trial{trial}.zip"'},
+        )
 
     app.include_router(api)
 
@@ -243,13 +278,15 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         return FileResponse(WEB / "index.html")
 
     app.mount("/ui", StaticFiles(directory=WEB), name="ui")
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
-              name="docs-assets")
+    app.mount(
+        "/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets"
+    )
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url="/openapi.json", title="edgetune API",
+            openapi_url="/openapi.json",
+            title="edgetune API",
             swagger_js_url="/docs-assets/swagger-ui-bundle.js",
             swagger_css_url="/docs-assets/swagger-ui.css",
             swagger_favicon_url="/docs-assets/favicon-32x32.png",

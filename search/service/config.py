@@ -139,7 +139,9 @@ def network_spec(
 ) -> Spec:
     """Validate a spec that came over the network, without importing anything it names."""
     if not isinstance(raw, dict):
-        raise SpecError(f"spec: must be a mapping of sections (name, model, ...), got {type(raw).__name__}")
+        raise SpecError(
+            f"spec: must be a mapping of sections (name, model, ...), got {type(raw).__name__}"
+        )
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     _check_entry_points(raw, cfg)
     search = raw.get("search")

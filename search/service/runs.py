@@ -157,7 +157,9 @@ class Runs:
         log = self.logs / f"{study}.log"
         with self._lock:
             with log.open("ab") as f:
-                f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} edgetune {op} {study}\n".encode())
+                f.write(
+                    f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} edgetune {op} {study}\n".encode()
+                )
                 offset = f.tell()
                 proc = subprocess.Popen(
                     cmd,

@@ -60,11 +60,20 @@ class BodyLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Any) -> None:
-        body = (f'{{"detail": "request body over {self.limit} bytes; a spec is a few KiB: '
-                'send the YAML or JSON text only"}').encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        body = (
+            f'{{"detail": "request body over {self.limit} bytes; a spec is a few KiB: '
+            'send the YAML or JSON text only"}'
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -81,12 +90,21 @@ class TokenGate:
             token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
             if token is None:
                 cookie = SimpleCookie(headers.get(b"cookie", b"").decode(errors="replace"))
-                token = unquote(cookie["edgetune_token"].value) if "edgetune_token" in cookie else None
+                token = (
+                    unquote(cookie["edgetune_token"].value) if "edgetune_token" in cookie else None
+                )
             if not self.cfg.token_ok(token):
-                body = (b"edgetune: optuna-dashboard needs the service's token; open the "
-                        b"edgetune page on the service's port and enter it there first")
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"text/plain")]})
+                body = (
+                    b"edgetune: optuna-dashboard needs the service's token; open the "
+                    b"edgetune page on the service's port and enter it there first"
+                )
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [(b"content-type", b"text/plain")],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
@@ -118,7 +136,9 @@ def dashboard_app(cfg: ServiceConfig) -> Any:
     from search.artifacts import artifact_store
     from search.study import storage_for
 
-    return TokenGate(WSGIMiddleware(wsgi(storage_for(cfg.storage), artifact_store=artifact_store())), cfg)
+    return TokenGate(
+        WSGIMiddleware(wsgi(storage_for(cfg.storage), artifact_store=artifact_store())), cfg
+    )
 
 
 def serve(cfg: ServiceConfig, token_source: str) -> None:
@@ -132,11 +152,14 @@ def serve(cfg: ServiceConfig, token_source: str) -> None:
         sockets.append(_listen(cfg.host, cfg.dashboard_port))
         app = ByPort(app, {cfg.dashboard_port: dashboard_app(cfg)})
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    print(f"edgetune service on http://{host}:{cfg.port}/ (API docs at /docs), storage "
-          f"{cfg.storage}", file=sys.stderr)
+    print(
+        f"edgetune service on http://{host}:{cfg.port}/ (API docs at /docs), storage {cfg.storage}",
+        file=sys.stderr,
+    )
     if cfg.dashboard_port:
         print(f"optuna-dashboard on http://{host}:{cfg.dashboard_port}/dashboard", file=sys.stderr)
     print(f"token: from {token_source}", file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5,
-                            limit_concurrency=1000, backlog=512)
+    config = uvicorn.Config(
+        app, log_level="warning", timeout_graceful_shutdown=5, limit_concurrency=1000, backlog=512
+    )
     uvicorn.Server(config).run(sockets=sockets)

@@ -89,13 +89,15 @@ class Studies:
         study = optuna.load_study(study_name=name, storage=self.storage)
         raw = study.user_attrs.get("spec")
         if raw is None:
-            raise StudyError(f"study {name!r} has no edgetune spec stored; it was not made by edgetune")
+            raise StudyError(
+                f"study {name!r} has no edgetune spec stored; it was not made by edgetune"
+            )
         return study, parse_spec(raw, source=f"study {name}")
 
     def state(self, run: Run | None, summary: dict[str, Any] | None, running_trials: int) -> str:
         state = self.runs.state(run)
         done = summary is not None and (
-            summary["n_trials"] - summary["states"]["failed"] >= summary["requested_trials"]
+            summary["trained"] >= summary["requested_trials"]
         )
         if state is None:  # made outside the service
             return "running" if running_trials else ("finished" if done else "stopped")
@@ -117,8 +119,13 @@ class Studies:
             feasible = sum(r.feasible for r in all_rows)
             running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             points = [
-                {"trial": r.trial, "status": r.status, "accuracy": r.accuracy,
-                 "latency_ms": r.costs.get("latency_ms"), "feasible": r.feasible}
+                {
+                    "trial": r.trial,
+                    "status": r.status,
+                    "accuracy": r.accuracy,
+                    "latency_ms": r.costs.get("latency_ms"),
+                    "feasible": r.feasible,
+                }
                 for r in all_rows
             ]
         elif run is None:
@@ -129,8 +136,8 @@ class Studies:
             "url": f"/api/studies/{name}",
             "state": self.state(run, summary, running),
             "n_trials": summary["n_trials"] if summary else 0,
-            # as the driver counts them: a failed trial (a stopped run's) is run again
-            "done": summary["n_trials"] - summary["states"]["failed"] if summary else 0,
+            # as the driver counts them (study.summary's "trained")
+            "done": summary["trained"] if summary else 0,
             "requested_trials": summary["requested_trials"] if summary else None,
             "running_trials": running,
             "feasible": feasible,
@@ -141,8 +148,12 @@ class Studies:
             out["summary"] = summary
             out["points"] = points
             out["run"] = run and {
-                "op": run.op, "pid": run.pid, "started": run.started, "ended": run.ended,
-                "exit_code": run.exit_code, "log_tail": self.runs.log_tail(run),
+                "op": run.op,
+                "pid": run.pid,
+                "started": run.started,
+                "ended": run.ended,
+                "exit_code": run.exit_code,
+                "log_tail": self.runs.log_tail(run),
             }
         return out
 

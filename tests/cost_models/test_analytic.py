@@ -21,8 +21,9 @@ from search.errors import UnsupportedLayerError
 # input 1x1x8x8 -> conv 3x3 to 4 channels (2304 MACs, 40 params) -> gap -> linear 4->2
 GRAPH = LayerGraph(
     layers=(
-        Layer("conv", "conv", (1, 1, 8, 8), (1, 4, 8, 8), macs=2304, params=40, kernel=3,
-              inputs=("",)),
+        Layer(
+            "conv", "conv", (1, 1, 8, 8), (1, 4, 8, 8), macs=2304, params=40, kernel=3, inputs=("",)
+        ),
         Layer("gap", "gap", (1, 4, 8, 8), (1, 4, 1, 1), macs=256, inputs=("conv",)),
         Layer("fc", "linear", (1, 4), (1, 2), macs=8, params=10, inputs=("gap",)),
     ),
@@ -55,10 +56,13 @@ def test_fp32_latency_golden() -> None:
     # gap + linear, by hand:
     expected = (
         0.01
-        + 0.002 + (0.5 * 2304 * 2 + 1.0 * (64 + 256)) * 1e-6
+        + 0.002
+        + (0.5 * 2304 * 2 + 1.0 * (64 + 256)) * 1e-6
         + 3.0 * 256 * 1e-6
-        + 0.001 + 2.0 * (256 + 4) * 1e-6
-        + 0.003 + 10.0 * 8 * 1e-6
+        + 0.001
+        + 2.0 * (256 + 4) * 1e-6
+        + 0.003
+        + 10.0 * 8 * 1e-6
     )
     assert expected == pytest.approx(0.019992)
     assert latency_ms(GRAPH, {}, _constants()) == pytest.approx(expected)
@@ -69,17 +73,27 @@ def test_fp32_latency_golden() -> None:
 def test_int8_conv_before_float_layer_runs_unfused_with_boundary_kernels() -> None:
     bits = {"conv": Precision(8, 8)}  # its reader (gap) is float, so no QLinearConv
     assert [k.cls for k in kernels(GRAPH, bits)] == [
-        "q8", "dq8", "dqw8", "conv:rt", "gap:f32", "linear:f32"
+        "q8",
+        "dq8",
+        "dqw8",
+        "conv:rt",
+        "gap:f32",
+        "linear:f32",
     ]
     expected = (
         0.01
-        + 0.001 + 10.0 * 64 * 1e-6  # quantize the input
-        + 0.001 + 20.0 * 64 * 1e-6  # dequantize it again (it really runs)
+        + 0.001
+        + 10.0 * 64 * 1e-6  # quantize the input
+        + 0.001
+        + 20.0 * 64 * 1e-6  # dequantize it again (it really runs)
         + 100.0 * 40 * 1e-6  # dequantize the weights at run time
         # im2col + GEMM: 64 pixels x 4 channels padded to 16 x depth 9 padded to 12
-        + 0.004 + 1.0 * 64 * 16 * 12 * 1e-6
-        + 0.001 + 2.0 * 260 * 1e-6
-        + 0.003 + 10.0 * 8 * 1e-6
+        + 0.004
+        + 1.0 * 64 * 16 * 12 * 1e-6
+        + 0.001
+        + 2.0 * 260 * 1e-6
+        + 0.003
+        + 10.0 * 8 * 1e-6
     )
     assert latency_ms(GRAPH, bits, _constants()) == pytest.approx(expected)
 
@@ -95,11 +109,23 @@ def test_fused_chain_has_one_quantize_and_one_dequantize() -> None:
     )
     q = Precision(8, 8)
     assert [k.cls for k in kernels(g, {"a": q, "b": q, "c": q})] == [
-        "q8", "conv:q8", "conv:q8", "conv:q8", "dq8"
+        "q8",
+        "conv:q8",
+        "conv:q8",
+        "conv:q8",
+        "dq8",
     ]
     # b float in the middle: a is not re-quantized (b reads float), c quantizes b's output
     assert [k.cls for k in kernels(g, {"a": q, "c": q})] == [
-        "q8", "dq8", "dqw8", "conv:rt", "conv:f32", "q8", "reorder", "conv:q8", "dq8"
+        "q8",
+        "dq8",
+        "dqw8",
+        "conv:rt",
+        "conv:f32",
+        "q8",
+        "reorder",
+        "conv:q8",
+        "dq8",
     ]
     # 4-bit weights always run as dequantize + fp32 kernel
     assert "dqw4" in [k.cls for k in kernels(g, {"b": Precision(4, 32)})]

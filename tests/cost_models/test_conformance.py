@@ -21,17 +21,44 @@ from search.errors import CalibrationError
 
 
 def _kernel_constants() -> KernelConstants:
-    cls = ("conv:f32", "conv:f32p", "conv:rt", "conv:q8", "dqw8", "dqw4", "q8", "dq8",
-           "reorder", "gap:f32", "linear:f32", "linear:q8", "linear:rt")
-    return KernelConstants(0.01, 2.0, tuple(
-        KernelCoefficients(c, fixed_ms=0.001, ns_per_mac=0.05, ns_per_elem=0.5,
-                           ns_per_pixel=1.0) for c in cls))
+    cls = (
+        "conv:f32",
+        "conv:f32p",
+        "conv:rt",
+        "conv:q8",
+        "dqw8",
+        "dqw4",
+        "q8",
+        "dq8",
+        "reorder",
+        "gap:f32",
+        "linear:f32",
+        "linear:q8",
+        "linear:rt",
+    )
+    return KernelConstants(
+        0.01,
+        2.0,
+        tuple(
+            KernelCoefficients(
+                c, fixed_ms=0.001, ns_per_mac=0.05, ns_per_elem=0.5, ns_per_pixel=1.0
+            )
+            for c in cls
+        ),
+    )
 
 
 def _layer_type_constants() -> LayerTypeConstants:
-    return LayerTypeConstants(0.01, 2.0, "power_x_latency", "test figure", tuple(
-        KernelCoefficients(c, fixed_ms=0.001, ns_per_mac=0.05, ns_per_elem=0.5)
-        for c in ("convk:fp32", "gap:fp32", "linear:fp32")))
+    return LayerTypeConstants(
+        0.01,
+        2.0,
+        "power_x_latency",
+        "test figure",
+        tuple(
+            KernelCoefficients(c, fixed_ms=0.001, ns_per_mac=0.05, ns_per_elem=0.5)
+            for c in ("convk:fp32", "gap:fp32", "linear:fp32")
+        ),
+    )
 
 
 IMPLEMENTATIONS: list[tuple[CostModel, Any]] = [
@@ -41,14 +68,33 @@ IMPLEMENTATIONS: list[tuple[CostModel, Any]] = [
 
 
 def _graph(width: int) -> LayerGraph:
-    return LayerGraph((
-        Layer("c", "conv", (1, 3, 16, 16), (1, width, 16, 16), macs=width * 256 * 27,
-              params=width * 28, kernel=3, inputs=("",)),
-        Layer("g", "gap", (1, width, 16, 16), (1, width, 1, 1), macs=width * 256,
-              inputs=("c",)),
-        Layer("fc", "linear", (1, width), (1, 10), macs=width * 10, params=width * 10 + 10,
-              inputs=("g",)),
-    ), (1, 3, 16, 16))
+    return LayerGraph(
+        (
+            Layer(
+                "c",
+                "conv",
+                (1, 3, 16, 16),
+                (1, width, 16, 16),
+                macs=width * 256 * 27,
+                params=width * 28,
+                kernel=3,
+                inputs=("",),
+            ),
+            Layer(
+                "g", "gap", (1, width, 16, 16), (1, width, 1, 1), macs=width * 256, inputs=("c",)
+            ),
+            Layer(
+                "fc",
+                "linear",
+                (1, width),
+                (1, 10),
+                macs=width * 10,
+                params=width * 10 + 10,
+                inputs=("g",),
+            ),
+        ),
+        (1, 3, 16, 16),
+    )
 
 
 @pytest.mark.parametrize(("model", "constants"), IMPLEMENTATIONS)

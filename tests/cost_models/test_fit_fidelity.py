@@ -38,16 +38,27 @@ def _random_graph(rng: random.Random) -> tuple[LayerGraph, dict[str, Precision]]
     for i in range(rng.randint(1, 4)):
         cout = rng.choice((4, 8, 16, 32))
         name = f"c{i}"
-        layers.append(Layer(name, "conv", (1, c, hw, hw), (1, cout, hw, hw),
-                            macs=cout * hw * hw * c * 9, params=cout * c * 9 + cout,
-                            kernel=3, inputs=(prev,)))
+        layers.append(
+            Layer(
+                name,
+                "conv",
+                (1, c, hw, hw),
+                (1, cout, hw, hw),
+                macs=cout * hw * hw * c * 9,
+                params=cout * c * 9 + cout,
+                kernel=3,
+                inputs=(prev,),
+            )
+        )
         if rng.random() < 0.4:
             bits[name] = Precision(rng.choice((4, 8)), 32)
         prev, c = name, cout
-    layers.append(Layer("gap", "gap", (1, c, hw, hw), (1, c, 1, 1), macs=c * hw * hw,
-                        inputs=(prev,)))
-    layers.append(Layer("fc", "linear", (1, c), (1, 10), macs=c * 10, params=c * 10 + 10,
-                        inputs=("gap",)))
+    layers.append(
+        Layer("gap", "gap", (1, c, hw, hw), (1, c, 1, 1), macs=c * hw * hw, inputs=(prev,))
+    )
+    layers.append(
+        Layer("fc", "linear", (1, c), (1, 10), macs=c * 10, params=c * 10 + 10, inputs=("gap",))
+    )
     return LayerGraph(tuple(layers), (1, layers[0].in_shape[1], hw, hw)), bits
 
 
@@ -58,16 +69,21 @@ def test_fit_recovers_known_coefficients() -> None:
     assert {"conv:f32", "conv:rt", "dqw4", "dqw8", "gap:f32", "linear:f32"} <= set(classes)
     crng = random.Random(1)
     true = KernelConstants(
-        session_ms=0.01, power_w=1.0,
+        session_ms=0.01,
+        power_w=1.0,
         coefficients=tuple(
-            KernelCoefficients(c, crng.uniform(0, 0.005), crng.uniform(0, 0.1),
-                               crng.uniform(0, 2.0), crng.uniform(0, 20.0))
+            KernelCoefficients(
+                c,
+                crng.uniform(0, 0.005),
+                crng.uniform(0, 0.1),
+                crng.uniform(0, 2.0),
+                crng.uniform(0, 20.0),
+            )
             for c in classes
         ),
     )
     train, test = graphs[:300], graphs[300:]
-    fitted = fit_kernel_constants([(g, b, latency_ms(g, b, true)) for g, b in train],
-                                  power_w=1.0)
+    fitted = fit_kernel_constants([(g, b, latency_ms(g, b, true)) for g, b in train], power_w=1.0)
     # the recovered constants predict unseen graphs exactly
     for g, b in test:
         assert latency_ms(g, b, fitted) == pytest.approx(latency_ms(g, b, true), rel=1e-6)

@@ -20,8 +20,10 @@ class Add(nn.Module):
 
 
 def cbr(cin: int, cout: int, k: int, s: int = 1, g: int = 1, act: bool = True) -> nn.Module:
-    mods: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, k // 2, groups=g, bias=False),
-                             nn.BatchNorm2d(cout)]
+    mods: list[nn.Module] = [
+        nn.Conv2d(cin, cout, k, s, k // 2, groups=g, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
     if act:
         mods.append(nn.ReLU6())
     return nn.Sequential(*mods)
@@ -48,9 +50,15 @@ class TinyResNet(nn.Module):
 class TinyDSCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.f = nn.Sequential(cbr(1, 16, 3, 2), cbr(16, 16, 3, g=16), cbr(16, 24, 1),
-                               nn.MaxPool2d(2), cbr(24, 24, 3, g=24), cbr(24, 24, 1),
-                               nn.AvgPool2d(2))
+        self.f = nn.Sequential(
+            cbr(1, 16, 3, 2),
+            cbr(16, 16, 3, g=16),
+            cbr(16, 24, 1),
+            nn.MaxPool2d(2),
+            cbr(24, 24, 3, g=24),
+            cbr(24, 24, 1),
+            nn.AvgPool2d(2),
+        )
         self.fc = nn.Linear(24 * 3 * 3, 5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,8 +80,9 @@ class MBV2Block(nn.Module):
 
 
 def _key(graph: object) -> list[tuple[object, ...]]:
-    return [(la.kind, la.in_shape, la.out_shape, la.macs, la.params, la.groups)
-            for la in graph.layers]  # type: ignore[attr-defined]
+    return [
+        (la.kind, la.in_shape, la.out_shape, la.macs, la.params, la.groups) for la in graph.layers
+    ]  # type: ignore[attr-defined]
 
 
 def _export(model: nn.Module, shape: tuple[int, int, int]) -> onnx.ModelProto:
@@ -101,7 +110,15 @@ def test_tiny_resnet_layers() -> None:
     g = from_torch(TinyResNet(), (1, 16, 16))
     # the ReLU after each add is fused into it, as onnxruntime does
     assert [la.kind for la in g.layers] == [
-        "conv", "conv", "conv", "conv", "add", "conv", "add", "gap", "linear"
+        "conv",
+        "conv",
+        "conv",
+        "conv",
+        "add",
+        "conv",
+        "add",
+        "gap",
+        "linear",
     ]
     names = [la.name for la in g.layers]
     assert names[:5] == ["stem.0", "c1.0", "c2.0", "sc", "add"]
@@ -132,8 +149,11 @@ def test_quant_wrappers_are_their_layer() -> None:
 
 def test_builtin_models_torch_vs_onnx() -> None:
     models = pytest.importorskip("experiments.models")
-    for name, shape in (("resnet8", (1, 28, 28)), ("dscnn", (1, 49, 10)),
-                        ("mobilenetv2", (1, 28, 28))):
+    for name, shape in (
+        ("resnet8", (1, 28, 28)),
+        ("dscnn", (1, 49, 10)),
+        ("mobilenetv2", (1, 28, 28)),
+    ):
         model = getattr(models, name)(shape).eval()
         assert _key(from_torch(model, shape)) == _key(from_onnx(_export(model, shape))[0])
 
@@ -156,7 +176,8 @@ def test_unsupported_onnx_op_raises() -> None:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Softmax", ["x"], ["y"], name="sm")], "g",
+        [helper.make_node("Softmax", ["x"], ["y"], name="sm")],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
     )
@@ -175,5 +196,8 @@ def test_qdq_precision_read_from_onnx() -> None:
     g, bits = from_onnx(b.build(y, "t"))
     names = [la.name for la in g.layers]
     assert [la.kind for la in g.layers] == ["conv", "conv", "conv", "gap", "linear"]
-    assert bits == {names[0]: Precision(8, 8), names[1]: Precision(4, 32),
-                    names[2]: Precision(8, 16)}
+    assert bits == {
+        names[0]: Precision(8, 8),
+        names[1]: Precision(4, 32),
+        names[2]: Precision(8, 16),
+    }

@@ -38,11 +38,20 @@ def test_builder_counts_macs_and_fuses_relus() -> None:
 
 def test_int8_only_target_rejects_fp32_and_derived_fp32_costs_more() -> None:
     g, _ = _net(8, 2)
-    int8 = {la.name: Precision(8, 8) if la.kind in ("conv", "linear") else Precision(act_bits=8)
-            for la in g.layers}
-    c = LayerTypeConstants(0.0, 1.0, "power_x_latency", "test", tuple(
-        KernelCoefficients(f"{k}:int8", fixed_ms=0.01, ns_per_mac=1.0, ns_per_elem=1.0)
-        for k in ("convk", "add", "gap", "linear")))
+    int8 = {
+        la.name: Precision(8, 8) if la.kind in ("conv", "linear") else Precision(act_bits=8)
+        for la in g.layers
+    }
+    c = LayerTypeConstants(
+        0.0,
+        1.0,
+        "power_x_latency",
+        "test",
+        tuple(
+            KernelCoefficients(f"{k}:int8", fixed_ms=0.01, ns_per_mac=1.0, ns_per_elem=1.0)
+            for k in ("convk", "add", "gap", "linear")
+        ),
+    )
     m = LayerTypeCostModel()
     fast = m.predict(g, int8, c).latency_ms
     with pytest.raises(UnsupportedLayerError, match=r"convk:fp32.*precisions \['int8'\]"):
@@ -53,8 +62,10 @@ def test_int8_only_target_rejects_fp32_and_derived_fp32_costs_more() -> None:
 
 
 def test_flops_baseline_is_fitted_on_the_given_rows() -> None:
-    rows = [(_net(w, 1)[0], {}, 1e-6 * total_macs((_net(w, 1)[0], {}, 0.0)) * k)
-            for w, k in ((4, 2.0), (8, 2.0), (16, 2.0))]
+    rows = [
+        (_net(w, 1)[0], {}, 1e-6 * total_macs((_net(w, 1)[0], {}, 0.0)) * k)
+        for w, k in ((4, 2.0), (8, 2.0), (16, 2.0))
+    ]
     assert fit_flops_constant(rows) == pytest.approx(2e-6)
     # a model that predicts exactly: held-out figures are perfect; the baseline is fitted on
     # `train` only, so it is off by the factor between train and test
@@ -67,13 +78,26 @@ def test_flops_baseline_is_fitted_on_the_given_rows() -> None:
 
 
 def test_fit_recovers_per_class_constants_from_whole_networks() -> None:
-    truth = LayerTypeConstants(0.05, 1.0, "power_x_latency", "t", tuple(
-        KernelCoefficients(c, fixed_ms=f, ns_per_mac=m, ns_per_elem=e) for c, f, m, e in (
-            ("convk:fp32", 0.02, 0.3, 0.0), ("add:fp32", 0.01, 0.0, 2.0),
-            ("gap:fp32", 0.005, 0.0, 1.0), ("linear:fp32", 0.003, 1.0, 0.0))))
+    truth = LayerTypeConstants(
+        0.05,
+        1.0,
+        "power_x_latency",
+        "t",
+        tuple(
+            KernelCoefficients(c, fixed_ms=f, ns_per_mac=m, ns_per_elem=e)
+            for c, f, m, e in (
+                ("convk:fp32", 0.02, 0.3, 0.0),
+                ("add:fp32", 0.01, 0.0, 2.0),
+                ("gap:fp32", 0.005, 0.0, 1.0),
+                ("linear:fp32", 0.003, 1.0, 0.0),
+            )
+        ),
+    )
     m = LayerTypeCostModel()
-    rows = [(g, b, m.predict(g, b, truth).latency_ms)
-            for g, b in (_net(w, d) for w in (4, 8, 12, 16, 24, 32) for d in (0, 1, 2, 3))]
+    rows = [
+        (g, b, m.predict(g, b, truth).latency_ms)
+        for g, b in (_net(w, d) for w in (4, 8, 12, 16, 24, 32) for d in (0, 1, 2, 3))
+    ]
     fitted = m.fit(rows[::2], truth)
     for g, b, t in rows[1::2]:
         assert m.predict(g, b, fitted).latency_ms == pytest.approx(t, rel=0.05)

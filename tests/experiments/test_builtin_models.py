@@ -38,8 +38,18 @@ def test_builds_outputs_and_traces(name: str, shape: tuple[int, int, int]) -> No
         assert out.shape == (3, 7)
         assert torch.allclose(traced(x), out, atol=1e-6)
     # Only the listed plain module types, so pruning, cost models and quantizers know them all.
-    allowed = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.AdaptiveAvgPool2d, nn.Flatten,
-               nn.Linear, nn.Identity, nn.Sequential, Add)
+    allowed = (
+        nn.Conv2d,
+        nn.BatchNorm2d,
+        nn.ReLU,
+        nn.ReLU6,
+        nn.AdaptiveAvgPool2d,
+        nn.Flatten,
+        nn.Linear,
+        nn.Identity,
+        nn.Sequential,
+        Add,
+    )
     leaves = [m for m in model.modules() if not list(m.children())]
     assert all(isinstance(m, allowed) for m in leaves), {type(m).__name__ for m in leaves}
 
@@ -51,7 +61,8 @@ def test_residuals_are_add_modules_one_per_addition(name: str) -> None:
     assert len(adds) == EXPECTED_ADDS[name]
     graph = _AddIsLeaf().trace(model)
     functional_adds = [
-        n for n in graph.nodes
+        n
+        for n in graph.nodes
         if (n.op == "call_function" and n.target in (operator.add, torch.add))
         or (n.op == "call_method" and n.target in ("add", "add_"))
     ]

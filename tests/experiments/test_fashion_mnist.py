@@ -36,10 +36,13 @@ def _fake_folder(folder: Path, n_train: int = 5, n_test: int = 3, gz: bool = Tru
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("t10k", n_test)):
         ext = ".gz" if gz else ""
-        write_idx(folder / f"{split}-images-idx3-ubyte{ext}",
-                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(folder / f"{split}-labels-idx1-ubyte{ext}",
-                  rng.integers(0, 10, (n,), dtype=np.uint8))
+        write_idx(
+            folder / f"{split}-images-idx3-ubyte{ext}",
+            rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+        )
+        write_idx(
+            folder / f"{split}-labels-idx1-ubyte{ext}", rng.integers(0, 10, (n,), dtype=np.uint8)
+        )
 
 
 @pytest.mark.parametrize("name", ["a-idx3-ubyte", "a-idx3-ubyte.gz"])
@@ -65,8 +68,7 @@ def test_truncated_idx_is_a_workload_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("gz", [True, False])
-def test_load_from_a_user_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                 gz: bool) -> None:
+def test_load_from_a_user_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gz: bool) -> None:
     monkeypatch.setenv("EDGETUNE_HOME", str(tmp_path / "home"))
     _fake_folder(tmp_path / "data", gz=gz)
     for attempt in range(2):  # the second load comes from the .npy cache
@@ -96,4 +98,3 @@ def test_normalize_and_registry() -> None:
     x = torch.tensor([0.0, MEAN, 1.0])
     assert torch.allclose(normalize(x), torch.tensor([-MEAN / STD, 0.0, (1 - MEAN) / STD]))
     assert BUILTIN_DATA == {"fashion-mnist": load_fashion_mnist}
-

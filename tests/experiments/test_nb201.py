@@ -6,8 +6,10 @@ import pytest
 
 from experiments.nb201 import nb201_graph, parse_arch
 
-ALL_3X3 = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+"
-           "|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+ALL_3X3 = (
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+"
+    "|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+)
 
 
 def test_all_conv3x3_cell_counts_and_macs() -> None:
@@ -49,4 +51,5 @@ def test_onnx_export_matches_the_graph() -> None:
     ref = nb201_graph(arch)
     assert bits == {}
     assert [(la.kind, la.out_shape, la.macs) for la in g.layers] == [
-        (la.kind, la.out_shape, la.macs) for la in ref.layers]
+        (la.kind, la.out_shape, la.macs) for la in ref.layers
+    ]

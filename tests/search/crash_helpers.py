@@ -40,8 +40,13 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def start(*args: str, **extra_env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "search.cli", *args], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(**extra_env))
+    return subprocess.Popen(
+        [sys.executable, "-m", "search.cli", *args],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env(**extra_env),
+    )
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 900) -> Any:
@@ -55,12 +60,22 @@ def run(*args: str, timeout: float = 900, **extra_env: str) -> Any:
     return finish(start(*args, **extra_env), timeout)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 300, every: float = 0.5) -> Any:
+def wait_for(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float = 300,
+    every: float = 0.5,
+    proc: subprocess.Popen[str] | None = None,
+) -> Any:
+    """Poll ``check`` until it is truthy; fail at once if ``proc`` ends first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
+        if proc is not None and proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(f"edgetune ended ({proc.returncode}) before {what}: {err[-2000:]}")
         time.sleep(every)
     raise TimeoutError(f"waited {timeout} s for {what}")
 
@@ -81,5 +96,8 @@ def trial_snapshot(storage: str, study: str) -> dict[int, tuple[Any, ...]]:
     from optuna.trial import TrialState
 
     s = optuna.load_study(study_name=study, storage=storage)
-    return {t.number: (t.state, t.values, t.params, t.user_attrs) for t in s.get_trials()
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    return {
+        t.number: (t.state, t.values, t.params, t.user_attrs)
+        for t in s.get_trials()
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }

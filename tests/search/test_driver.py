@@ -12,16 +12,20 @@ from search.executors import InProcessExecutor
 from search.spec import parse_spec
 from search.study import directions, rows, stopper_for
 
-SPEC = {"name": "d", "model": {"name": "resnet8"},
-        "constraints": {"latency_ms": "50%", "size_kb": 40, "max_accuracy_drop": 0.05},
-        "search": {"stopper": "median"}}
+SPEC = {
+    "name": "d",
+    "model": {"name": "resnet8"},
+    "constraints": {"latency_ms": "50%", "size_kb": 40, "max_accuracy_drop": 0.05},
+    "search": {"stopper": "median"},
+}
 
 
 def make_driver() -> tuple[Driver, optuna.Study]:
     spec = parse_spec(SPEC)
     study = optuna.create_study(directions=directions(spec), pruner=stopper_for(spec))
-    budgets = resolve_budgets(spec, {"latency_ms": 0.4, "size_kb": 300.0, "energy_mj": 1.0,
-                                     "peak_memory_kb": 100.0})
+    budgets = resolve_budgets(
+        spec, {"latency_ms": 0.4, "size_kb": 300.0, "energy_mj": 1.0, "peak_memory_kb": 100.0}
+    )
     context = TrialContext(spec=spec, workload=None, target=None, budgets=budgets)  # type: ignore[arg-type]
     prepared = Prepared(context, {"accuracy": 0.92})
     return Driver(study, prepared, InProcessExecutor(), log=print, progress=False), study
@@ -33,8 +37,9 @@ def test_budgets_resolve_relative_and_absolute() -> None:
 
 
 def test_over_budget_and_constraints() -> None:
-    assert over_budget({"latency_ms": 0.3, "size_kb": 10}, {"latency_ms": 0.2, "size_kb": 40}) == \
-        pytest.approx({"latency_ms": 0.5})
+    assert over_budget(
+        {"latency_ms": 0.3, "size_kb": 10}, {"latency_ms": 0.2, "size_kb": 40}
+    ) == pytest.approx({"latency_ms": 0.5})
     c = constraint_values({"latency_ms": 0.1, "size_kb": 50}, {"latency_ms": 0.2, "size_kb": 40})
     assert c["latency_ms"] < 0 < c["size_kb"]
 
@@ -63,8 +68,14 @@ def test_tell_records_feasibility_reason_and_constraints() -> None:
     driver.running = {t.number: t for t in (ok, low, slow)}
     driver.tell(TrialOutcome(ok.number, "complete", accuracy=0.91, costs=costs))
     driver.tell(TrialOutcome(low.number, "complete", accuracy=0.80, costs=costs))
-    driver.tell(TrialOutcome(slow.number, "infeasible", costs={**costs, "latency_ms": 0.3},
-                             reason="over budget: latency_ms +50%"))
+    driver.tell(
+        TrialOutcome(
+            slow.number,
+            "infeasible",
+            costs={**costs, "latency_ms": 0.3},
+            reason="over budget: latency_ms +50%",
+        )
+    )
     by_number = {r.trial: r for r in rows(study)}
     assert by_number[ok.number].feasible
     assert not by_number[low.number].feasible  # accuracy drop 0.12 > 0.05

@@ -13,11 +13,30 @@ from spaces.joint import JointSpace
 from spaces.quantization import apply
 
 SHAPE = (1, 16, 16)
-LAYERS = ("stem.0", "stage1.conv1.0", "stage1.conv2.0", "stage1.add", "stage2.conv1.0",
-          "stage2.conv2.0", "stage2.shortcut", "stage2.add", "stage3.conv1.0", "stage3.conv2.0",
-          "stage3.shortcut", "stage3.add", "classifier")
-MIXED = (Precision(8, 8), Precision(4, 16), Precision(32, 8), Precision(6, 32), Precision(2, 8),
-         Precision(32, 32), Precision(8, 16))
+LAYERS = (
+    "stem.0",
+    "stage1.conv1.0",
+    "stage1.conv2.0",
+    "stage1.add",
+    "stage2.conv1.0",
+    "stage2.conv2.0",
+    "stage2.shortcut",
+    "stage2.add",
+    "stage3.conv1.0",
+    "stage3.conv2.0",
+    "stage3.shortcut",
+    "stage3.add",
+    "classifier",
+)
+MIXED = (
+    Precision(8, 8),
+    Precision(4, 16),
+    Precision(32, 8),
+    Precision(6, 32),
+    Precision(2, 8),
+    Precision(32, 32),
+    Precision(8, 16),
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +83,12 @@ def test_onnxruntime_matches_the_torch_student(teacher: nn.Module, kind: str) ->
     if kind == "int8":
         assert types["stem.0.weight_quantized"] == onnx.TensorProto.INT8
         assert types["stem.0.input_zero_point"] == onnx.TensorProto.UINT8
-        assert onnx.numpy_helper.to_array(next(
-            t for t in model.graph.initializer if t.name == "stem.0.weight_quantized")).max() <= 63
+        assert (
+            onnx.numpy_helper.to_array(
+                next(t for t in model.graph.initializer if t.name == "stem.0.weight_quantized")
+            ).max()
+            <= 63
+        )
         assert ops.count("QuantizeLinear") == 10 + 3 * 3  # conv/linear inputs; Add a, b, out
     if kind == "int4":
         assert types["classifier.weight_quantized"] == onnx.TensorProto.INT4
@@ -81,15 +104,18 @@ def test_onnxruntime_matches_the_torch_student(teacher: nn.Module, kind: str) ->
         assert types["stage3.shortcut.weight_quantized"] == onnx.TensorProto.INT8
         assert types["stage2.conv1.0.weight_quantized"] == onnx.TensorProto.INT4  # 2 bits
         assert types["stage2.shortcut.input_zero_point"] == onnx.TensorProto.INT16
-        assert not any(n.startswith(("stage2.conv2.0.", "classifier.w")) and "quant" in n
-                       for n in types)  # Precision(32, 32): untouched
+        assert not any(
+            n.startswith(("stage2.conv2.0.", "classifier.w")) and "quant" in n for n in types
+        )  # Precision(32, 32): untouched
 
 
 def test_pruned_quantized_student_exports(teacher: nn.Module) -> None:
-    space = JointSpace(teacher, SHAPE, Space(quantization=QuantizationSpace(),
-                                             pruning=PruningSpace(round_to=4)))
-    student = space.build(teacher, space.uniform_params(0.5, 8, 8), torch.randn(64, *SHAPE),
-                          reduce_range=False)
+    space = JointSpace(
+        teacher, SHAPE, Space(quantization=QuantizationSpace(), pruning=PruningSpace(round_to=4))
+    )
+    student = space.build(
+        teacher, space.uniform_params(0.5, 8, 8), torch.randn(64, *SHAPE), reduce_range=False
+    )
     model = to_onnx(student, SHAPE)
     x = torch.randn(128, *SHAPE)
     with torch.no_grad():
@@ -102,12 +128,15 @@ def test_pruned_quantized_student_exports(teacher: nn.Module) -> None:
 
 def test_packed_size_counts_bits(teacher: nn.Module) -> None:
     calib = torch.randn(16, *SHAPE)
-    sizes = {k: packed_size_bytes(apply(teacher, _bits(k), calib, reduce_range=False))
-             for k in ("float", "int8", "int4")}
+    sizes = {
+        k: packed_size_bytes(apply(teacher, _bits(k), calib, reduce_range=False))
+        for k in ("float", "int8", "int4")
+    }
     params = sum(p.numel() for p in teacher.parameters())
     assert sizes["int4"] < 0.6 * sizes["int8"] < 0.6 * 0.3 * sizes["float"] * 2
     assert sizes["float"] >= 4 * params - 4 * 2 * sum(
-        m.num_features for m in teacher.modules() if isinstance(m, nn.BatchNorm2d))
+        m.num_features for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)
+    )
     int8 = apply(teacher, _bits("int8"), calib, reduce_range=False)
     file_size = len(to_onnx(int8, SHAPE).SerializeToString())
     assert packed_size_bytes(int8) <= file_size < 1.3 * packed_size_bytes(int8) + 16_000

@@ -29,14 +29,22 @@ def service(tmp_path_factory: pytest.TempPathFactory, edgetune_home: Path) -> It
 
 
 def test_every_api_call_needs_the_token(service: Service) -> None:
-    for method, path in (("GET", "/api/studies"), ("GET", "/api/targets"),
-                         ("POST", "/api/studies"), ("POST", "/api/studies/x/stop"),
-                         ("GET", "/api/studies/x/export")):
+    for method, path in (
+        ("GET", "/api/studies"),
+        ("GET", "/api/targets"),
+        ("POST", "/api/studies"),
+        ("POST", "/api/studies/x/stop"),
+        ("GET", "/api/studies/x/export"),
+    ):
         bare = httpx.request(method, service.url + path, content=spec_yaml("sneaky", 1))
         assert bare.status_code == 401, (path, bare.text)
         assert bare.headers["www-authenticate"] == "Bearer"
-        wrong = httpx.request(method, service.url + path, content=spec_yaml("sneaky", 1),
-                              headers={"Authorization": "Bearer " + "y" * len(TOKEN)})
+        wrong = httpx.request(
+            method,
+            service.url + path,
+            content=spec_yaml("sneaky", 1),
+            headers={"Authorization": "Bearer " + "y" * len(TOKEN)},
+        )
         assert wrong.status_code == 403, (path, wrong.text)
     assert service.get("/api/studies").json()["studies"] == []
     # the page itself holds no data and needs no token; the dashboard needs it too
@@ -71,8 +79,11 @@ def test_bad_specs_get_a_clear_4xx_and_change_nothing(service: Service) -> None:
         res = service.client.request("GET" if "stop" not in path else "POST", path)
         assert 400 <= res.status_code < 500, (path, res.status_code)
 
-    res = post(spec_yaml("outside", 1).replace("weights: resnet8_teacher.pt",
-                                               "weights: ../../../etc/passwd"))
+    res = post(
+        spec_yaml("outside", 1).replace(
+            "weights: resnet8_teacher.pt", "weights: ../../../etc/passwd"
+        )
+    )
     assert res.status_code == 422 and "outside the service's data folder" in res.text
 
     res = post(spec_yaml("neg", 1).replace("latency_ms: 70%", "latency_ms: -3"))
@@ -95,7 +106,10 @@ def test_targets(service: Service) -> None:
 def test_submit_stop_resume_export(service: Service) -> None:
     res = service.submit("api-yaml", trials=3)
     assert res.status_code == 201, res.text
-    assert res.json()["url"] == "/api/studies/api-yaml" and res.headers["location"] == res.json()["url"]
+    assert (
+        res.json()["url"] == "/api/studies/api-yaml"
+        and res.headers["location"] == res.json()["url"]
+    )
     again = service.submit("api-yaml", trials=3)
     assert again.status_code == 409 and "resume" in again.json()["detail"]
 
@@ -139,15 +153,21 @@ def test_submit_stop_resume_export(service: Service) -> None:
 
 def test_json_submission_and_200_concurrent_status_requests(service: Service) -> None:
     spec = yaml.safe_load(spec_yaml("api-json", 2))
-    res = service.post("/api/studies", content=json.dumps(spec),
-                       headers={"Content-Type": "application/json"})
+    res = service.post(
+        "/api/studies", content=json.dumps(spec), headers={"Content-Type": "application/json"}
+    )
     assert res.status_code == 201, res.text
     service.wait_for("api-json", lambda d: d["state"] == "running")
 
     async def load() -> list[tuple[int, float]]:
         limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(base_url=service.url, limits=limits, timeout=120,
-                                     headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        async with httpx.AsyncClient(
+            base_url=service.url,
+            limits=limits,
+            timeout=120,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as client:
+
             async def one(i: int) -> tuple[int, float]:
                 t0 = time.perf_counter()
                 r = await client.get("/api/studies" if i % 2 else "/api/studies/api-json")
@@ -160,7 +180,9 @@ def test_json_submission_and_200_concurrent_status_requests(service: Service) ->
     assert codes == [200] * 200
     latencies = sorted(t for _, t in results)
     p95 = latencies[int(0.95 * len(latencies)) - 1]
-    print(f"200 concurrent status requests: p50 {statistics.median(latencies) * 1000:.0f} ms, "
-          f"p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")
+    print(
+        f"200 concurrent status requests: p50 {statistics.median(latencies) * 1000:.0f} ms, "
+        f"p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
+    )
     d = service.wait_for("api-json", lambda d: d["state"] == "finished")
     assert d["done"] == 2

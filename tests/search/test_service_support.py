@@ -50,18 +50,31 @@ class Service:
         self.dashboard_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=self.url, timeout=120,
-                                   headers={"Authorization": f"Bearer {TOKEN}"})
+        self.client = httpx.Client(
+            base_url=self.url, timeout=120, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
 
     def start(self) -> Service:
-        cmd = [sys.executable, "-m", "search.cli", "serve", "--port", str(self.port),
-               "--dashboard-port", str(self.dashboard_port), "--storage", self.storage,
-               "--data-root", str(self.data_root)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "search.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--dashboard-port",
+            str(self.dashboard_port),
+            "--storage",
+            self.storage,
+            "--data-root",
+            str(self.data_root),
+        ]
         for module in self.allow:
             cmd += ["--allow-module", module]
         log = (self.tmp / "serve.log").open("ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log,
-                                     env=dict(os.environ, EDGETUNE_TOKEN=TOKEN))
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=log, stderr=log, env=dict(os.environ, EDGETUNE_TOKEN=TOKEN)
+        )
         wait_for_port(self.port, 60)
         return self
 
@@ -84,8 +97,11 @@ class Service:
         return self.client.post(path, **kw)
 
     def submit(self, name: str, trials: int) -> httpx.Response:
-        return self.post("/api/studies", content=spec_yaml(name, trials),
-                         headers={"Content-Type": "application/yaml"})
+        return self.post(
+            "/api/studies",
+            content=spec_yaml(name, trials),
+            headers={"Content-Type": "application/yaml"},
+        )
 
     def detail(self, name: str) -> dict[str, Any]:
         res = self.get(f"/api/studies/{name}")
@@ -93,8 +109,9 @@ class Service:
         out: dict[str, Any] = res.json()
         return out
 
-    def wait_for(self, name: str, ok: Callable[[dict[str, Any]], bool], timeout_s: float = 600
-                 ) -> dict[str, Any]:
+    def wait_for(
+        self, name: str, ok: Callable[[dict[str, Any]], bool], timeout_s: float = 600
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             d = self.detail(name)
@@ -103,4 +120,6 @@ class Service:
             if d["state"] == "failed":
                 raise AssertionError(f"study {name} failed: {d['reason']}\n{d['run']}")
             time.sleep(1.0)
-        raise TimeoutError(f"study {name}: condition not met in {timeout_s} s; last {d}\n{self.log()}")
+        raise TimeoutError(
+            f"study {name}: condition not met in {timeout_s} s; last {d}\n{self.log()}"
+        )

@@ -9,7 +9,9 @@ import pytest
 from search.errors import SpecError
 from search.spec import load_spec, parse_spec, parse_spec_text, spec_to_json
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "experiments" / "fashion_mnist" / "resnet8_host.yaml"
+EXAMPLE = (
+    Path(__file__).resolve().parents[2] / "experiments" / "fashion_mnist" / "resnet8_host.yaml"
+)
 
 
 def minimal(**sections: object) -> dict[str, object]:
@@ -32,13 +34,25 @@ def test_example_spec_loads_with_relative_budgets_and_absolute_weights() -> None
     ("sections", "message"),
     [
         ({"constraints": {"latency_ms": -3}}, "constraints.latency_ms: must be > 0, got -3"),
-        ({"constraints": {"latency_ms": "fast"}}, "constraints.latency_ms: must be a number or a percentage"),
+        (
+            {"constraints": {"latency_ms": "fast"}},
+            "constraints.latency_ms: must be a number or a percentage",
+        ),
         ({"constraints": {"max_accuracy_drop": 2}}, "constraints.max_accuracy_drop: must be <= 1"),
         ({"constraints": {"latency": 3}}, "constraints.latency: unknown key"),
         ({"space": {"pruning": {"max_ratio": 1.5}}}, "space.pruning.max_ratio: must be < 1"),
-        ({"space": {"quantization": {"weight_bits": [1, 8]}}}, "space.quantization.weight_bits: must be"),
-        ({"space": {"quantization": {"activation_bits": [4]}}}, "space.quantization.activation_bits"),
-        ({"space": {"distillation": {"alpha": [0.5, 1.5]}}}, "space.distillation.alpha: must lie in [0, 1]"),
+        (
+            {"space": {"quantization": {"weight_bits": [1, 8]}}},
+            "space.quantization.weight_bits: must be",
+        ),
+        (
+            {"space": {"quantization": {"activation_bits": [4]}}},
+            "space.quantization.activation_bits",
+        ),
+        (
+            {"space": {"distillation": {"alpha": [0.5, 1.5]}}},
+            "space.distillation.alpha: must lie in [0, 1]",
+        ),
         ({"space": {"quantization": {"granularity": "block"}}}, "space.quantization.granularity"),
         ({"search": {"sampler": "cmaes"}}, "search.sampler"),
         ({"search": {"workers": 0}}, "search.workers: must be >= 1, got 0"),

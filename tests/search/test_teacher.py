@@ -41,8 +41,14 @@ def test_learns_images_with_augmentation() -> None:
     y = torch.randint(0, 2, (256,), generator=g)
     x = (y.float() * 2 - 1)[:, None, None, None] + 0.3 * torch.randn(256, 1, 12, 12, generator=g)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
     train_teacher(model, x, y, epochs=3, batch_size=32, lr=0.05, seed=0)
     assert evaluate(model, x, y) >= 0.95
 
@@ -52,8 +58,9 @@ def test_same_seed_same_weights_other_seed_other_weights() -> None:
 
     def run(seed: int) -> list[torch.Tensor]:
         torch.manual_seed(0)  # the same initialization
-        return list(train_teacher(_mlp(), x, y, epochs=2, batch_size=32, seed=seed)
-                    .state_dict().values())
+        return list(
+            train_teacher(_mlp(), x, y, epochs=2, batch_size=32, seed=seed).state_dict().values()
+        )
 
     a, b, c = run(0), run(0), run(1)
     assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
@@ -73,8 +80,9 @@ def test_augment_crops_and_flips_each_sample() -> None:
     assert torch.equal(_augment(x, g, pad=0, flip=False), x)
 
 
-@pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"epochs": 1, "lr": 0.0},
-                                    {"epochs": 1, "batch_size": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"epochs": 0}, {"epochs": 1, "lr": 0.0}, {"epochs": 1, "batch_size": 0}]
+)
 def test_bad_settings_are_rejected(kwargs: dict[str, float]) -> None:
     x, y = _blobs(16, seed=0)
     with pytest.raises(WorkloadError, match="train_teacher"):

@@ -25,7 +25,9 @@ SCREENSHOT_DIR = os.environ.get("EDGETUNE_SCREENSHOTS")  # set it to look at the
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("Debian chromium and chromium-driver are not installed (make test installs them)")
+        pytest.skip(
+            "Debian chromium and chromium-driver are not installed (make test installs them)"
+        )
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never download a browser or driver
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as DriverService
@@ -33,9 +35,18 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = tempfile.mkdtemp(prefix="edgetune-chromium-")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1100"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1100",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=DriverService(executable_path=CHROMEDRIVER), options=options)
     yield driver
@@ -57,8 +68,9 @@ def wait(what: str, ok: Callable[[], Any], timeout_s: float = 600) -> Any:
     raise TimeoutError(f"page: {what} not seen in {timeout_s} s (last: {last!r})")
 
 
-def test_upload_watch_stop_resume_in_the_browser(browser: Any, tmp_path: Path,
-                                                  edgetune_home: Path) -> None:
+def test_upload_watch_stop_resume_in_the_browser(
+    browser: Any, tmp_path: Path, edgetune_home: Path
+) -> None:
     from selenium.webdriver.common.by import By
 
     service = Service(tmp_path).start()
@@ -89,7 +101,11 @@ def test_upload_watch_stop_resume_in_the_browser(browser: Any, tmp_path: Path,
             return str(css(row).get_attribute("data-state"))
 
         wait("a finished trial", lambda: done() >= 1 and state() == "running")
-        wait("a point on the plot", lambda: browser.find_elements(By.CSS_SELECTOR, "#plot circle.point"), 60)
+        wait(
+            "a point on the plot",
+            lambda: browser.find_elements(By.CSS_SELECTOR, "#plot circle.point"),
+            60,
+        )
         if SCREENSHOT_DIR:
             browser.save_screenshot(str(Path(SCREENSHOT_DIR) / "edgetune-running.png"))
         css(f"{row} button.stop").click()

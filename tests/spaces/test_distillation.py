@@ -34,8 +34,9 @@ def _student() -> nn.Module:
 
 
 def _cfg(**overrides: Any) -> DistillConfig:
-    base: dict[str, Any] = dict(temperature=2.0, alpha=0.7, lr=1e-2, steps=60, eval_every=20,
-                                batch_size=32)
+    base: dict[str, Any] = dict(
+        temperature=2.0, alpha=0.7, lr=1e-2, steps=60, eval_every=20, batch_size=32
+    )
     base.update(overrides)
     return DistillConfig(**base)
 
@@ -47,8 +48,9 @@ def test_finetune_lowers_the_loss_and_reports() -> None:
 
     def loss() -> float:
         with torch.no_grad():
-            return float(distillation_loss(student(data.x), logits, data.y, temperature=2.0,
-                                           alpha=0.7))
+            return float(
+                distillation_loss(student(data.x), logits, data.y, temperature=2.0, alpha=0.7)
+            )
 
     before, acc_before = loss(), evaluate(student, data.val_x, data.val_y)
     calls: list[tuple[int, float]] = []

@@ -16,9 +16,11 @@ SHAPE = (1, 16, 16)
 SPACE = Space(
     quantization=QuantizationSpace(weight_bits=(4, 8, 32), activation_bits=(8, 16, 32)),
     pruning=PruningSpace(max_ratio=0.5, step=0.25, round_to=4),
-    distillation=DistillationSpace(temperature=FloatRange(low=4.0, high=4.0),
-                                   alpha=FloatRange(low=0.5, high=0.9),
-                                   lr=FloatRange(low=1e-4, high=1e-2, log=True)),
+    distillation=DistillationSpace(
+        temperature=FloatRange(low=4.0, high=4.0),
+        alpha=FloatRange(low=0.5, high=0.9),
+        lr=FloatRange(low=1e-4, high=1e-2, log=True),
+    ),
 )
 
 
@@ -40,11 +42,18 @@ def test_suggest_decode_round_trip_with_ask(space: JointSpace, study: optuna.Stu
         assert trial.params == params and set(params) == set(space.distributions())
         policy = space.decode(params)
         assert isinstance(policy, Policy)
-        assert set(policy.ratios) == {"stem.0", "stage1.conv1.0", "stage2.conv1.0",
-                                      "stage2.conv2.0", "stage3.conv1.0", "stage3.conv2.0"}
+        assert set(policy.ratios) == {
+            "stem.0",
+            "stage1.conv1.0",
+            "stage2.conv1.0",
+            "stage2.conv2.0",
+            "stage3.conv1.0",
+            "stage3.conv2.0",
+        }
         assert all(r in (0.0, 0.25, 0.5) for r in policy.ratios.values())
         assert len(policy.bits) == 13 and policy.bits["stem.0"] == Precision(
-            params["wbits.stem.0"], params["abits.stem.0"])
+            params["wbits.stem.0"], params["abits.stem.0"]
+        )
         kd = policy.distillation
         assert kd.temperature == 4.0 and 0.5 <= kd.alpha <= 0.9 and 1e-4 <= kd.lr <= 1e-2
         assert kd.batch_size == 32 and "kd.temperature" not in params  # fixed: not searched
@@ -73,8 +82,9 @@ def test_bad_params_raise(space: JointSpace) -> None:
 
 
 def test_build_prunes_then_quantizes(resnet: nn.Module, space: JointSpace) -> None:
-    student = space.build(resnet, space.uniform_params(0.5, 8, 8), torch.randn(32, *SHAPE),
-                          reduce_range=True)
+    student = space.build(
+        resnet, space.uniform_params(0.5, 8, 8), torch.randn(32, *SHAPE), reduce_range=True
+    )
     assert kept_channels(student)["stage3.conv1.0"] == 32
     assert len(wrappers(student)) == 13
     assert not any(isinstance(m, nn.BatchNorm2d) for m in student.modules())

@@ -13,21 +13,38 @@ SHAPE = (1, 16, 16)  # the resnet fixture's input shape
 
 @pytest.mark.parametrize(
     ("channels", "ratio", "round_to", "expected"),
-    [(16, 0.3, 4, 12), (64, 0.55, 8, 32), (10, 0.0, 4, 10), (16, 0.9, 4, 4), (32, 0.5, 1, 16),
-     (3, 0.5, 4, 3)],
+    [
+        (16, 0.3, 4, 12),
+        (64, 0.55, 8, 32),
+        (10, 0.0, 4, 10),
+        (16, 0.9, 4, 4),
+        (32, 0.5, 1, 16),
+        (3, 0.5, 4, 3),
+    ],
 )
-def test_kept_rounds_to_multiples(channels: int, ratio: float, round_to: int, expected: int) -> None:
+def test_kept_rounds_to_multiples(
+    channels: int, ratio: float, round_to: int, expected: int
+) -> None:
     assert kept(channels, ratio, round_to) == expected
 
 
 def test_groups_couple_residual_layers_and_skip_classifier(resnet: nn.Module) -> None:
     groups = {g.name: g for g in find_groups(resnet, SHAPE)}
-    assert set(groups) == {"stem.0", "stage1.conv1.0", "stage2.conv1.0", "stage2.conv2.0",
-                           "stage3.conv1.0", "stage3.conv2.0"}
+    assert set(groups) == {
+        "stem.0",
+        "stage1.conv1.0",
+        "stage2.conv1.0",
+        "stage2.conv2.0",
+        "stage3.conv1.0",
+        "stage3.conv2.0",
+    }
     assert groups["stem.0"].layers == ("stem.0", "stage1.conv2.0")
     assert groups["stage3.conv2.0"].layers == ("stage3.conv2.0", "stage3.shortcut")
     assert [groups[n].stage for n in ("stem.0", "stage2.conv1.0", "stage3.conv1.0")] == [
-        "stage0", "stage1", "stage2"]
+        "stage0",
+        "stage1",
+        "stage2",
+    ]
 
 
 def test_apply_removes_channels_and_keeps_residuals_consistent(resnet: nn.Module) -> None:
@@ -48,8 +65,9 @@ def test_apply_removes_channels_and_keeps_residuals_consistent(resnet: nn.Module
 
 
 def test_apply_honours_round_to(resnet: nn.Module) -> None:
-    student = apply(resnet, {"stage3.conv1.0": 0.3, "stage2.conv1.0": 0.2}, input_shape=SHAPE,
-                    round_to=8)
+    student = apply(
+        resnet, {"stage3.conv1.0": 0.3, "stage2.conv1.0": 0.2}, input_shape=SHAPE, round_to=8
+    )
     after = kept_channels(student)
     assert after["stage3.conv1.0"] == 48  # 64 * 0.7 = 44.8 -> 48
     assert after["stage2.conv1.0"] == 24  # 32 * 0.8 = 25.6 -> 24
@@ -72,8 +90,9 @@ def test_unknown_group_raises_trial_error(resnet: nn.Module) -> None:
 
 @pytest.mark.parametrize(("granularity", "count"), [("layer", 6), ("stage", 3), ("model", 1)])
 def test_granularity_param_count(resnet: nn.Module, granularity: str, count: int) -> None:
-    knob = PruningKnob(resnet, SHAPE, PruningSpace(max_ratio=0.55, step=0.1,
-                                                   granularity=granularity))  # type: ignore[arg-type]
+    knob = PruningKnob(
+        resnet, SHAPE, PruningSpace(max_ratio=0.55, step=0.1, granularity=granularity)
+    )  # type: ignore[arg-type]
     dists = knob.distributions()
     assert len(dists) == count
     assert all(d.high == pytest.approx(0.5) and d.step == 0.1 for d in dists.values())  # type: ignore[attr-defined]

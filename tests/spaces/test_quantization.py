@@ -116,8 +116,9 @@ def test_apply_rejects_unknown_layers(resnet: nn.Module) -> None:
         apply(resnet, {"stage1.relu": Precision(8, 8)}, torch.randn(4, *SHAPE), reduce_range=False)
 
 
-@pytest.mark.parametrize(("granularity", "w", "a"), [("layer", 10, 13), ("stage", 4, 4),
-                                                     ("model", 1, 1)])
+@pytest.mark.parametrize(
+    ("granularity", "w", "a"), [("layer", 10, 13), ("stage", 4, 4), ("model", 1, 1)]
+)
 def test_granularity_param_count(resnet: nn.Module, granularity: str, w: int, a: int) -> None:
     knob = QuantizationKnob(resnet, SHAPE, QuantizationSpace(granularity=granularity))  # type: ignore[arg-type]
     names = list(knob.distributions())

@@ -59,16 +59,33 @@ def test_report_and_cli(tmp_path: Path) -> None:
         (tmp_path / f"m{i}.onnx").write_bytes(_model(8, i + 1))
     out = tmp_path / "meas.json"
     proc = subprocess.run(
-        [sys.executable, str(AGENT), str(tmp_path), "--out", str(out), "--seconds", "0.2",
-         "--min-runs", "20"],
-        capture_output=True, text=True, check=False, timeout=120,
+        [
+            sys.executable,
+            str(AGENT),
+            str(tmp_path),
+            "--out",
+            str(out),
+            "--seconds",
+            "0.2",
+            "--min-runs",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert [m["name"] for m in data["measurements"]] == ["m0.onnx", "m1.onnx"]
     assert "noise ceiling" in proc.stdout
-    empty = subprocess.run([sys.executable, str(AGENT), str(tmp_path / "none")],
-                           capture_output=True, text=True, check=False, timeout=60)
+    empty = subprocess.run(
+        [sys.executable, str(AGENT), str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert empty.returncode == 2 and "no *.onnx" in empty.stderr
 
 

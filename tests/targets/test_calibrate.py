@@ -72,8 +72,9 @@ def test_csv_calibration_creates_a_usable_target(tmp_path: Path, home: Path) -> 
 def test_energy_column_calibrates_power(tmp_path: Path, home: Path) -> None:
     rows = _write_models(tmp_path)
     csv_path = tmp_path / "e.csv"
-    csv_path.write_text("model,latency_ms,energy_mj\n"
-                        + "".join(f"{n},{t},{t * 0.7}\n" for n, t in rows))
+    csv_path.write_text(
+        "model,latency_ms,energy_mj\n" + "".join(f"{n},{t},{t * 0.7}\n" for n, t in rows)
+    )
     target, _ = calibrate_file("e-board", csv_path)
     assert target.constants.energy == "calibrated"
     assert target.constants.power_w == pytest.approx(0.7)
@@ -82,20 +83,28 @@ def test_energy_column_calibrates_power(tmp_path: Path, home: Path) -> None:
 
 def test_agent_json_with_models_beside_it(tmp_path: Path, home: Path) -> None:
     rows = _write_models(tmp_path, 8)
-    (tmp_path / "meas.json").write_text(json.dumps({
-        "device": {"hostname": "pi"},
-        "measurements": [{"name": n, "latency_ms": t} for n, t in rows]}))
+    (tmp_path / "meas.json").write_text(
+        json.dumps(
+            {
+                "device": {"hostname": "pi"},
+                "measurements": [{"name": n, "latency_ms": t} for n, t in rows],
+            }
+        )
+    )
     got = read_measurements(tmp_path / "meas.json")
     assert [r.label for r in got] == [n for n, _ in rows] and got[3].row == 4
 
 
-@pytest.mark.parametrize(("text", "pattern"), [
-    ("model,latency\nm0.onnx,1\n", r"row 0 \(header\).*missing \['latency_ms'\]"),
-    ("model,latency_ms\nm0.onnx,1\nm1.onnx,fast\n", r"row 2, column 'latency_ms'.*'fast'"),
-    ("model,latency_ms\nm0.onnx,-1\n", r"row 1, column 'latency_ms'.*> 0"),
-    ("model,latency_ms\nnope.onnx,1\n", r"row 1, column 'model'.*does not exist"),
-    ("model,latency_ms,energy_mj\nm0.onnx,1,x\n", r"row 1, column 'energy_mj'"),
-])
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("model,latency\nm0.onnx,1\n", r"row 0 \(header\).*missing \['latency_ms'\]"),
+        ("model,latency_ms\nm0.onnx,1\nm1.onnx,fast\n", r"row 2, column 'latency_ms'.*'fast'"),
+        ("model,latency_ms\nm0.onnx,-1\n", r"row 1, column 'latency_ms'.*> 0"),
+        ("model,latency_ms\nnope.onnx,1\n", r"row 1, column 'model'.*does not exist"),
+        ("model,latency_ms,energy_mj\nm0.onnx,1,x\n", r"row 1, column 'energy_mj'"),
+    ],
+)
 def test_bad_csv_names_file_row_and_column(tmp_path: Path, text: str, pattern: str) -> None:
     _write_models(tmp_path, 2)
     path = tmp_path / "bad.csv"
@@ -126,18 +135,55 @@ def test_cli_calibrate_and_emit_suite(tmp_path: Path) -> None:
     csv_path.write_text("model,latency_ms\n" + "".join(f"{n},{t}\n" for n, t in rows))
     env = {**os.environ, "EDGETUNE_HOME": str(tmp_path / "h")}
     run = [sys.executable, "-m", "search.cli"]
-    out = subprocess.run([*run, "calibrate", "cli-board", "--measurements", str(csv_path),
-                          "--like", "raspberry-pi-4", "--json"], env=env, cwd=ROOT,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            *run,
+            "calibrate",
+            "cli-board",
+            "--measurements",
+            str(csv_path),
+            "--like",
+            "raspberry-pi-4",
+            "--json",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(out.stdout)["fidelity"]["n_heldout"] == 2
-    pred = subprocess.run([*run, "predict", str(tmp_path / "m0.onnx"), "--target", "cli-board",
-                           "--json"], env=env, cwd=ROOT, capture_output=True, text=True,
-                          check=True)
+    pred = subprocess.run(
+        [*run, "predict", str(tmp_path / "m0.onnx"), "--target", "cli-board", "--json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(pred.stdout)["latency_ms"] > 0
-    bad = subprocess.run([*run, "calibrate", "x", "--measurements", str(tmp_path / "none.csv")],
-                         env=env, cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run(
+        [*run, "calibrate", "x", "--measurements", str(tmp_path / "none.csv")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "does not exist" in bad.stderr
-    emitted = subprocess.run([*run, "calibrate", "--emit-suite", str(tmp_path / "suite"),
-                              "--suite-size", "small", "--json"], env=env, cwd=ROOT,
-                             capture_output=True, text=True, check=True)
+    emitted = subprocess.run(
+        [
+            *run,
+            "calibrate",
+            "--emit-suite",
+            str(tmp_path / "suite"),
+            "--suite-size",
+            "small",
+            "--json",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(emitted.stdout)["models"] == len(list((tmp_path / "suite").glob("*.onnx")))

@@ -36,7 +36,8 @@ def test_host_calibrates_caches_and_predicts(edgetune_home: Path) -> None:
     graph = from_torch(resnet8((1, 28, 28)), (1, 28, 28))
     fp32 = host.predict(graph, {})
     assert 0.05 < fp32.latency_ms < 2.0
-    w4 = host.predict(graph, {la.name: Precision(4, 32) for la in graph.layers
-                              if la.kind in ("conv", "linear")})
+    w4 = host.predict(
+        graph, {la.name: Precision(4, 32) for la in graph.layers if la.kind in ("conv", "linear")}
+    )
     assert w4.latency_ms > 1.5 * fp32.latency_ms  # int4 runs as dequantize + fp32 here
     assert w4.size_kb < 0.2 * fp32.size_kb

@@ -36,14 +36,20 @@ def test_activation_peak_is_within_band_of_onnxruntime(tmp_path: Path) -> None:
         so.enable_profiling = True
         so.profile_file_prefix = str(tmp_path / name)
         so.intra_op_num_threads = 1
-        sess = ort.InferenceSession(model.SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(
+            model.SerializeToString(), so, providers=["CPUExecutionProvider"]
+        )
         inp = sess.get_inputs()[0]
-        sess.run(None, {inp.name: np.zeros([d if isinstance(d, int) else 1 for d in inp.shape],
-                                           np.float32)})
+        sess.run(
+            None,
+            {inp.name: np.zeros([d if isinstance(d, int) else 1 for d in inp.shape], np.float32)},
+        )
         events = json.loads(Path(sess.end_profiling()).read_text())
-        peaks = [int(e["args"]["mem_in_use_peak"]) for e in events
-                 if e.get("cat") == "Node" and "mem_in_use_peak" in e.get("args", {})]
+        peaks = [
+            int(e["args"]["mem_in_use_peak"])
+            for e in events
+            if e.get("cat") == "Node" and "mem_in_use_peak" in e.get("args", {})
+        ]
         if not peaks:
             pytest.skip("this onnxruntime does not report mem_in_use_peak")
         ratios.append(ours / max(peaks))

@@ -16,11 +16,18 @@ from targets.registry import register
 
 def _target(name: str = "toy") -> Target:
     constants = KernelConstants(
-        session_ms=0.01, power_w=3.0,
+        session_ms=0.01,
+        power_w=3.0,
         coefficients=(KernelCoefficients("linear:f32", fixed_ms=0.002, ns_per_mac=1.0),),
     )
-    return Target(name, "a toy device", "none", KernelCostModel(), constants,
-                  Provenance(source="hand-set", n_measurements=0, date="2026-01-01"))
+    return Target(
+        name,
+        "a toy device",
+        "none",
+        KernelCostModel(),
+        constants,
+        Provenance(source="hand-set", n_measurements=0, date="2026-01-01"),
+    )
 
 
 def test_unknown_name_lists_valid_names() -> None:
@@ -38,8 +45,9 @@ def test_target_file_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "toy.json"
     path.write_text(json.dumps(target_to_dict(_target())))
     t = targets.get(str(path))
-    g = LayerGraph((Layer("fc", "linear", (1, 4), (1, 2), macs=8, params=10, inputs=("",)),),
-                   (1, 4))
+    g = LayerGraph(
+        (Layer("fc", "linear", (1, 4), (1, 2), macs=8, params=10, inputs=("",)),), (1, 4)
+    )
     costs = t.predict(g, {})
     assert costs.latency_ms == pytest.approx(0.01 + 0.002 + 8e-6)
     assert costs.energy_mj == pytest.approx(costs.latency_ms * 3.0)

@@ -28,8 +28,11 @@ def test_shipped_target_loads_with_heldout_fidelity(name: str) -> None:
     f = t.provenance.fidelity
     assert f["n_heldout"] >= 10 and f["held_out_rows"]
     assert all(k in f and k in f["flops_baseline"] for k in FIELDS)
-    assert "nb201" in t.provenance.source or "lut" in t.provenance.source or \
-        "mlperf" in t.provenance.source
+    assert (
+        "nb201" in t.provenance.source
+        or "lut" in t.provenance.source
+        or "mlperf" in t.provenance.source
+    )
     assert t.constants.power_source  # where the power figure comes from
     # beats the FLOPs baseline on MdAPE on its held-out rows
     assert f["mdape"] < f["flops_baseline"]["mdape"]
@@ -56,9 +59,14 @@ def test_targets_json_lists_at_least_nine_with_fields(tmp_path: Path) -> None:
     if cached.is_file():  # reuse this machine's host calibration if there is one (no 80 s run)
         (home / "targets").mkdir(parents=True)
         shutil.copy(cached, home / "targets" / "host.json")
-    out = subprocess.run([sys.executable, "-m", "search.cli", "targets", "--json"], cwd=ROOT,
-                         env={**os.environ, "EDGETUNE_HOME": str(home)}, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "search.cli", "targets", "--json"],
+        cwd=ROOT,
+        env={**os.environ, "EDGETUNE_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rows = json.loads(out.stdout)["targets"]
     full = [r for r in rows if r.get("fidelity")]
     assert len(full) >= 9
@@ -86,5 +94,7 @@ def test_refit_from_data_matches_shipped_and_names_rows() -> None:
     for name in ("samsung-note10-cpu", "cortex-m7"):
         t = build_shipped(name)
         shipped = targets.get(name)
-        assert t.provenance.fidelity["held_out_rows"] == shipped.provenance.fidelity["held_out_rows"]
+        assert (
+            t.provenance.fidelity["held_out_rows"] == shipped.provenance.fidelity["held_out_rows"]
+        )
         assert t.provenance.fidelity["mdape"] == pytest.approx(shipped.provenance.fidelity["mdape"])

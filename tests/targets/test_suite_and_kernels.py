@@ -16,8 +16,11 @@ def _ort_ops(model: object, tmp_path: object) -> list[tuple[str, str]]:
     so = ort.SessionOptions()
     so.optimized_model_filepath = path
     so.log_severity_level = 3
-    ort.InferenceSession(model.SerializeToString(), so,  # type: ignore[attr-defined]
-                         providers=["CPUExecutionProvider"])
+    ort.InferenceSession(
+        model.SerializeToString(),
+        so,  # type: ignore[attr-defined]
+        providers=["CPUExecutionProvider"],
+    )
     return [(n.op_type, n.domain) for n in onnx.load(path).graph.node]
 
 
