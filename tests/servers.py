@@ -166,6 +166,10 @@ class RayCluster:
         self.nodes.append(sorted(self._ray_pids() - before))
         return len(self.nodes) - 1
 
+    def pids(self) -> list[int]:
+        """Every process the nodes started (their workers are their descendants)."""
+        return [pid for node in self.nodes for pid in node]
+
     def kill_node(self, index: int) -> None:
         import psutil
 

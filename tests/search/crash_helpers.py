@@ -80,13 +80,22 @@ def wait_for(
     raise TimeoutError(f"waited {timeout} s for {what}")
 
 
-def processes_titled(title: str) -> list[psutil.Process]:
-    """Processes whose command line starts with ``title`` (Ray sets ``ray::<task>``)."""
+def processes_titled(title: str, roots: list[int]) -> list[psutil.Process]:
+    """Descendants of ``roots`` whose command line starts with ``title`` (Ray sets
+    ``ray::<task>``): only this test's processes, never another Ray on the machine."""
     found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info.get("cmdline") or []
-        if cmd and cmd[0].startswith(title):
-            found.append(p)
+    for pid in roots:
+        try:
+            family = psutil.Process(pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for p in family:
+            try:
+                cmd = p.cmdline()
+            except psutil.Error:
+                continue
+            if cmd and cmd[0].startswith(title):
+                found.append(p)
     return found
 
 

@@ -45,7 +45,7 @@ def test_a_stopped_node_loses_no_trial(
     # both nodes run a trial at once (one CPU each), so the study really spans the cluster
     wait_for(
         "two trials running",
-        lambda: len(processes_titled("ray::_remote_trial")) >= 2,
+        lambda: len(processes_titled("ray::_remote_trial", cluster.pids())) >= 2,
         timeout=600,
         proc=proc,
     )

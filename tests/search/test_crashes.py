@@ -35,7 +35,9 @@ def test_a_killed_ray_worker_is_retried_once_then_failed(tmp_path: Path) -> None
     for _ in range(2):  # the first attempt, then Ray's retry of the same trial
         worker = wait_for(
             "a Ray worker running a trial",
-            lambda: [p for p in processes_titled("ray::_remote_trial") if p.pid not in killed],
+            lambda: [
+                p for p in processes_titled("ray::_remote_trial", [proc.pid]) if p.pid not in killed
+            ],
             timeout=600,
             proc=proc,
         )[0]
