@@ -184,7 +184,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     target = targets.get(spec.target)
     model = build_model(spec.model).eval()  # costs depend on the architecture, not the weights
     teacher = teacher_costs(model, spec, target)
-    budgets = resolve_budgets(spec, teacher)
+    budgets = resolve_budgets(spec, teacher, target.prediction_margin())
     cheapest = cheapest_costs(space_for(spec, model), model, spec, target)
     broken = over_budget(cheapest, budgets)
     result = {

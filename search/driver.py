@@ -51,8 +51,16 @@ def teacher_costs(teacher: nn.Module, spec: Spec, target: Target) -> dict[str, f
     return target.predict(from_torch(teacher, spec.model.input_shape), {}).as_dict()
 
 
-def resolve_budgets(spec: Spec, teacher: dict[str, float]) -> dict[str, float]:
-    return {k: b.resolve(teacher[k]) for k, b in spec.constraints.budgets().items()}
+MEASURED_COSTS = ("latency_ms", "energy_mj")  # fitted to measurements; the others are exact
+
+
+def resolve_budgets(spec: Spec, teacher: dict[str, float], margin: float = 0.0) -> dict[str, float]:
+    """Absolute budgets: relative ones against the teacher's predicted costs, and latency and
+    energy lowered by the target's prediction ``margin`` (its held-out median error)."""
+    return {
+        k: b.resolve(teacher[k]) * (1.0 - margin if k in MEASURED_COSTS else 1.0)
+        for k, b in spec.constraints.budgets().items()
+    }
 
 
 def prepare(spec: Spec, log: Callable[[str], None]) -> Prepared:
@@ -68,7 +76,7 @@ def prepare(spec: Spec, log: Callable[[str], None]) -> Prepared:
     workload = build_workload(spec, teacher, data)
     record = teacher_costs(teacher, spec, target)
     record["accuracy"] = evaluate(teacher, workload.x_val, workload.y_val, 512)
-    budgets = resolve_budgets(spec, record)
+    budgets = resolve_budgets(spec, record, target.prediction_margin())
     log(
         f"teacher: val accuracy {record['accuracy']:.4f}, "
         + ", ".join(f"{k} {record[k]:.4g}" for k in COST_KEYS)
@@ -76,6 +84,11 @@ def prepare(spec: Spec, log: Callable[[str], None]) -> Prepared:
     )
     if budgets:
         log("budgets: " + ", ".join(f"{k} <= {v:.4g}" for k, v in budgets.items()))
+        if any(k in budgets for k in MEASURED_COSTS) and target.prediction_margin() > 0:
+            log(
+                f"(latency and energy budgets lowered by {target.prediction_margin():.1%}, the "
+                f"{target.name} cost model's median error on held-out measurements)"
+            )
     return Prepared(TrialContext(spec, workload, target, budgets), record)
 
 

@@ -182,18 +182,20 @@ def measure(
         a = [t * unit for t in chunks[i][0]]
         b = [t * unit for t in chunks[i][1]]
         both = sorted(a + b)
-        out.append({
-            "name": name,
-            "latency_ms": statistics.median(both),
-            "raw_latency_ms": statistics.median(raw[i]),
-            "reference": names[ref] if use_ref else None,
-            "reference_ms": statistics.median(ref_chunks) if use_ref else None,
-            "pass_a_ms": statistics.median(a),
-            "pass_b_ms": statistics.median(b),
-            "spread_ms": [both[len(both) // 10], both[(9 * len(both)) // 10]],
-            "n_chunks": len(both),
-            "n_runs": n_runs[i],
-        })
+        out.append(
+            {
+                "name": name,
+                "latency_ms": statistics.median(both),
+                "raw_latency_ms": statistics.median(raw[i]),
+                "reference": names[ref] if use_ref else None,
+                "reference_ms": statistics.median(ref_chunks) if use_ref else None,
+                "pass_a_ms": statistics.median(a),
+                "pass_b_ms": statistics.median(b),
+                "spread_ms": [both[len(both) // 10], both[(9 * len(both)) // 10]],
+                "n_chunks": len(both),
+                "n_runs": n_runs[i],
+            }
+        )
     return out
 
 
@@ -209,8 +211,12 @@ def noise_ceiling(results: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def measure_report(
-    models: list[bytes | str | os.PathLike[str]], *, threads: int = 1, seconds: float = 10.0,
-    names: list[str] | None = None, min_runs: int = 200,
+    models: list[bytes | str | os.PathLike[str]],
+    *,
+    threads: int = 1,
+    seconds: float = 10.0,
+    names: list[str] | None = None,
+    min_runs: int = 200,
 ) -> dict[str, Any]:
     """:func:`measure` plus the device description and the noise ceiling, JSON-ready."""
     t0 = time.time()
@@ -235,18 +241,25 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     files = sorted(args.models_dir.glob("*.onnx"))
     if not files:
-        print(f"error: no *.onnx files in {args.models_dir}; give a folder of ONNX models",
-              file=sys.stderr)
+        print(
+            f"error: no *.onnx files in {args.models_dir}; give a folder of ONNX models",
+            file=sys.stderr,
+        )
         return 2
     report = measure_report(
-        [str(f) for f in files], threads=args.threads, seconds=args.seconds,
-        names=[f.name for f in files], min_runs=args.min_runs,
+        [str(f) for f in files],
+        threads=args.threads,
+        seconds=args.seconds,
+        names=[f.name for f in files],
+        min_runs=args.min_runs,
     )
     args.out.write_text(json.dumps(report, indent=1))
     nc = report["noise_ceiling"]
-    print(f"measured {len(files)} models in {report['wall_s']} s; noise ceiling: "
-          f"{nc['within_10pct']:.0%} of models agree within 10% between passes "
-          f"(median difference {nc['median_diff_pct']:.1f}%); wrote {args.out}")
+    print(
+        f"measured {len(files)} models in {report['wall_s']} s; noise ceiling: "
+        f"{nc['within_10pct']:.0%} of models agree within 10% between passes "
+        f"(median difference {nc['median_diff_pct']:.1f}%); wrote {args.out}"
+    )
     return 0
 
 

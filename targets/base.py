@@ -16,7 +16,8 @@ from search.errors import EdgetuneError, TargetError
 __all__ = ["COST_MODELS", "Provenance", "Target", "target_from_dict", "target_to_dict"]
 
 COST_MODELS: dict[str, type[CostModel]] = {
-    "kernel": KernelCostModel, "layer-type": LayerTypeCostModel,
+    "kernel": KernelCostModel,
+    "layer-type": LayerTypeCostModel,
 }
 
 
@@ -47,6 +48,13 @@ class Target:
     """8-bit weights use 7 bits (±63): the runtime's u8×s8 kernels saturate otherwise
     (onnxruntime on x86 without VNNI). The quantization knob simulates exactly that."""
 
+    def prediction_margin(self) -> float:
+        """The held-out median absolute percentage error of this target's latency model, as a
+        fraction (0 when it was never measured). The search keeps that much below a latency or
+        energy budget, so a winner that is right at the edge still fits on the device."""
+        mdape = self.provenance.fidelity.get("mdape") if self.provenance.fidelity else None
+        return float(mdape) / 100.0 if isinstance(mdape, int | float) and mdape > 0 else 0.0
+
     def predict(self, graph: LayerGraph, bits: Bits) -> Costs:
         """The four costs of ``graph`` at ``bits`` on this target."""
         return self.cost_model.predict(graph, bits, self.constants)
@@ -62,8 +70,12 @@ def target_to_dict(target: Target) -> dict[str, Any]:
         "cost_model": target.cost_model.name,
         "constants": target.cost_model.constants_to_dict(target.constants),
         "provenance": {
-            "source": p.source, "n_measurements": p.n_measurements, "date": p.date,
-            "machine": p.machine, "fidelity": p.fidelity, "notes": p.notes,
+            "source": p.source,
+            "n_measurements": p.n_measurements,
+            "date": p.date,
+            "machine": p.machine,
+            "fidelity": p.fidelity,
+            "notes": p.notes,
             "reference_ms": p.reference_ms,
         },
     }
@@ -97,8 +109,15 @@ def target_from_dict(data: dict[str, Any], *, where: str = "target") -> Target:
     reduce_range = data.get("int8_reduce_range", False)
     if not isinstance(reduce_range, bool):
         raise TargetError(f"{where}.int8_reduce_range: must be true or false, got {reduce_range!r}")
-    return Target(str(data["name"]), str(data["description"]), str(data["runtime"]), cm,
-                  constants, prov, int8_reduce_range=reduce_range)
+    return Target(
+        str(data["name"]),
+        str(data["description"]),
+        str(data["runtime"]),
+        cm,
+        constants,
+        prov,
+        int8_reduce_range=reduce_range,
+    )
 
 
 def load_target_file(path: str | Path) -> Target:

@@ -33,8 +33,14 @@ from cost_models.layerwise import LayerTypeCostModel, default_constants
 from search.errors import CalibrationError, EdgetuneError, TargetError
 from targets.base import Provenance, Target, target_to_dict
 
-__all__ = ["Row", "calibrate_file", "calibrate_rows", "emit_suite", "read_measurements",
-           "user_targets_dir"]
+__all__ = [
+    "Row",
+    "calibrate_file",
+    "calibrate_rows",
+    "emit_suite",
+    "read_measurements",
+    "user_targets_dir",
+]
 
 GENERIC_POWER_W = 5.0
 GENERIC_POWER_SOURCE = (
@@ -264,16 +270,24 @@ def calibrate_rows(
     fin = finalize or (lambda c: c)
     with_energy = [r for r in rows if r.energy_mj is not None]
     part = fin(cost_model.fit([r.measurement for r in train], base))
-    fid = compare_heldout([r.measurement for r in train], [r.measurement for r in test],
-                          lambda m: cost_model.predict(m[0], m[1], part).latency_ms)
+    fid = compare_heldout(
+        [r.measurement for r in train],
+        [r.measurement for r in test],
+        lambda m: cost_model.predict(m[0], m[1], part).latency_ms,
+    )
     fid["held_out_rows"] = _ranges([r.row for r in test])
     if with_energy:
         e_train = [r for r in train if r.energy_mj is not None]
         e_test = [r for r in test if r.energy_mj is not None]
         if e_train and len(e_test) >= 2:
             pw = _fit_power(e_train)
-            ef = fidelity([cost_model.predict(r.measurement[0], r.measurement[1], part).latency_ms
-                           * pw for r in e_test], [r.energy_mj or 0.0 for r in e_test])
+            ef = fidelity(
+                [
+                    cost_model.predict(r.measurement[0], r.measurement[1], part).latency_ms * pw
+                    for r in e_test
+                ],
+                [r.energy_mj or 0.0 for r in e_test],
+            )
             fid["energy"] = {k: ef[k] for k in ("within_10pct", "spearman", "mdape")}
             fid["energy"]["n_heldout"] = len(e_test)
     constants = fin(cost_model.fit([r.measurement for r in rows], base))
@@ -283,17 +297,26 @@ def calibrate_rows(
                 f"{source}: has energy_mj, but cost model {cost_model.name!r} cannot calibrate "
                 f"energy; use --like with a layer-type target or drop the column"
             )
-        constants = replace(constants, power_w=_fit_power(with_energy),
-                            energy="calibrated",
-                            power_source=f"fitted to {len(with_energy)} measured energy_mj rows "
-                                         f"of {source} (median energy / latency)")
+        constants = replace(
+            constants,
+            power_w=_fit_power(with_energy),
+            energy="calibrated",
+            power_source=f"fitted to {len(with_energy)} measured energy_mj rows "
+            f"of {source} (median energy / latency)",
+        )
     target = Target(
-        name=name, description=description, runtime=runtime, cost_model=cost_model,
-        constants=constants, int8_reduce_range=int8_reduce_range,
+        name=name,
+        description=description,
+        runtime=runtime,
+        cost_model=cost_model,
+        constants=constants,
+        int8_reduce_range=int8_reduce_range,
         provenance=Provenance(
-            source=source, n_measurements=len(rows),
+            source=source,
+            n_measurements=len(rows),
             date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            fidelity=fid, notes=notes,
+            fidelity=fid,
+            notes=notes,
         ),
     )
     return target
@@ -313,8 +336,14 @@ def save_user_target(target: Target) -> Path:
 
 
 def calibrate_file(
-    name: str, path: str | Path, *, like: str | None = None, power_w: float | None = None,
-    models_dir: str | Path | None = None, holdout: float = 0.25, seed: int = 0,
+    name: str,
+    path: str | Path,
+    *,
+    like: str | None = None,
+    power_w: float | None = None,
+    models_dir: str | Path | None = None,
+    holdout: float = 0.25,
+    seed: int = 0,
 ) -> tuple[Target, Path]:
     """``edgetune calibrate NAME --measurements FILE [--like TARGET]``: fit and store NAME.
 
@@ -340,7 +369,9 @@ def calibrate_file(
             start = registry.get(candidate)
             break
         if candidate == like and like is not None:
-            raise TargetError(f"--like: unknown target {like!r}; valid: {', '.join(registry.names())}")
+            raise TargetError(
+                f"--like: unknown target {like!r}; valid: {', '.join(registry.names())}"
+            )
     if start is not None:
         cm, base = start.cost_model, start.constants
         description = start.description if start.name == name else f"like {start.name}"
@@ -353,16 +384,27 @@ def calibrate_file(
         if not hasattr(base, "power_source"):
             base = replace(base, power_w=power_w)
         else:
-            base = replace(base, power_w=power_w, energy="power_x_latency",
-                           power_source=f"given on the command line (--power-w {power_w})")
+            base = replace(
+                base,
+                power_w=power_w,
+                energy="power_x_latency",
+                power_source=f"given on the command line (--power-w {power_w})",
+            )
     device = ""
     if Path(path).suffix.lower() == ".json":
         device = json.dumps(json.loads(Path(path).read_text()).get("device", {}))[:500]
     target = calibrate_rows(
-        name, rows, cost_model=cm, base=base, description=description, runtime=runtime,
-        source=str(Path(path).resolve()), holdout=holdout, seed=seed,
+        name,
+        rows,
+        cost_model=cm,
+        base=base,
+        description=description,
+        runtime=runtime,
+        source=str(Path(path).resolve()),
+        holdout=holdout,
+        seed=seed,
         notes=f"calibrated with `edgetune calibrate` from {Path(path).name}"
-              + (f" starting from target {start.name}" if start else "")
-              + (f"; device: {device}" if device else ""),
+        + (f" starting from target {start.name}" if start else "")
+        + (f"; device: {device}" if device else ""),
     )
     return target, save_user_target(target)

@@ -29,8 +29,16 @@ from search.errors import CalibrationError
 from targets.base import Target
 from targets.calibrate import Row, calibrate_rows
 
-__all__ = ["NB201_DEVICES", "SHIPPED", "build_shipped", "data_dir", "int8_bits", "lut_rows",
-           "mlperf_rows", "nb201_rows"]
+__all__ = [
+    "NB201_DEVICES",
+    "SHIPPED",
+    "build_shipped",
+    "data_dir",
+    "int8_bits",
+    "lut_rows",
+    "mlperf_rows",
+    "nb201_rows",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 NB201_FIT, NB201_TEST = 500, 1000
@@ -54,45 +62,86 @@ class DeviceSpec:
 
 NB201_DEVICES = {
     "raspberry-pi-4": DeviceSpec(
-        "raspberry-pi-4", "Raspberry Pi 4 (Cortex-A72 CPU), fp32", "TFLite/PyTorch CPU (HW-NAS-Bench)",
-        3.0, "5 V x 600 mA 'typical bare-board active current consumption' of the Raspberry Pi "
+        "raspberry-pi-4",
+        "Raspberry Pi 4 (Cortex-A72 CPU), fp32",
+        "TFLite/PyTorch CPU (HW-NAS-Bench)",
+        3.0,
+        "5 V x 600 mA 'typical bare-board active current consumption' of the Raspberry Pi "
         "4 B (raspberrypi.com documentation, power supply table) = 3.0 W",
-        column="raspberry_pi_4_ms"),
-    "pixel-3": DeviceSpec("pixel-3", "Google Pixel 3 CPU, fp32", "TFLite CPU (HW-NAS-Bench)",
-                          2.0, PHONE_POWER, column="pixel_3_cpu_ms"),
+        column="raspberry_pi_4_ms",
+    ),
+    "pixel-3": DeviceSpec(
+        "pixel-3",
+        "Google Pixel 3 CPU, fp32",
+        "TFLite CPU (HW-NAS-Bench)",
+        2.0,
+        PHONE_POWER,
+        column="pixel_3_cpu_ms",
+    ),
     "jetson-nano": DeviceSpec(
-        "jetson-nano", "NVIDIA Jetson Nano GPU, fp32 (the fp16 build is target jetson-nano-fp16)",
-        "TensorRT fp32 (Eagle/BRP-NAS)", 10.0,
+        "jetson-nano",
+        "NVIDIA Jetson Nano GPU, fp32 (the fp16 build is target jetson-nano-fp16)",
+        "TensorRT fp32 (Eagle/BRP-NAS)",
+        10.0,
         "NVIDIA Jetson Nano's 10 W power mode (its maximum; NVIDIA Jetson Nano developer kit "
-        "user guide: 5 W and 10 W modes), an upper bound", column="jetson_nano_fp32_ms"),
+        "user guide: 5 W and 10 W modes), an upper bound",
+        column="jetson_nano_fp32_ms",
+    ),
     "jetson-nano-fp16": DeviceSpec(
-        "jetson-nano-fp16", "NVIDIA Jetson Nano GPU, fp16: float layers run in half precision",
-        "TensorRT fp16 (Eagle/BRP-NAS)", 10.0,
+        "jetson-nano-fp16",
+        "NVIDIA Jetson Nano GPU, fp16: float layers run in half precision",
+        "TensorRT fp16 (Eagle/BRP-NAS)",
+        10.0,
         "NVIDIA Jetson Nano's 10 W power mode (its maximum), an upper bound",
-        column="jetson_nano_fp16_ms"),
+        column="jetson_nano_fp16_ms",
+    ),
     "edge-tpu": DeviceSpec(
-        "edge-tpu", "Google Edge TPU, int8 only (fast int8; fp32 layers cannot run on it)",
-        "Edge TPU compiler + TFLite (Eagle/BRP-NAS)", 2.0,
+        "edge-tpu",
+        "Google Edge TPU, int8 only (fast int8; fp32 layers cannot run on it)",
+        "Edge TPU compiler + TFLite (Eagle/BRP-NAS)",
+        2.0,
         "Coral Edge TPU: 4 TOPS at 2 TOPS per watt = 2 W (coral.ai Edge TPU performance "
-        "page), at full load", column="edge_tpu_int8_ms", int8=True),
+        "page), at full load",
+        column="edge_tpu_int8_ms",
+        int8=True,
+    ),
     "snapdragon-855-cpu": DeviceSpec(
-        "snapdragon-855-cpu", "Qualcomm Snapdragon 855 CPU, int8 TFLite (fast int8 kernels; "
-        "calibrated on int8 only, so fp32 layers are not covered)", "TFLite int8 CPU "
-        "(Eagle/BRP-NAS)", 2.0, PHONE_POWER, column="snapdragon855_cpu_int8_ms", int8=True),
+        "snapdragon-855-cpu",
+        "Qualcomm Snapdragon 855 CPU, int8 TFLite (fast int8 kernels; "
+        "calibrated on int8 only, so fp32 layers are not covered)",
+        "TFLite int8 CPU (Eagle/BRP-NAS)",
+        2.0,
+        PHONE_POWER,
+        column="snapdragon855_cpu_int8_ms",
+        int8=True,
+    ),
 }
 MCU_DEVICES = {
     "cortex-m7": DeviceSpec(
-        "cortex-m7", "Arm Cortex-M7 MCU at 280 MHz, int8 (CMSIS-NN-class kernels: fast int8; "
-        "fp32 = int8 x the measured float/int8 ratio)", "TFLite Micro / X-CUBE-AI / Plumerai "
-        "(MLPerf Tiny)", 0.0, ""),
+        "cortex-m7",
+        "Arm Cortex-M7 MCU at 280 MHz, int8 (CMSIS-NN-class kernels: fast int8; "
+        "fp32 = int8 x the measured float/int8 ratio)",
+        "TFLite Micro / X-CUBE-AI / Plumerai (MLPerf Tiny)",
+        0.0,
+        "",
+    ),
     "cortex-m4": DeviceSpec(
-        "cortex-m4", "Arm Cortex-M4 MCU at 120 MHz, int8 (CMSIS-NN-class kernels: fast int8; "
-        "fp32 = int8 x the measured float/int8 ratio)", "TFLite Micro / X-CUBE-AI / Plumerai "
-        "(MLPerf Tiny)", 0.0, ""),
+        "cortex-m4",
+        "Arm Cortex-M4 MCU at 120 MHz, int8 (CMSIS-NN-class kernels: fast int8; "
+        "fp32 = int8 x the measured float/int8 ratio)",
+        "TFLite Micro / X-CUBE-AI / Plumerai (MLPerf Tiny)",
+        0.0,
+        "",
+    ),
 }
 MCU_MHZ = {"cortex-m7": 280.0, "cortex-m4": 120.0}
-NOTE10 = DeviceSpec("samsung-note10-cpu", "Samsung Galaxy Note10 CPU, fp32",
-                    "TFLite CPU (Once-for-All latency LUT)", 2.0, PHONE_POWER)
+NOTE10 = DeviceSpec(
+    "samsung-note10-cpu",
+    "Samsung Galaxy Note10 CPU, fp32",
+    "TFLite CPU (Once-for-All latency LUT)",
+    2.0,
+    PHONE_POWER,
+)
 SHIPPED = (*NB201_DEVICES, "samsung-note10-cpu", *MCU_DEVICES)
 
 
@@ -109,8 +158,12 @@ def data_dir() -> Path:
 
 def int8_bits(graph: LayerGraph) -> dict[str, Precision]:
     """Every layer int8 (weights and activations), as on an int8-only device."""
-    return {la.name: Precision(8, 8) if la.kind in ("conv", "dwconv", "linear")
-            else Precision(act_bits=8) for la in graph.layers}
+    return {
+        la.name: Precision(8, 8)
+        if la.kind in ("conv", "dwconv", "linear")
+        else Precision(act_bits=8)
+        for la in graph.layers
+    }
 
 
 def nb201_rows(column: str) -> list[tuple[int, str, float]]:
@@ -186,19 +239,29 @@ def mlperf_rows(core: str) -> tuple[list[dict[str, Any]], float]:
                 floats[(r["system"][: -len("_float")], r["benchmark"])] = lat
                 continue
             energy = float(r["energy_uJ_per_inf"]) / 1000 if r["energy_uJ_per_inf"] else None
-            rows.append({"row": i, "system": r["system"], "benchmark": r["benchmark"],
-                         "latency_ms": lat, "energy_mj": energy, "mhz": mhz})
+            rows.append(
+                {
+                    "row": i,
+                    "system": r["system"],
+                    "benchmark": r["benchmark"],
+                    "latency_ms": lat,
+                    "energy_mj": energy,
+                    "mhz": mhz,
+                }
+            )
     by_key: dict[tuple[str, str], float] = {
         (str(r["system"]).removesuffix("_int8"), str(r["benchmark"])): float(r["latency_ms"])
-        for r in rows}
+        for r in rows
+    }
     ratios = sorted(v / by_key[k] for k, v in floats.items() if k in by_key)
     if not ratios:
         raise CalibrationError(f"{path}: no paired float/int8 rows for Cortex-{core}")
     return rows, ratios[len(ratios) // 2]
 
 
-def build_shipped(name: str, *, nb201_graph: Callable[[str], LayerGraph] | None = None,
-                  seed: int = 0) -> Target:
+def build_shipped(
+    name: str, *, nb201_graph: Callable[[str], LayerGraph] | None = None, seed: int = 0
+) -> Target:
     """Fit shipped target ``name`` from the device data (see the module docstring)."""
     cm = LayerTypeCostModel()
     if name in NB201_DEVICES:
@@ -215,18 +278,31 @@ def build_shipped(name: str, *, nb201_graph: Callable[[str], LayerGraph] | None 
         test = [r.row for r in rows[NB201_FIT:]]
         src = f"{data_dir().name}/nb201_latency.csv, column {spec.column}"
         return calibrate_rows(
-            name, rows, cost_model=cm, base=default_constants(spec.power_w, spec.power_source),
-            description=spec.description, runtime=spec.runtime, source=src, heldout_rows=test,
+            name,
+            rows,
+            cost_model=cm,
+            base=default_constants(spec.power_w, spec.power_source),
+            description=spec.description,
+            runtime=spec.runtime,
+            source=src,
+            heldout_rows=test,
             notes=f"fitted on {NB201_FIT} rows, judged on {len(test)} other rows (seeded sample "
-                  f"of the {len(all_rows)} rows with a value); rows = data rows of the CSV")
+            f"of the {len(all_rows)} rows with a value); rows = data rows of the CSV",
+        )
     if name == NOTE10.name:
         lrows = [Row(i, f"lut row {i}", (g, {}, lat)) for i, g, lat in lut_rows()]
         return calibrate_rows(
-            name, lrows, cost_model=cm, base=default_constants(NOTE10.power_w, NOTE10.power_source),
-            description=NOTE10.description, runtime=NOTE10.runtime, seed=seed,
+            name,
+            lrows,
+            cost_model=cm,
+            base=default_constants(NOTE10.power_w, NOTE10.power_source),
+            description=NOTE10.description,
+            runtime=NOTE10.runtime,
+            seed=seed,
             source=f"{data_dir().name}/mobile_layer_latency_lut.csv, device samsung_note10",
             notes="per-layer rows without squeeze-excite (the layer graph has no SE kind; "
-                  "those rows are not used); 25% of layers held out")
+            "those rows are not used); 25% of layers held out",
+        )
     if name in MCU_DEVICES:
         from targets.mlperf_tiny import mlperf_graph
 
@@ -234,18 +310,31 @@ def build_shipped(name: str, *, nb201_graph: Callable[[str], LayerGraph] | None 
         core = name.split("-")[1].upper()
         mrows, ratio = mlperf_rows(core)
         graphs = {b: mlperf_graph(b) for b in ("ic", "kws", "vww", "ad")}
-        rows = [Row(r["row"], f"{r['system']}/{r['benchmark']}",
-                    (graphs[r["benchmark"]], int8_bits(graphs[r["benchmark"]]), r["latency_ms"]),
-                    r["energy_mj"]) for r in mrows if r["benchmark"] in graphs]
+        rows = [
+            Row(
+                r["row"],
+                f"{r['system']}/{r['benchmark']}",
+                (graphs[r["benchmark"]], int8_bits(graphs[r["benchmark"]]), r["latency_ms"]),
+                r["energy_mj"],
+            )
+            for r in mrows
+            if r["benchmark"] in graphs
+        ]
         return calibrate_rows(
-            name, rows, cost_model=cm, base=default_constants(0.1, "replaced by the fit"),
-            description=spec.description, runtime=spec.runtime, seed=seed,
+            name,
+            rows,
+            cost_model=cm,
+            base=default_constants(0.1, "replaced by the fit"),
+            description=spec.description,
+            runtime=spec.runtime,
+            seed=seed,
             group=lambda r: r.label.split("/")[0],
             finalize=lambda c: with_precision(c, "int8", "fp32", ratio),
             source=f"{data_dir().name}/mlperf_tiny_results.csv, closed division, Cortex-{core}, "
-                   f"no accelerator",
+            f"no accelerator",
             notes=f"latency scaled to {MCU_MHZ[name]:.0f} MHz (x MHz / {MCU_MHZ[name]:.0f}); "
-                  f"25% of systems held out (all 4 models each); fp32 classes = int8 x "
-                  f"{ratio:.2f}, the median float/int8 latency ratio of the paired Bosch "
-                  f"float/int8 systems; energy from the measured uJ/inference rows")
+            f"25% of systems held out (all 4 models each); fp32 classes = int8 x "
+            f"{ratio:.2f}, the median float/int8 latency ratio of the paired Bosch "
+            f"float/int8 systems; energy from the measured uJ/inference rows",
+        )
     raise CalibrationError(f"unknown shipped target {name!r}; valid: {', '.join(SHIPPED)}")

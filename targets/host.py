@@ -43,8 +43,16 @@ from cost_models.fit import fit_kernel_constants
 from search.errors import CalibrationError, TargetError
 from targets.base import Provenance, Target, target_from_dict, target_to_dict
 
-__all__ = ["DESCRIPTION", "RUNTIME", "cache_path", "cached_host", "calibrate_host", "host_target",
-           "measure_on_host", "refit_host"]
+__all__ = [
+    "DESCRIPTION",
+    "RUNTIME",
+    "cache_path",
+    "cached_host",
+    "calibrate_host",
+    "host_target",
+    "measure_on_host",
+    "refit_host",
+]
 
 DESCRIPTION = "this machine's CPU, onnxruntime CPU EP, batch 1, one thread"
 RUNTIME = "onnxruntime CPUExecutionProvider, intra_op=1, inter_op=1, sequential, ORT_ENABLE_ALL"
@@ -69,8 +77,10 @@ def _machine() -> dict[str, Any]:
 
     info = device_info(threads=1)
     return {
-        "hostname": info["hostname"], "cpu_model": info["cpu_model"],
-        "onnxruntime": info["onnxruntime"], "platform": info["platform"],
+        "hostname": info["hostname"],
+        "cpu_model": info["cpu_model"],
+        "onnxruntime": info["onnxruntime"],
+        "platform": info["platform"],
         "cost_model_version": MODEL_VERSION,
     }
 
@@ -109,8 +119,12 @@ def host_target() -> Target:
 
 
 def measure_on_host(
-    models: list[bytes | str | os.PathLike[str]], *, seconds: float = 10.0, min_runs: int = 200,
-    names: list[str] | None = None, target: Target | None = None,
+    models: list[bytes | str | os.PathLike[str]],
+    *,
+    seconds: float = 10.0,
+    min_runs: int = 200,
+    names: list[str] | None = None,
+    target: Target | None = None,
 ) -> list[dict[str, Any]]:
     """Measure models with the agent, interleaved with the calibration's reference model, so
     that ``latency_ms`` is given at the machine speed of the host calibration (the machine's
@@ -119,9 +133,14 @@ def measure_on_host(
     from targets.suite import reference_model
 
     t = target or host_target()
-    return measure(models, seconds=seconds, min_runs=min_runs, names=names,
-                   reference=reference_model().SerializeToString(),
-                   reference_ms=t.provenance.reference_ms)
+    return measure(
+        models,
+        seconds=seconds,
+        min_runs=min_runs,
+        names=names,
+        reference=reference_model().SerializeToString(),
+        reference_ms=t.provenance.reference_ms,
+    )
 
 
 def _fit_and_check(
@@ -140,7 +159,9 @@ def _fit_and_check(
     fid = compare_heldout(train, test, lambda m: latency_ms(m[0], m[1], part))
     fid["held_out"] = "25% of suite architectures (all their precision schemes)"
     constants = fit_kernel_constants(
-        [m for _, m in rows], power_w=POWER_W, row_weights=[_row_weight(n) for n, _ in rows],
+        [m for _, m in rows],
+        power_w=POWER_W,
+        row_weights=[_row_weight(n) for n, _ in rows],
         ridge=RIDGE,
     )
     return constants, fid
@@ -167,15 +188,25 @@ def calibrate_host(*, force: bool = True, seconds: float = CALIBRATION_SECONDS) 
     t0 = time.time()
     models = suite()
     results = measure(
-        [m.SerializeToString() for _, m in models], names=[n for n, _ in models],
-        seconds=seconds, min_runs=100, chunk_runs=20, reference_every=4,
+        [m.SerializeToString() for _, m in models],
+        names=[n for n, _ in models],
+        seconds=seconds,
+        min_runs=100,
+        chunk_runs=20,
+        reference_every=4,
         reference=reference_model().SerializeToString(),
     )
     path = cache_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     (path.parent / "host_measurements.json").write_text(
-        json.dumps({"machine": _machine(), "noise_ceiling": noise_ceiling(results),
-                    "measurements": results}, indent=1)
+        json.dumps(
+            {
+                "machine": _machine(),
+                "noise_ceiling": noise_ceiling(results),
+                "measurements": results,
+            },
+            indent=1,
+        )
     )
     return _build(models, results, t0)
 

@@ -37,8 +37,17 @@ def _vww() -> LayerGraph:
     b = GraphBuilder((1, 3, 96, 96))
     x = b.relu(b.conv("", 8, 3, stride=2))
     c = 8
-    for cout, s in ((16, 1), (32, 2), (32, 1), (64, 2), (64, 1), (128, 2), *[(128, 1)] * 5,
-                    (256, 2), (256, 1)):
+    for cout, s in (
+        (16, 1),
+        (32, 2),
+        (32, 1),
+        (64, 2),
+        (64, 1),
+        (128, 2),
+        *[(128, 1)] * 5,
+        (256, 2),
+        (256, 1),
+    ):
         x = b.relu(b.conv(b.relu(b.conv(x, c, 3, stride=s, groups=c)), cout, 1))
         c = cout
     b.linear(b.gap(x), 2)

@@ -32,8 +32,11 @@ def _user_files() -> dict[str, Path]:
     d = user_targets_dir()
     if not d.is_dir():
         return {}
-    return {p.stem: p for p in sorted(d.glob("*.json"))
-            if not p.stem.startswith("host") and p.stem not in _FACTORIES}
+    return {
+        p.stem: p
+        for p in sorted(d.glob("*.json"))
+        if not p.stem.startswith("host") and p.stem not in _FACTORIES
+    }
 
 
 def names() -> list[str]:
@@ -95,11 +98,19 @@ def _describe(t: Target) -> dict[str, Any]:
     fid = {k: v for k, v in p.fidelity.items() if k != "held_out_rows"}
     fast = getattr(t.constants, "precisions", None)
     return {
-        "name": t.name, "description": t.description, "runtime": t.runtime,
-        "calibrated": True, "cost_model": t.cost_model.name,
-        "provenance": {"source": p.source, "n_measurements": p.n_measurements, "date": p.date,
-                       "held_out_rows": p.fidelity.get("held_out_rows"),
-                       "machine": p.machine, "notes": p.notes},
+        "name": t.name,
+        "description": t.description,
+        "runtime": t.runtime,
+        "calibrated": True,
+        "cost_model": t.cost_model.name,
+        "provenance": {
+            "source": p.source,
+            "n_measurements": p.n_measurements,
+            "date": p.date,
+            "held_out_rows": p.fidelity.get("held_out_rows"),
+            "machine": p.machine,
+            "notes": p.notes,
+        },
         "fidelity": fid,
         "energy": _energy(t),
         **({"precisions": fast} if fast is not None else {}),
@@ -118,8 +129,16 @@ def describe_targets() -> list[dict[str, Any]]:
 
             cached = cached_host()
             if cached is None:
-                out.append({"name": name, "description": DESCRIPTION, "runtime": RUNTIME,
-                            "calibrated": False, "provenance": None, "fidelity": None})
+                out.append(
+                    {
+                        "name": name,
+                        "description": DESCRIPTION,
+                        "runtime": RUNTIME,
+                        "calibrated": False,
+                        "provenance": None,
+                        "fidelity": None,
+                    }
+                )
                 continue
             _CACHE[name] = cached
         out.append(_describe(get(name)))

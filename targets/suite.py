@@ -106,15 +106,21 @@ class OnnxBuilder:
             )
         self._init(n + "_s", scale)
         self.nodes.append(
-            helper.make_node(
-                "DequantizeLinear", [n + "_q", n + "_s", n + "_zp"], [n], axis=0
-            )
+            helper.make_node("DequantizeLinear", [n + "_q", n + "_s", n + "_zp"], [n], axis=0)
         )
         return n
 
     def conv(
-        self, x: str, cin: int, cout: int, k: int, *, stride: int = 1, groups: int = 1,
-        relu: bool = True, prec: tuple[int, int] = (32, 32),
+        self,
+        x: str,
+        cin: int,
+        cout: int,
+        k: int,
+        *,
+        stride: int = 1,
+        groups: int = 1,
+        relu: bool = True,
+        prec: tuple[int, int] = (32, 32),
     ) -> str:
         import numpy as np
         from onnx import helper
@@ -125,8 +131,13 @@ class OnnxBuilder:
         pad = (k - 1) // 2
         self.nodes.append(
             helper.make_node(
-                "Conv", [self.quant_act(x, prec[1]), w, b], [y], kernel_shape=[k, k],
-                strides=[stride, stride], pads=[pad] * 4, group=groups,
+                "Conv",
+                [self.quant_act(x, prec[1]), w, b],
+                [y],
+                kernel_shape=[k, k],
+                strides=[stride, stride],
+                pads=[pad] * 4,
+                group=groups,
             )
         )
         return self.relu(y) if relu else y
@@ -149,8 +160,7 @@ class OnnxBuilder:
             y = self.relu(y)
         return self.quant_act(y, act_bits) if act_bits == 8 else y
 
-    def pool(self, x: str, kind: str, *, k: int = 2, stride: int = 2,
-             act_bits: int = 32) -> str:
+    def pool(self, x: str, kind: str, *, k: int = 2, stride: int = 2, act_bits: int = 32) -> str:
         from onnx import helper
 
         y = self._name(kind)
@@ -184,7 +194,8 @@ class OnnxBuilder:
 
         c, h, w = self.input_shape
         graph = helper.make_graph(
-            self.nodes, name,
+            self.nodes,
+            name,
             [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, c, h, w])],
             [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
             initializer=self.inits,
@@ -222,8 +233,9 @@ def _single(b: OnnxBuilder, kind: str, c: int, cout: int, k: int, s: int, p: Pre
     raise ValueError(kind)
 
 
-def _resnet_chain(b: OnnxBuilder, c: int, widths: list[int], p: PrecFn,
-                  mids: list[int] | None = None) -> str:
+def _resnet_chain(
+    b: OnnxBuilder, c: int, widths: list[int], p: PrecFn, mids: list[int] | None = None
+) -> str:
     """Stem conv, then one residual block per width (stride 1 first, then 2), GAP, linear."""
     mids = mids or widths
     x = b.conv("input", c, widths[0], 3, prec=p(0))
@@ -233,8 +245,11 @@ def _resnet_chain(b: OnnxBuilder, c: int, widths: list[int], p: PrecFn,
         s = 1 if j == 0 else 2
         y = b.conv(x, cin, mid, 3, stride=s, prec=p(i))
         y = b.conv(y, mid, w, 3, relu=False, prec=p(i + 1))
-        sc = x if (s == 1 and cin == w) else b.conv(x, cin, w, 1, stride=s, relu=False,
-                                                     prec=p(i + 2))
+        sc = (
+            x
+            if (s == 1 and cin == w)
+            else b.conv(x, cin, w, 1, stride=s, relu=False, prec=p(i + 2))
+        )
         x = b.add(y, sc, act_bits=8 if p(i + 1)[1] == 8 else 32, relu=True)
         i += 3
         cin = w
@@ -255,8 +270,7 @@ def _dscnn_chain(b: OnnxBuilder, c: int, widths: list[int], p: PrecFn) -> str:
     return b.linear(x, cin, 10, prec=p(2 * n + 1))
 
 
-def _mbv2_chain(b: OnnxBuilder, c: int, widths: list[int], expand: list[int],
-                p: PrecFn) -> str:
+def _mbv2_chain(b: OnnxBuilder, c: int, widths: list[int], expand: list[int], p: PrecFn) -> str:
     """Stride-2 stem, inverted residual blocks (1x1 expand, dw 3x3, 1x1 project; residual add
     where the shape allows), GAP, linear. ``widths[0]`` is the stem width."""
     x = b.conv("input", c, widths[0], 3, stride=2, prec=p(0))
@@ -275,8 +289,7 @@ def _mbv2_chain(b: OnnxBuilder, c: int, widths: list[int], expand: list[int],
     return b.linear(x, cin, 10, prec=p(k))
 
 
-def _single_spec(b: OnnxBuilder, p: PrecFn, *, kind: str, c: int, cout: int, k: int,
-                 s: int) -> str:
+def _single_spec(b: OnnxBuilder, p: PrecFn, *, kind: str, c: int, cout: int, k: int, s: int) -> str:
     return _single(b, kind, c, cout, k, s, p)
 
 
@@ -297,8 +310,9 @@ def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelPro
     rng = random.Random(seed)
     specs: list[tuple[str, tuple[int, int, int], Callable[[OnnxBuilder, PrecFn], str]]] = []
 
-    def add_spec(name: str, shape: tuple[int, int, int],
-                 fn: Callable[[OnnxBuilder, PrecFn], str]) -> None:
+    def add_spec(
+        name: str, shape: tuple[int, int, int], fn: Callable[[OnnxBuilder, PrecFn], str]
+    ) -> None:
         specs.append((f"{name}_{len(specs)}", shape, fn))
 
     def pruned(base: int) -> int:
@@ -313,25 +327,25 @@ def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelPro
         cout = rng.choice((6, 8, 10, 16, 24, 28, 32, 48, 64))
         k = rng.choice((1, 3, 5, 7)) if kind == "conv" else 3
         s = rng.choice((1, 2)) if kind in ("conv", "dwconv") else 1
-        add_spec(f"{kind}{k}s{s}_c{c}x{cout}_hw{hw}", (c, hw, hw),
-                 partial(_single_spec, kind=kind, c=c, cout=cout, k=k, s=s))
+        add_spec(
+            f"{kind}{k}s{s}_c{c}x{cout}_hw{hw}",
+            (c, hw, hw),
+            partial(_single_spec, kind=kind, c=c, cout=cout, k=k, s=s),
+        )
     n_chain = 2 if size == "small" else 12
     for _ in range(n_chain):
         hw = rng.choice((28, 28, 32, 14))
         cin = 1 if hw != 32 else 3
         ws = [pruned(16), pruned(32), pruned(64)]  # stem (= first block) and two stages
         mids = [pruned(16), pruned(32), pruned(64)]
-        add_spec(f"resnet_hw{hw}", (cin, hw, hw),
-                 partial(_resnet_spec, cin=cin, ws=ws, mids=mids))
+        add_spec(f"resnet_hw{hw}", (cin, hw, hw), partial(_resnet_spec, cin=cin, ws=ws, mids=mids))
         dw = [pruned(64) for _ in range(5)]
-        add_spec(f"dscnn_hw{hw}", (cin, hw, hw),
-                 partial(_dscnn_spec, cin=cin, ws=dw))
+        add_spec(f"dscnn_hw{hw}", (cin, hw, hw), partial(_dscnn_spec, cin=cin, ws=dw))
         c0 = pruned(16)
         c1 = pruned(24)
         mw = [c0, c0, c1, c1, pruned(32)]
         ex = [rng.choice((2, 4, 6)) for _ in range(4)]
-        add_spec(f"mbv2_hw{hw}", (cin, hw, hw),
-                 partial(_mbv2_spec, cin=cin, ws=mw, ex=ex))
+        add_spec(f"mbv2_hw{hw}", (cin, hw, hw), partial(_mbv2_spec, cin=cin, ws=mw, ex=ex))
 
     schemes = ["fp32", "int8", "w8", "w4", "a16", "mixed", "w4a8"]
     out: list[tuple[str, onnx.ModelProto]] = []

@@ -96,9 +96,7 @@ class Studies:
 
     def state(self, run: Run | None, summary: dict[str, Any] | None, running_trials: int) -> str:
         state = self.runs.state(run)
-        done = summary is not None and (
-            summary["trained"] >= summary["requested_trials"]
-        )
+        done = summary is not None and (summary["trained"] >= summary["requested_trials"])
         if state is None:  # made outside the service
             return "running" if running_trials else ("finished" if done else "stopped")
         if state == "interrupted" and done:

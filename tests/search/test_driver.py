@@ -84,3 +84,9 @@ def test_tell_records_feasibility_reason_and_constraints() -> None:
     assert study.trials[slow.number].value == 0.0
     for t in study.trials:
         assert "driver_s" in t.user_attrs
+
+
+def test_latency_budget_keeps_the_targets_error_margin() -> None:
+    budgets = resolve_budgets(parse_spec(SPEC), {"latency_ms": 0.4, "size_kb": 300.0}, margin=0.1)
+    assert budgets["latency_ms"] == pytest.approx(0.18)  # 50% of 0.4, less 10%
+    assert budgets["size_kb"] == pytest.approx(40.0)  # size is computed exactly: no margin
