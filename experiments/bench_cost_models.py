@@ -75,13 +75,15 @@ def _scaling(name: str) -> dict[str, Any]:
         spec = NB201_DEVICES[name]
         rows = nb201_rows(spec.column)
         picked = random.Random(0).sample(rows, min(len(rows), NB201_FIT + NB201_TEST))
-        ms: list[Measurement] = [(g, int8_bits(g) if spec.int8 else {}, lat)
-              for g, lat in ((_graph(a), lat) for _, a, lat in picked)]
+        ms: list[Measurement] = [
+            (g, int8_bits(g) if spec.int8 else {}, lat)
+            for g, lat in ((_graph(a), lat) for _, a, lat in picked)
+        ]
         fit_pool, test = ms[:NB201_FIT], ms[NB201_FIT:]
     else:
         lr: list[Measurement] = [(g, {}, lat) for _, g, lat in lut_rows()]
         random.Random(0).shuffle(lr)
-        test, fit_pool = lr[: len(lr) // 4], lr[len(lr) // 4:]
+        test, fit_pool = lr[: len(lr) // 4], lr[len(lr) // 4 :]
     out: dict[str, Any] = {}
     for n in SIZES:
         if n > len(fit_pool):
@@ -106,11 +108,15 @@ def cli_check(column_device: str, *, n_fit: int = 100, n_test: int = 1000) -> di
 
     spec = NB201_DEVICES[column_device]
     rows = nb201_rows(spec.column)
-    shipped_used = {r for r, _, _ in random.Random(0).sample(
-        rows, min(len(rows), NB201_FIT + NB201_TEST))[:NB201_FIT]}
+    shipped_used = {
+        r
+        for r, _, _ in random.Random(0).sample(rows, min(len(rows), NB201_FIT + NB201_TEST))[
+            :NB201_FIT
+        ]
+    }
     pool = [r for r in rows if r[0] not in shipped_used and _graph(r[1]).layers]
     random.Random(1).shuffle(pool)
-    fit_rows, test_rows = pool[:n_fit], pool[n_fit:n_fit + n_test]
+    fit_rows, test_rows = pool[:n_fit], pool[n_fit : n_fit + n_test]
     name = f"check-{column_device}"
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -124,22 +130,46 @@ def cli_check(column_device: str, *, n_fit: int = 100, n_test: int = 1000) -> di
         (tmp / "m.csv").write_text("\n".join(lines) + "\n")
         env = {**os.environ, "EDGETUNE_HOME": str(tmp / "home")}
         proc = subprocess.run(
-            [sys.executable, "-m", "search.cli", "calibrate", name, "--measurements",
-             str(tmp / "m.csv"), "--json"], env=env, capture_output=True, text=True, check=False)
+            [
+                sys.executable,
+                "-m",
+                "search.cli",
+                "calibrate",
+                name,
+                "--measurements",
+                str(tmp / "m.csv"),
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"edgetune calibrate failed: {proc.stderr}")
         target = load_target_file(tmp / "home" / "targets" / f"{name}.json")
     meas = [lat for _, _, lat in test_rows]
-    pred = [target.predict(_graph(a), int8_bits(_graph(a)) if spec.int8 else {}).latency_ms
-            for _, a, _ in test_rows]
+    pred = [
+        target.predict(_graph(a), int8_bits(_graph(a)) if spec.int8 else {}).latency_ms
+        for _, a, _ in test_rows
+    ]
     train_m: list[Measurement] = [(_graph(a), {}, lat) for _, a, lat in fit_rows]
     c = fit_flops_constant(train_m)
     base = fidelity([c * total_macs((_graph(a), {}, 0.0)) for _, a, _ in test_rows], meas)
     model = fidelity(pred, meas)
-    beats = (model["within_10pct"] > base["within_10pct"] and model["spearman"] > base["spearman"]
-             and model["mdape"] < base["mdape"])
-    return {"device": column_device, "n_fit": len(fit_rows), "n_test": len(test_rows),
-            "model": model, "flops_baseline": base, "beats_baseline_on_every_figure": beats}
+    beats = (
+        model["within_10pct"] > base["within_10pct"]
+        and model["spearman"] > base["spearman"]
+        and model["mdape"] < base["mdape"]
+    )
+    return {
+        "device": column_device,
+        "n_fit": len(fit_rows),
+        "n_test": len(test_rows),
+        "model": model,
+        "flops_baseline": base,
+        "beats_baseline_on_every_figure": beats,
+    }
 
 
 def _fmt(f: dict[str, Any]) -> str:
@@ -159,41 +189,65 @@ def main(argv: list[str] | None = None) -> int:
 
     table = [d for d in targets.describe_targets() if d.get("fidelity")]
     scaling = {n: _scaling(n) for n in (*[d for d in NB201_DEVICES], "samsung-note10-cpu")}
-    checks = [] if args.no_cli_check else [
-        cli_check(d) for d, s in NB201_DEVICES.items() if not s.int8]
+    checks = (
+        [] if args.no_cli_check else [cli_check(d) for d, s in NB201_DEVICES.items() if not s.int8]
+    )
 
-    md = ["# Cost-model fidelity on held-out rows", "",
-          "| target | cost model | n measurements | n held out | within ±10% | Spearman | MdAPE | "
-          "FLOPs within ±10% | FLOPs Spearman | FLOPs MdAPE | energy |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    md = [
+        "# Cost-model fidelity on held-out rows",
+        "",
+        "| target | cost model | n measurements | n held out | within ±10% | Spearman | MdAPE | "
+        "FLOPs within ±10% | FLOPs Spearman | FLOPs MdAPE | energy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for d in table:
         f = d["fidelity"]
-        md.append(f"| {d['name']} | {d['cost_model']} | {d['provenance']['n_measurements']} | "
-                  f"{f['n_heldout']} | {_fmt(f)} | {_fmt(f['flops_baseline'])} | "
-                  f"{d['energy']['method']} |")
-    md += ["", "n measurements: the rows the shipped constants are refitted on; fidelity is of a fit on the "
-           "rows not held out", "", "## Fidelity vs number of calibration rows (same held-out rows)",
-           "", "| target | rows | within ±10% | Spearman | MdAPE | FLOPs within ±10% | "
-           "FLOPs Spearman | FLOPs MdAPE | n held out (unpredictable: a layer class no fitting "
-           "row had) |", "|---|---|---|---|---|---|---|---|---|"]
+        md.append(
+            f"| {d['name']} | {d['cost_model']} | {d['provenance']['n_measurements']} | "
+            f"{f['n_heldout']} | {_fmt(f)} | {_fmt(f['flops_baseline'])} | "
+            f"{d['energy']['method']} |"
+        )
+    md += [
+        "",
+        "n measurements: the rows the shipped constants are refitted on; fidelity is of a fit on the "
+        "rows not held out",
+        "",
+        "## Fidelity vs number of calibration rows (same held-out rows)",
+        "",
+        "| target | rows | within ±10% | Spearman | MdAPE | FLOPs within ±10% | "
+        "FLOPs Spearman | FLOPs MdAPE | n held out (unpredictable: a layer class no fitting "
+        "row had) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, by_n in scaling.items():
         for n, f in by_n.items():
-            md.append(f"| {name} | {n} | {_fmt(f)} | {_fmt(f['flops_baseline'])} | "
-                      f"{f['n_heldout']} ({f['n_unpredictable']}) |")
+            md.append(
+                f"| {name} | {n} | {_fmt(f)} | {_fmt(f['flops_baseline'])} | "
+                f"{f['n_heldout']} ({f['n_unpredictable']}) |"
+            )
     if checks:
-        md += ["", "## `edgetune calibrate` with 100 whole-network rows, predicting 1,000 others",
-               "", "| device column | within ±10% | Spearman | MdAPE | FLOPs within ±10% | "
-               "FLOPs Spearman | FLOPs MdAPE | beats FLOPs on every figure |",
-               "|---|---|---|---|---|---|---|---|"]
+        md += [
+            "",
+            "## `edgetune calibrate` with 100 whole-network rows, predicting 1,000 others",
+            "",
+            "| device column | within ±10% | Spearman | MdAPE | FLOPs within ±10% | "
+            "FLOPs Spearman | FLOPs MdAPE | beats FLOPs on every figure |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for c in checks:
-            md.append(f"| {c['device']} | {_fmt(c['model'])} | {_fmt(c['flops_baseline'])} | "
-                      f"{c['beats_baseline_on_every_figure']} |")
+            md.append(
+                f"| {c['device']} | {_fmt(c['model'])} | {_fmt(c['flops_baseline'])} | "
+                f"{c['beats_baseline_on_every_figure']} |"
+            )
     text = "\n".join(md) + "\n"
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "cost_models.md").write_text(text)
-    (RESULTS / "cost_models.json").write_text(json.dumps(
-        {"targets": table, "scaling": scaling, "cli_check": checks}, indent=1, default=str))
+    (RESULTS / "cost_models.json").write_text(
+        json.dumps(
+            {"targets": table, "scaling": scaling, "cli_check": checks}, indent=1, default=str
+        )
+    )
     _plot(scaling, RESULTS / "cost_models.png")
     print(f"wrote {RESULTS / 'cost_models.md'}, .json and .png", file=sys.stderr)
     return 0
@@ -208,12 +262,20 @@ def _plot(scaling: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, by_n in scaling.items():
         ns = [int(n) for n in by_n]
-        line, = axes[0].plot(ns, [by_n[n]["within_10pct"] for n in by_n], marker="o", label=name)
-        axes[0].plot(ns, [by_n[n]["flops_baseline"]["within_10pct"] for n in by_n], ls=":",
-                     color=line.get_color())
+        (line,) = axes[0].plot(ns, [by_n[n]["within_10pct"] for n in by_n], marker="o", label=name)
+        axes[0].plot(
+            ns,
+            [by_n[n]["flops_baseline"]["within_10pct"] for n in by_n],
+            ls=":",
+            color=line.get_color(),
+        )
         axes[1].plot(ns, [by_n[n]["spearman"] for n in by_n], marker="o", color=line.get_color())
-        axes[1].plot(ns, [by_n[n]["flops_baseline"]["spearman"] for n in by_n], ls=":",
-                     color=line.get_color())
+        axes[1].plot(
+            ns,
+            [by_n[n]["flops_baseline"]["spearman"] for n in by_n],
+            ls=":",
+            color=line.get_color(),
+        )
     for ax, title in zip(axes, ("share within ±10%", "Spearman ρ"), strict=True):
         ax.set_xscale("log")
         ax.set_xlabel("calibration rows")

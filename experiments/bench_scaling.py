@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from experiments.bench_util import edgetune  # noqa: E402
+
 RESULTS = ROOT / "experiments" / "results"
 TEACHER = ROOT / "experiments" / "fashion_mnist" / "resnet8_teacher.pt"
 
@@ -39,19 +41,6 @@ space:
   distillation: {{steps: {steps}, eval_every: 20, lr: 0.002}}
 search: {{trials: {trials}, workers: 1, executor: ray, seed: 0, seed_trials: 0, stopper: none}}
 """
-
-
-def edgetune(*args: str) -> tuple[dict[str, Any], float]:
-    t = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "search.cli", *args, "--json"],
-        text=True,
-        stdout=subprocess.PIPE,
-        env=dict(os.environ),
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"edgetune {' '.join(args)} failed with {proc.returncode}")
-    return json.loads(proc.stdout), time.perf_counter() - t
 
 
 def study_figures(storage: str, name: str) -> dict[str, Any]:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,21 +24,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from experiments.bench_util import edgetune  # noqa: E402
+
 SPEC = ROOT / "experiments" / "fashion_mnist" / "resnet8_host.yaml"
 RESULTS = ROOT / "experiments" / "results"
-
-
-def edgetune(*args: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "search.cli", *args, "--json"],
-        text=True,
-        stdout=subprocess.PIPE,
-        env=dict(os.environ),
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"edgetune {' '.join(args)} failed with {proc.returncode}")
-    out: dict[str, Any] = json.loads(proc.stdout)
-    return out
 
 
 def hypervolume(points: list[tuple[float, float]]) -> float:
@@ -228,7 +216,7 @@ def main() -> int:
         spec_path.write_text(text)
         study = f"bench-{sampler}-{stamp}"
         t = time.perf_counter()
-        summary = edgetune(
+        summary, _ = edgetune(
             "search",
             str(spec_path),
             "--storage",
@@ -245,7 +233,7 @@ def main() -> int:
         stats = trial_stats(storage, study, teacher_lat)
         stats["wall_s"] = wall
         if summary["best"]:
-            ex = edgetune("export", study, "--storage", storage, "--out", str(work / study))
+            ex, _ = edgetune("export", study, "--storage", storage, "--out", str(work / study))
             exports[label] = ex["onnx"]
             stats["export"] = {
                 k: ex[k]

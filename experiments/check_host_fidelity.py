@@ -31,10 +31,13 @@ def _nets(n: int, seed: int) -> list[tuple[str, Any, tuple[int, int, int]]]:
         def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return a + b
 
-    def cbr(cin: int, cout: int, k: int, s: int = 1, g: int = 1, act: bool = True,
-            act6: bool = False) -> nn.Sequential:
-        mods: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=g,
-                                           bias=False), nn.BatchNorm2d(cout)]
+    def cbr(
+        cin: int, cout: int, k: int, s: int = 1, g: int = 1, act: bool = True, act6: bool = False
+    ) -> nn.Sequential:
+        mods: list[nn.Module] = [
+            nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=g, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         if act:
             mods.append(nn.ReLU6() if act6 else nn.ReLU())
         return nn.Sequential(*mods)
@@ -52,9 +55,11 @@ def _nets(n: int, seed: int) -> list[tuple[str, Any, tuple[int, int, int]]]:
     class IR(nn.Module):
         def __init__(self, cin: int, hid: int, cout: int, s: int) -> None:
             super().__init__()
-            self.body = nn.Sequential(cbr(cin, hid, 1, act6=True),
-                                      cbr(hid, hid, 3, s, g=hid, act6=True),
-                                      cbr(hid, cout, 1, act=False))
+            self.body = nn.Sequential(
+                cbr(cin, hid, 1, act6=True),
+                cbr(hid, hid, 3, s, g=hid, act6=True),
+                cbr(hid, cout, 1, act=False),
+            )
             self.res = s == 1 and cin == cout
             self.add = Add()
 
@@ -77,8 +82,13 @@ def _nets(n: int, seed: int) -> list[tuple[str, Any, tuple[int, int, int]]]:
         cin = 1 if hw == 28 else 3
         if fam == "resnet":
             c0, c1, c2, c3 = w(16), w(16), w(32), w(64)
-            m = nn.Sequential(cbr(cin, c0, 3), Block(c0, c1, c0, 1), Block(c0, w(32), c2, 2),
-                              Block(c2, w(64), c3, 2), *head(c3))
+            m = nn.Sequential(
+                cbr(cin, c0, 3),
+                Block(c0, c1, c0, 1),
+                Block(c0, w(32), c2, 2),
+                Block(c2, w(64), c3, 2),
+                *head(c3),
+            )
         elif fam == "dscnn":
             c = w(64)
             blocks: list[nn.Module] = [cbr(cin, c, 3, 2)]
@@ -122,24 +132,37 @@ def _export(model: Any, shape: tuple[int, int, int], tmp: Path, name: str) -> tu
     fp32 = tmp / f"{name}_fp32.onnx"
     buf = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(model, (torch.randn(1, *shape),), buf,  # type: ignore[arg-type]
-                          dynamo=False,
-                          input_names=["input"], output_names=["logits"])
+        torch.onnx.export(
+            model,
+            (torch.randn(1, *shape),),
+            buf,  # type: ignore[arg-type]
+            dynamo=False,
+            input_names=["input"],
+            output_names=["logits"],
+        )
     fp32.write_bytes(buf.getvalue())
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             rng = np.random.default_rng(0)
-            self.data = iter([{"input": rng.standard_normal((1, *shape)).astype(np.float32)}
-                              for _ in range(8)])
+            self.data = iter(
+                [{"input": rng.standard_normal((1, *shape)).astype(np.float32)} for _ in range(8)]
+            )
 
         def get_next(self) -> dict[str, Any] | None:
             return next(self.data, None)
 
     qdq = tmp / f"{name}_int8.onnx"
-    quantize_static(str(fp32), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
+    quantize_static(
+        str(fp32),
+        str(qdq),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        reduce_range=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
     return fp32, qdq
 
 
@@ -157,40 +180,61 @@ def _winners(n: int, seed: int, target: Any) -> list[tuple[str, bytes, float]]:
     out = []
     for i in range(n):
         model = resnet8((1, 28, 28)).eval()
-        ratios = {g.name: rng.choice((0.0, 0.25, 0.5))
-                  for g in pruning.find_groups(model, (1, 28, 28))}
+        ratios = {
+            g.name: rng.choice((0.0, 0.25, 0.5)) for g in pruning.find_groups(model, (1, 28, 28))
+        }
         student = pruning.apply(model, ratios, input_shape=(1, 28, 28)).eval()
         graph = from_torch(student, (1, 28, 28))
         bits = {}
         for la in graph.layers:
             if la.kind in ("conv", "dwconv", "linear"):
-                bits[la.name] = rng.choice([Precision(8, 8)] * 3 + [
-                    Precision(4, 8), Precision(32, 32), Precision(6, 8)])
+                bits[la.name] = rng.choice(
+                    [Precision(8, 8)] * 3 + [Precision(4, 8), Precision(32, 32), Precision(6, 8)]
+                )
             elif la.kind == "add":
                 bits[la.name] = rng.choice([Precision(32, 8), Precision()])
         bits = {k: v for k, v in bits.items() if v != Precision()}
         q = quantization.apply(student, bits, torch.randn(16, 1, 28, 28), reduce_range=True)
         onnx_model = to_onnx(q, (1, 28, 28))
-        out.append((f"winner{i}_resnet8", onnx_model.SerializeToString(),
-                    target.predict(graph, bits).latency_ms))
+        out.append(
+            (
+                f"winner{i}_resnet8",
+                onnx_model.SerializeToString(),
+                target.predict(graph, bits).latency_ms,
+            )
+        )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=20)
-    p.add_argument("--winners", type=int, default=6,
-                   help="exported pruned mixed-precision ResNet-8 students to check")
+    p.add_argument(
+        "--winners",
+        type=int,
+        default=6,
+        help="exported pruned mixed-precision ResNet-8 students to check",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--recalibrate", action="store_true")
-    p.add_argument("--workdir", type=Path, default=None,
-                   help="keep the exported models and measurements here (default: temporary)")
-    p.add_argument("--reuse", action="store_true",
-                   help="reuse the models and measurements in --workdir (re-predict only; "
-                        "valid only with the same host calibration)")
-    p.add_argument("--reuse-models", action="store_true",
-                   help="reuse the exported models in --workdir, but measure them again")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the exported models and measurements here (default: temporary)",
+    )
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse the models and measurements in --workdir (re-predict only; "
+        "valid only with the same host calibration)",
+    )
+    p.add_argument(
+        "--reuse-models",
+        action="store_true",
+        help="reuse the exported models in --workdir, but measure them again",
+    )
     args = p.parse_args(argv)
 
     import onnx
@@ -222,53 +266,79 @@ def main(argv: list[str] | None = None) -> int:
             results = measure_on_host(
                 to_measure,
                 names=[f.stem for f in files] + [w[0] for w in winners],
-                seconds=args.seconds, min_runs=200, target=target,
+                seconds=args.seconds,
+                min_runs=200,
+                target=target,
             )
-            for r, w in zip(results[len(files):], winners, strict=True):
+            for r, w in zip(results[len(files) :], winners, strict=True):
                 r["predicted_from_torch_ms"] = w[2]
             saved.write_text(json.dumps(results))
         preds = []
         for f in files:
             g, b = from_onnx(onnx.load(str(f)))
             preds.append(target.predict(g, b).latency_ms)
-        preds += [r["predicted_from_torch_ms"] for r in results[len(files):]]
-    rows = [{"model": r["name"], "predicted_ms": p_, "measured_ms": r["latency_ms"],
-             "raw_measured_ms": r["raw_latency_ms"], "ratio": p_ / r["latency_ms"]}
-            for r, p_ in zip(results, preds, strict=True)]
+        preds += [r["predicted_from_torch_ms"] for r in results[len(files) :]]
+    rows = [
+        {
+            "model": r["name"],
+            "predicted_ms": p_,
+            "measured_ms": r["latency_ms"],
+            "raw_measured_ms": r["raw_latency_ms"],
+            "ratio": p_ / r["latency_ms"],
+        }
+        for r, p_ in zip(results, preds, strict=True)
+    ]
     meas = [r["measured_ms"] for r in rows]
     summary: dict[str, Any] = {
         "all": fidelity(preds, meas),
         "all_raw": fidelity(preds, [r["raw_measured_ms"] for r in rows]),
-        "fp32": fidelity([r["predicted_ms"] for r in rows if r["model"].endswith("fp32")],
-                         [r["measured_ms"] for r in rows if r["model"].endswith("fp32")]),
-        "int8": fidelity([r["predicted_ms"] for r in rows if r["model"].endswith("int8")],
-                         [r["measured_ms"] for r in rows if r["model"].endswith("int8")]),
+        "fp32": fidelity(
+            [r["predicted_ms"] for r in rows if r["model"].endswith("fp32")],
+            [r["measured_ms"] for r in rows if r["model"].endswith("fp32")],
+        ),
+        "int8": fidelity(
+            [r["predicted_ms"] for r in rows if r["model"].endswith("int8")],
+            [r["measured_ms"] for r in rows if r["model"].endswith("int8")],
+        ),
         "winners": {
             "ratios": [round(r["ratio"], 3) for r in rows if r["model"].startswith("winner")],
-            "raw_ratios": [round(r["predicted_ms"] / r["raw_measured_ms"], 3)
-                           for r in rows if r["model"].startswith("winner")],
+            "raw_ratios": [
+                round(r["predicted_ms"] / r["raw_measured_ms"], 3)
+                for r in rows
+                if r["model"].startswith("winner")
+            ],
         },
         "noise_ceiling": noise_ceiling(results),
         "target_fidelity_on_suite": target.provenance.fidelity,
         "target_date": target.provenance.date,
     }
     for r in rows:
-        print(f"{r['model']:28s} pred {r['predicted_ms']:.4f}  meas {r['measured_ms']:.4f}  "
-              f"ratio {r['ratio']:.2f}")
-    print("measured_ms: at the calibration's machine speed (ratio to the reference model x "
-          "its calibration latency); all_raw: plain medians")
+        print(
+            f"{r['model']:28s} pred {r['predicted_ms']:.4f}  meas {r['measured_ms']:.4f}  "
+            f"ratio {r['ratio']:.2f}"
+        )
+    print(
+        "measured_ms: at the calibration's machine speed (ratio to the reference model x "
+        "its calibration latency); all_raw: plain medians"
+    )
     w = summary["winners"]
     if w["ratios"]:
-        print(f"exported ResNet-8 winners, predicted/measured: {w['ratios']} "
-              f"(raw: {w['raw_ratios']}); within 15%: "
-              f"{sum(abs(x - 1) <= 0.15 for x in w['ratios'])}/{len(w['ratios'])}")
+        print(
+            f"exported ResNet-8 winners, predicted/measured: {w['ratios']} "
+            f"(raw: {w['raw_ratios']}); within 15%: "
+            f"{sum(abs(x - 1) <= 0.15 for x in w['ratios'])}/{len(w['ratios'])}"
+        )
     for k in ("all", "fp32", "int8", "all_raw"):
         f = summary[k]
-        print(f"{k:5s}: n={f['n']:.0f} within ±10%: {f['within_10pct']:.0%}  Spearman "
-              f"{f['spearman']:.3f}  MdAPE {f['mdape']:.1f}%")
+        print(
+            f"{k:5s}: n={f['n']:.0f} within ±10%: {f['within_10pct']:.0%}  Spearman "
+            f"{f['spearman']:.3f}  MdAPE {f['mdape']:.1f}%"
+        )
     nc = summary["noise_ceiling"]
-    print(f"noise ceiling: {nc['within_10pct']:.0%} of models agree within 10% between two "
-          f"interleaved passes (median diff {nc['median_diff_pct']:.1f}%)")
+    print(
+        f"noise ceiling: {nc['within_10pct']:.0%} of models agree within 10% between two "
+        f"interleaved passes (median diff {nc['median_diff_pct']:.1f}%)"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
     print(f"wrote {RESULTS}")

@@ -68,7 +68,11 @@ def read_idx(path: Path) -> np.ndarray:
             f"{path}: header says shape {shape} ({expected} bytes of data), "
             f"got {len(data) - offset} bytes; the file is truncated or corrupt"
         )
-    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(data, dtype=dtype, offset=offset)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 def _find(folder: Path, stem: str) -> Path | None:

@@ -55,8 +55,13 @@ def _conv_bn(
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     layers: list[nn.Module] = [
         nn.Conv2d(
-            cin, cout, (kh, kw), stride=stride, padding=((kh - 1) // 2, (kw - 1) // 2),
-            groups=groups, bias=False,
+            cin,
+            cout,
+            (kh, kw),
+            stride=stride,
+            padding=((kh - 1) // 2, (kw - 1) // 2),
+            groups=groups,
+            bias=False,
         ),
         nn.BatchNorm2d(cout),
     ]
@@ -119,10 +124,7 @@ class DSCNN(nn.Module):
         super().__init__()
         self.stem = _conv_bn(in_channels, 64, stem_kernel, stride=2)
         self.blocks = nn.Sequential(
-            *[
-                nn.Sequential(_conv_bn(64, 64, 3, groups=64), _conv_bn(64, 64, 1))
-                for _ in range(4)
-            ]
+            *[nn.Sequential(_conv_bn(64, 64, 3, groups=64), _conv_bn(64, 64, 1)) for _ in range(4)]
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

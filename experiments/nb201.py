@@ -76,8 +76,12 @@ def _live_edges(nodes: list[list[tuple[str, int]]]) -> dict[int, set[tuple[str, 
     for j in (3, 2, 1):
         if j in used:
             used |= {i for op, i in nodes[j - 1] if op != "none" and not zero[i]}
-    return {j: {(op, i) for op, i in nodes[j - 1] if op != "none" and not zero[i]}
-            if j in used else set() for j in (1, 2, 3)}
+    return {
+        j: {(op, i) for op, i in nodes[j - 1] if op != "none" and not zero[i]}
+        if j in used
+        else set()
+        for j in (1, 2, 3)
+    }
 
 
 class _Ops:
@@ -127,9 +131,17 @@ class _Ops:
 
         y = self.ob._name("avgpool")
         pads = [(k - 1) // 2] * 4 if stride == 1 else [0] * 4
-        self.ob.nodes.append(helper.make_node(
-            "AveragePool", [x], [y], kernel_shape=[k, k], strides=[stride, stride], pads=pads,
-            count_include_pad=0))
+        self.ob.nodes.append(
+            helper.make_node(
+                "AveragePool",
+                [x],
+                [y],
+                kernel_shape=[k, k],
+                strides=[stride, stride],
+                pads=pads,
+                count_include_pad=0,
+            )
+        )
         self.c[y] = self.c[x]
         return y
 

@@ -51,8 +51,14 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     train_teacher(
-        model, x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        seed=args.seed, log=log,
+        model,
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        log=log,
     )
     seconds = time.perf_counter() - start
     accuracy = evaluate(model, x_test, y_test)
