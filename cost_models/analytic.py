@@ -93,13 +93,25 @@ def _weight_bytes(graph: LayerGraph, bits: Bits) -> float:
 
 
 def size_kb(graph: LayerGraph, bits: Bits) -> float:
-    """Packed weights: params × container bits / 8, + 5 bytes of scale/zero point per channel
-    of each quantized layer; float layers at 32 bits."""
-    total = _weight_bytes(graph, bits)
+    """The bits actually packed, as ``search.onnx_export.packed_size_bytes`` counts them.
+
+    A quantized conv/linear layer: its weights at ``weight_bits`` each, plus a float32 scale
+    and a float32 bias per output channel (``params`` counts the bias, folded from batch norm);
+    a float layer: every parameter at 32 bits. Each activation quantizer adds its float32
+    scale and its zero point (an add has three: both inputs and its output).
+    """
+    total = 0.0
     for layer in graph.layers:
         p = bits.get(layer.name, _FLOAT)
-        if layer.kind in WEIGHTED_KINDS and p.weight_bits != FLOAT_BITS:
-            total += layer.out_shape[1] * 5
+        if layer.kind in WEIGHTED_KINDS:
+            channels = layer.out_shape[1]
+            if p.weight_bits == FLOAT_BITS:
+                total += layer.params * 4
+            else:
+                total += (layer.params - channels) * p.weight_bits / 8 + channels * 8
+        if p.act_bits != FLOAT_BITS:
+            quantizers = 3 if layer.kind == "add" else 1
+            total += quantizers * (4 + p.act_bits / 8)
     return total / 1024
 
 

@@ -134,14 +134,17 @@ def test_fused_chain_has_one_quantize_and_one_dequantize() -> None:
 def test_size_kb_packs_bits() -> None:
     fp32 = size_kb(GRAPH, {})
     assert fp32 == pytest.approx((40 + 10) * 4 / 1024)
+    # the conv: 36 weights + 4 biases; quantized, each channel keeps a fp32 bias and fp32 scale
     w8 = size_kb(GRAPH, {"conv": Precision(8, 32)})
     w4 = size_kb(GRAPH, {"conv": Precision(4, 32)})
-    overhead = 4 * 5  # 4 output channels x (fp32 scale + 1-byte zero point)
-    assert w8 == pytest.approx((40 * 1 + overhead + 10 * 4) / 1024)
-    # 4-bit weights take half the bytes of 8-bit ones
-    assert (w4 * 1024 - overhead - 40) == pytest.approx((w8 * 1024 - overhead - 40) / 2)
-    # 6 bits are stored in an int8 container
-    assert size_kb(GRAPH, {"conv": Precision(6, 32)}) == pytest.approx(w8)
+    w6 = size_kb(GRAPH, {"conv": Precision(6, 32)})
+    per_channel = 4 * 8
+    assert w8 == pytest.approx((36 * 1 + per_channel + 10 * 4) / 1024)
+    # bits are packed: 4-bit weights take half the bytes of 8-bit ones, 6-bit three quarters
+    assert w4 * 1024 == pytest.approx(36 * 0.5 + per_channel + 40)
+    assert w6 * 1024 == pytest.approx(36 * 0.75 + per_channel + 40)
+    # an 8-bit activation quantizer adds its fp32 scale and 1-byte zero point
+    assert size_kb(GRAPH, {"conv": Precision(8, 8)}) * 1024 == pytest.approx(w8 * 1024 + 5)
 
 
 def test_peak_memory_kb() -> None:

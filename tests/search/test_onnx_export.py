@@ -146,3 +146,33 @@ def test_scope_path_follows_the_legacy_exporter() -> None:
     assert scope_path("stage1.conv1.0") == "/stage1/conv1/conv1.0"
     assert scope_path("blocks.0.body.1.0") == "/blocks/blocks.0/body/body.1/body.1.0"
     assert scope_path("classifier") == "/classifier"
+
+
+def test_packed_size_is_what_the_cost_model_budgets() -> None:
+    """The size the search holds to its budget is the size the export reports as packed."""
+    import optuna
+
+    from cost_models import from_torch, size_kb
+    from search.spec import parse_spec
+    from spaces.quantization import apply
+
+    spec = parse_spec(
+        {
+            "name": "s",
+            "model": {"name": "resnet8"},
+            "space": {
+                "quantization": {"weight_bits": [3, 5, 8, 32], "activation_bits": [8, 16, 32]}
+            },
+        }
+    )
+    teacher = resnet8((1, 28, 28), 10).eval()
+    space = JointSpace(teacher, (1, 28, 28), spec.space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(4):
+        trial = study.ask()
+        policy = space.decode(space.suggest(trial))
+        study.tell(trial, 0.0)
+        pruned = space.prune(teacher, policy)
+        student = apply(pruned, policy.bits, torch.randn(8, 1, 28, 28), reduce_range=True)
+        predicted = size_kb(from_torch(pruned, (1, 28, 28)), policy.bits)
+        assert predicted * 1024 == pytest.approx(packed_size_bytes(student), abs=1)
