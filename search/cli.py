@@ -122,12 +122,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from search import study as studies
-    from search.driver import Driver, _done, ensure_trials_left, resume_prepared
+    from search.driver import Driver, ensure_trials_left, resume_prepared, trained_count
     from search.report import study_text
 
     storage = studies.resolve_storage(args.storage)
     study, spec = studies.open_study(args.study, storage)
-    done = _done(study)
+    done = trained_count(study)
     target_done = done + args.trials if args.trials else spec.search.trials
     ensure_trials_left(done, target_done, args.study)
     prepared = resume_prepared(study, spec, log=_log)

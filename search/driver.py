@@ -174,7 +174,7 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def _done(study: optuna.Study) -> int:
+def trained_count(study: optuna.Study) -> int:
     """Trials that trained to the end or were stopped early. Infeasible candidates, which the
     cost model ruled out in milliseconds with no training, do not count toward ``trials``."""
     from optuna.trial import TrialState
@@ -237,7 +237,7 @@ def fail_stale(study: optuna.Study, log: Callable[[str], None]) -> None:
 
 
 class Driver:
-    """Runs trials of one study until it has ``target_done`` finished trials or time runs out."""
+    """Runs trials of one study until it has ``target_done`` trained trials or time runs out."""
 
     def __init__(
         self,
@@ -366,7 +366,7 @@ class Driver:
         self.executor.start(context, self.on_progress)
         try:
             with Heartbeat(self.study, self.running):
-                done = _done(self.study)
+                done = trained_count(self.study)
                 progress.update(done, *self._best(), 0, 0)
                 while True:
                     if time.monotonic() - last_stale_check > HEARTBEAT_S:
@@ -389,7 +389,7 @@ class Driver:
                         if outcome.repair is not None:
                             # the cost model's feasible neighbour of this candidate: tried next
                             self.study.enqueue_trial(outcome.repair, skip_if_exists=True)
-                        done = _done(self.study)
+                        done = trained_count(self.study)
                         progress.update(
                             done, *self._best(), len(self.running), counts["infeasible"], message
                         )

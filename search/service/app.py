@@ -200,9 +200,9 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
             else:
                 study, spec = await run_in_threadpool(index.open, name)
                 if trials is None:
-                    from search.driver import _done, ensure_trials_left
+                    from search.driver import ensure_trials_left, trained_count
 
-                    ensure_trials_left(_done(study), spec.search.trials, name)
+                    ensure_trials_left(trained_count(study), spec.search.trials, name)
                 args = [name] + (["--trials", str(trials)] if trials else [])
                 run = runs.start(name, "resume", args)
         index.cache.clear()
