@@ -25,7 +25,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from experiments.bench_util import edgetune  # noqa: E402
+from experiments.bench_util import edgetune, ort_int8_static  # noqa: E402
 
 SPEC = ROOT / "experiments" / "fashion_mnist" / "resnet8_host.yaml"
 RESULTS = ROOT / "experiments" / "results"
@@ -88,13 +88,6 @@ def trial_stats(storage: str, study_name: str, teacher_latency: float) -> dict[s
 
 def ort_int8_baseline(work: Path) -> dict[str, Any]:
     """onnxruntime static int8 quantization of the teacher (QDQ, per channel, reduce_range)."""
-    import numpy as np
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
 
     from search.onnx_export import to_onnx
     from search.spec import load_spec
@@ -107,23 +100,8 @@ def ort_int8_baseline(work: Path) -> dict[str, Any]:
     fp32 = work / "teacher.onnx"
     fp32.write_bytes(to_onnx(teacher, tuple(spec.model.input_shape)).SerializeToString())
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{"input": calib[i : i + 1]} for i in range(len(calib))])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
-    out = work / "teacher_int8.onnx"
-    quantize_static(
-        str(fp32),
-        str(out),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        reduce_range=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
+    out = ort_int8_static(
+        fp32, work / "teacher_int8.onnx", [calib[i : i + 1] for i in range(len(calib))]
     )
     return {"onnx": str(out), "teacher_onnx": str(fp32)}
 

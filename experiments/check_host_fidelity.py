@@ -122,12 +122,8 @@ def _nets(n: int, seed: int) -> list[tuple[str, Any, tuple[int, int, int]]]:
 def _export(model: Any, shape: tuple[int, int, int], tmp: Path, name: str) -> tuple[Path, Path]:
     import numpy as np
     import torch
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+
+    from experiments.bench_util import ort_int8_static
 
     fp32 = tmp / f"{name}_fp32.onnx"
     buf = io.BytesIO()
@@ -142,27 +138,9 @@ def _export(model: Any, shape: tuple[int, int, int], tmp: Path, name: str) -> tu
         )
     fp32.write_bytes(buf.getvalue())
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            rng = np.random.default_rng(0)
-            self.data = iter(
-                [{"input": rng.standard_normal((1, *shape)).astype(np.float32)} for _ in range(8)]
-            )
-
-        def get_next(self) -> dict[str, Any] | None:
-            return next(self.data, None)
-
-    qdq = tmp / f"{name}_int8.onnx"
-    quantize_static(
-        str(fp32),
-        str(qdq),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        reduce_range=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
+    rng = np.random.default_rng(0)
+    samples = [rng.standard_normal((1, *shape)).astype(np.float32) for _ in range(8)]
+    qdq = ort_int8_static(fp32, tmp / f"{name}_int8.onnx", samples)
     return fp32, qdq
 
 
