@@ -95,35 +95,55 @@ def _with_overrides(spec: Any, args: argparse.Namespace) -> Any:
     return parse_spec(raw, source="command line")
 
 
-def _executor(spec: Any, workers: int | None = None) -> Any:
-    from search.executors import make_executor
-
-    return make_executor(
-        spec.search.executor, workers or spec.search.workers, spec.search.ray_address
-    )
-
-
-def cmd_search(args: argparse.Namespace) -> int:
+def _run_and_report(
+    args: argparse.Namespace,
+    study: Any,
+    spec: Any,
+    storage: str,
+    prepared: Any,
+    *,
+    target_done: int,
+    timeout: float | None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+) -> int:
+    """Run the driver until the study has ``target_done`` trained trials, then print it."""
     from search import study as studies
-    from search.driver import Driver, start_study
+    from search.driver import Driver
+    from search.executors import make_executor
     from search.report import study_text
-    from search.spec import load_spec
 
-    spec = _with_overrides(load_spec(args.spec), args)
-    storage = studies.resolve_storage(spec.search.storage)
-    study, prepared = start_study(spec, storage, spec.study_name, log=_log)
-    Driver(study, prepared, _executor(spec), log=_log, progress=True).run(
-        spec.search.trials, spec.search.timeout
+    executor = make_executor(
+        spec.search.executor, workers or spec.search.workers, ray_address or spec.search.ray_address
     )
+    Driver(study, prepared, executor, log=_log, progress=True).run(target_done, timeout)
     summary = studies.summary(study, spec, storage)
     _emit(args, summary, study_text(summary))
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from search import study as studies
+    from search.driver import start_study
+    from search.spec import load_spec
+
+    spec = _with_overrides(load_spec(args.spec), args)
+    storage = studies.resolve_storage(spec.search.storage)
+    study, prepared = start_study(spec, storage, spec.study_name, log=_log)
+    return _run_and_report(
+        args,
+        study,
+        spec,
+        storage,
+        prepared,
+        target_done=spec.search.trials,
+        timeout=spec.search.timeout,
+    )
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     from search import study as studies
-    from search.driver import Driver, ensure_trials_left, resume_prepared, trained_count
-    from search.report import study_text
+    from search.driver import ensure_trials_left, resume_prepared, trained_count
 
     storage = studies.resolve_storage(args.storage)
     study, spec = studies.open_study(args.study, storage)
@@ -131,14 +151,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
     target_done = done + args.trials if args.trials else spec.search.trials
     ensure_trials_left(done, target_done, args.study)
     prepared = resume_prepared(study, spec, log=_log)
-    if args.ray_address:
-        spec = _with_overrides(spec, args)
-    Driver(study, prepared, _executor(spec, args.workers), log=_log, progress=True).run(
-        target_done, args.timeout
+    return _run_and_report(
+        args,
+        study,
+        spec,
+        storage,
+        prepared,
+        target_done=target_done,
+        timeout=args.timeout,
+        workers=args.workers,
+        ray_address=args.ray_address,
     )
-    summary = studies.summary(study, spec, storage)
-    _emit(args, summary, study_text(summary))
-    return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:

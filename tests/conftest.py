@@ -15,6 +15,23 @@ TEACHER = ROOT / "experiments" / "fashion_mnist" / "resnet8_teacher.pt"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
+def tiny_spec(name: str = "tiny", trials: int = 4, weights: Path | str = TEACHER) -> str:
+    """A spec small enough for a search in well under a minute: a few hundred images, a few
+    fine-tune steps, the real teacher, budgets that rule some candidates out."""
+    return f"""
+name: {name}
+model: {{name: resnet8, weights: {weights}, input_shape: [1, 28, 28]}}
+data: {{finetune_size: 512, val_size: 512, calibration_size: 64, batch_size: 64}}
+target: host
+constraints: {{latency_ms: 70%, size_kb: 15%}}
+space:
+  quantization: {{weight_bits: [4, 8, 32], activation_bits: [8, 32]}}
+  pruning: {{max_ratio: 0.6, step: 0.2, round_to: 4}}
+  distillation: {{steps: 8, eval_every: 4, lr: 0.002}}
+search: {{trials: {trials}, workers: 1, executor: process, seed: 0, seed_trials: 2}}
+"""
+
+
 @pytest.fixture(scope="session")
 def edgetune_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A session-wide EDGETUNE_HOME (set in os.environ, so subprocesses inherit it)."""

@@ -15,22 +15,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TEACHER
+from tests.conftest import tiny_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_fashion_mnist")]
 
-SPEC = f"""
-name: tiny
-model: {{name: resnet8, weights: {TEACHER}, input_shape: [1, 28, 28]}}
-data: {{finetune_size: 512, val_size: 512, calibration_size: 64, batch_size: 64}}
-target: host
-constraints: {{latency_ms: 70%, size_kb: 15%}}
-space:
-  quantization: {{weight_bits: [4, 8, 32], activation_bits: [8, 32]}}
-  pruning: {{max_ratio: 0.6, step: 0.2, round_to: 4}}
-  distillation: {{steps: 8, eval_every: 4, lr: 0.002}}
-search: {{trials: 4, workers: 1, executor: process, seed: 0, seed_trials: 2}}
-"""
+SPEC = tiny_spec()
 
 
 def edgetune(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

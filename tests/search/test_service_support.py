@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import ROOT, TEACHER
+from tests.conftest import ROOT, TEACHER, tiny_spec
 from tests.servers import free_port, wait_for_port
 
 TOKEN = "test-token-" + "x" * 24
@@ -22,18 +22,7 @@ TOKEN = "test-token-" + "x" * 24
 
 def spec_yaml(name: str, trials: int) -> str:
     """The tiny spec of test_search_e2e, with the teacher named inside the service's data root."""
-    return f"""
-name: {name}
-model: {{name: resnet8, weights: resnet8_teacher.pt, input_shape: [1, 28, 28]}}
-data: {{finetune_size: 512, val_size: 512, calibration_size: 64, batch_size: 64}}
-target: host
-constraints: {{latency_ms: 70%, size_kb: 15%}}
-space:
-  quantization: {{weight_bits: [4, 8, 32], activation_bits: [8, 32]}}
-  pruning: {{max_ratio: 0.6, step: 0.2, round_to: 4}}
-  distillation: {{steps: 8, eval_every: 4, lr: 0.002}}
-search: {{trials: {trials}, workers: 1, executor: process, seed: 0, seed_trials: 2}}
-"""
+    return tiny_spec(name, trials, weights="resnet8_teacher.pt")
 
 
 class Service:
