@@ -2,7 +2,8 @@
 
 latency_ms = session_ms + Σ over kernels k of
              fixed_ms[k.cls] + (ns_per_mac[k.cls]·k.macs + ns_per_elem[k.cls]·k.elems
-                                + ns_per_pixel[k.cls]·k.pixels)·1e-6
+                                + ns_per_pixel[k.cls]·k.pixels
+                                + ns_per_tail_mac[k.cls]·k.tail_macs)·1e-6
 
 with the kernels of :func:`cost_models.kernels.kernels` (what onnxruntime runs after its QDQ
 fusions). energy_mj = latency_ms × power_w (the target names where its power figure comes
@@ -20,7 +21,14 @@ from typing import Any
 
 from cost_models.base import CostModel, Measurement
 from cost_models.graph import FLOAT_BITS, Bits, Costs, LayerGraph, Precision
-from cost_models.kernels import WEIGHTED_KINDS, Kernel, consumers, kernels, weight_container_bits
+from cost_models.kernels import (
+    WEIGHTED_KERNEL_KINDS,
+    WEIGHTED_KINDS,
+    Kernel,
+    consumers,
+    kernels,
+    weight_container_bits,
+)
 from search.errors import CalibrationError, UnsupportedLayerError
 
 __all__ = [
@@ -45,6 +53,7 @@ class KernelCoefficients:
     ns_per_mac: float = 0.0
     ns_per_elem: float = 0.0
     ns_per_pixel: float = 0.0
+    ns_per_tail_mac: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,10 @@ class KernelConstants:
 def kernel_latency_ms(kernel: Kernel, constants: KernelConstants) -> float:
     c = constants.coefficient(kernel.cls)
     return c.fixed_ms + (
-        c.ns_per_mac * kernel.macs + c.ns_per_elem * kernel.elems + c.ns_per_pixel * kernel.pixels
+        c.ns_per_mac * kernel.macs
+        + c.ns_per_elem * kernel.elems
+        + c.ns_per_pixel * kernel.pixels
+        + c.ns_per_tail_mac * kernel.tail_macs
     ) * 1e-6
 
 
@@ -159,20 +171,22 @@ def predict(graph: LayerGraph, bits: Bits, constants: KernelConstants) -> Costs:
     )
 
 
-def feature_names(cls: str) -> tuple[str, str, str, str]:
-    return (f"{cls}.fixed_ms", f"{cls}.ns_per_mac", f"{cls}.ns_per_elem", f"{cls}.ns_per_pixel")
-
-
 def features(graph: LayerGraph, bits: Bits) -> dict[str, float]:
-    """The linear features of the latency model: counts, MACs, elements and pixels (·1e-6)."""
+    """The linear features of the latency model, named ``"<class>.<coefficient>"``: kernel
+    counts, and MACs, elements, pixels and tail MACs (·1e-6)."""
     f: dict[str, float] = {"session_ms": 1.0}
+
+    def add(name: str, value: float) -> None:
+        f[name] = f.get(name, 0.0) + value
+
     for k in kernels(graph, bits):
-        n_fixed, n_mac, n_elem, n_pix = feature_names(k.cls)
-        f[n_fixed] = f.get(n_fixed, 0.0) + 1.0
-        f[n_elem] = f.get(n_elem, 0.0) + k.elems * 1e-6
-        if k.cls.split(":")[0] in WEIGHTED_KINDS:  # elsewhere MACs are elements: one feature
-            f[n_mac] = f.get(n_mac, 0.0) + k.macs * 1e-6
-            f[n_pix] = f.get(n_pix, 0.0) + k.pixels * 1e-6
+        add(f"{k.cls}.fixed_ms", 1.0)
+        add(f"{k.cls}.ns_per_elem", k.elems * 1e-6)
+        if k.cls.split(":")[0] in WEIGHTED_KERNEL_KINDS:  # elsewhere MACs are elements
+            add(f"{k.cls}.ns_per_mac", k.macs * 1e-6)
+            add(f"{k.cls}.ns_per_pixel", k.pixels * 1e-6)
+        if k.tail_macs:
+            add(f"{k.cls}.ns_per_tail_mac", k.tail_macs * 1e-6)
     return f
 
 

@@ -9,6 +9,7 @@ folded into a bias, activations after a conv fused into it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from cost_models.graph import Layer, LayerGraph
 
@@ -30,7 +31,7 @@ class GraphBuilder:
     def shape(self, x: str) -> tuple[int, ...]:
         return self._shapes[x]
 
-    def _add(self, kind: str, x: tuple[str, ...], out_shape: tuple[int, ...], **kw: int) -> str:
+    def _add(self, kind: str, x: tuple[str, ...], out_shape: tuple[int, ...], **kw: Any) -> str:
         name = f"{kind}_{len(self.layers)}"
         self.layers.append(Layer(name=name, kind=kind, in_shape=self._shapes[x[0]],
                                  out_shape=out_shape, inputs=x, **kw))

@@ -9,6 +9,7 @@ in numpy.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from cost_models.analytic import KernelCoefficients, KernelConstants, features
@@ -118,10 +119,11 @@ def fit_kernel_constants(
     coeffs = tuple(
         KernelCoefficients(
             cls,
-            fixed_ms=values.get(f"{cls}.fixed_ms", 0.0),
-            ns_per_mac=values.get(f"{cls}.ns_per_mac", 0.0),
-            ns_per_elem=values.get(f"{cls}.ns_per_elem", 0.0),
-            ns_per_pixel=values.get(f"{cls}.ns_per_pixel", 0.0),
+            **{
+                f.name: values.get(f"{cls}.{f.name}", 0.0)
+                for f in fields(KernelCoefficients)
+                if f.name != "cls"
+            },
         )
         for cls in classes
     )

@@ -49,6 +49,7 @@ class Layer:
     stride: int = 1
     groups: int = 1
     inputs: tuple[str, ...] = field(default=())  # producer layer names; "" is the graph input
+    act: str = ""  # the activation fused into this layer: "relu", "clip" (ReLU6), ...; "" none
 
     @property
     def out_elems(self) -> int:

@@ -209,7 +209,7 @@ def from_onnx(model: onnx.ModelProto) -> tuple[LayerGraph, dict[str, Precision]]
         if op in _ACTIVATIONS:
             x = act(ins[0], node)
             if x.fusible and x.producer in layers and not layers[x.producer].get("act"):
-                layers[x.producer]["act"] = True
+                layers[x.producer]["act"] = op.lower()  # as from_torch names it
                 vals[out] = _Val(producer=x.producer, fusible=False)
             else:
                 ish = shape(ins[0])
@@ -276,7 +276,7 @@ def from_onnx(model: onnx.ModelProto) -> tuple[LayerGraph, dict[str, Precision]]
         )
 
     keys = ("name", "kind", "in_shape", "out_shape", "macs", "params", "kernel", "stride",
-            "groups", "inputs")
+            "groups", "inputs", "act")
     out_layers = tuple(Layer(**{k: v for k, v in layers[n].items() if k in keys}) for n in order)
     graph = LayerGraph(layers=out_layers, input_shape=shapes.get(in_name, ()))
     return graph, bits

@@ -127,8 +127,11 @@ def from_torch(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGrap
         src[node] = name
         fusible[node] = False
 
-    def activation(node: Any, x: Any, name: str) -> None:
+    def activation(node: Any, x: Any, name: str, act: str) -> None:
         if fusible.get(x) and len(x.users) == 1:
+            # named as the ONNX op it exports to (ReLU6 and clamp are Clip)
+            act = act.lower().replace("_", "")
+            layers[src[x]]["act"] = "clip" if act in ("relu6", "clamp", "hardtanh") else act
             src[node] = src[x]
             fusible[node] = False
             return
@@ -182,7 +185,7 @@ def from_torch(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGrap
                 src[node] = src[x]
                 fusible[node] = len(node.users) == 1
             elif cname in _ACT_MODULES:
-                activation(node, arg_node(node), name)
+                activation(node, arg_node(node), name, cname)
             elif cname in _FREE_MODULES:
                 free(node, arg_node(node))
             elif cname in ("MaxPool2d", "AvgPool2d"):
@@ -212,7 +215,7 @@ def from_torch(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGrap
                 add_layer(node, node.name, "add", (a, b), macs=elems(shape(node)))
                 fusible[node] = len(node.users) == 1
             elif fname in _ACT_FUNCS:
-                activation(node, arg_node(node), node.name)
+                activation(node, arg_node(node), node.name, fname)
             elif fname in _FREE_FUNCS or node.target is getattr:
                 free(node, arg_node(node))
             elif fname == "mean" and _mean_hw(node):
@@ -228,7 +231,7 @@ def from_torch(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGrap
                 )
 
     keys = ("name", "kind", "in_shape", "out_shape", "macs", "params", "kernel", "stride",
-            "groups", "inputs")
+            "groups", "inputs", "act")
     return LayerGraph(
         layers=tuple(Layer(**{k: v for k, v in layers[n].items() if k in keys}) for n in order),
         input_shape=(1, *input_shape),

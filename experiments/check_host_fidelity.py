@@ -296,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             f"ratio {r['ratio']:.2f}"
         )
     print(
-        "measured_ms: at the calibration's machine speed (ratio to the reference model x "
-        "its calibration latency); all_raw: plain medians"
+        "measured_ms: the agent's latency (10th percentile of chunk medians) rescaled to the "
+        "calibration's machine speed by the reference model; all_raw: not rescaled"
     )
     w = summary["winners"]
     if w["ratios"]:

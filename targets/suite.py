@@ -47,6 +47,7 @@ class OnnxBuilder:
     inits: list[Any] = field(default_factory=list)
     _n: int = 0
     _qcache: dict[tuple[str, int], str] = field(default_factory=dict)
+    _clipped: set[str] = field(default_factory=set)  # ReLU6 outputs
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -71,7 +72,9 @@ class OnnxBuilder:
         if key in self._qcache:
             return self._qcache[key]
         n = self._name("act")
-        scale = self._init(n + "_scale", np.array(0.05, dtype=np.float32))
+        # a calibrated quantizer of a ReLU6 output spans [0, 6], so onnxruntime drops the Clip
+        s = 6 / 256 if x in self._clipped else 0.05
+        scale = self._init(n + "_scale", np.array(s, dtype=np.float32))
         zp_arr = np.array(0, dtype=np.uint8) if bits == 8 else np.array(0, dtype=np.int16)
         zp = self._init(n + "_zp", zp_arr)
         from onnx import helper
@@ -120,6 +123,7 @@ class OnnxBuilder:
         stride: int = 1,
         groups: int = 1,
         relu: bool = True,
+        relu6: bool = False,
         prec: tuple[int, int] = (32, 32),
     ) -> str:
         import numpy as np
@@ -140,13 +144,21 @@ class OnnxBuilder:
                 group=groups,
             )
         )
-        return self.relu(y) if relu else y
+        return self.relu(y, six=relu6) if relu else y
 
-    def relu(self, x: str) -> str:
+    def relu(self, x: str, *, six: bool = False) -> str:
+        """ReLU, or ReLU6 (``Clip(0, 6)``) with ``six``."""
+        import numpy as np
         from onnx import helper
 
         y = self._name("relu")
-        self.nodes.append(helper.make_node("Relu", [x], [y]))
+        if six:
+            lo = self._init(y + "_min", np.array(0.0, dtype=np.float32))
+            hi = self._init(y + "_max", np.array(6.0, dtype=np.float32))
+            self.nodes.append(helper.make_node("Clip", [x, lo, hi], [y]))
+            self._clipped.add(y)
+        else:
+            self.nodes.append(helper.make_node("Relu", [x], [y]))
         return y
 
     def add(self, a: str, b: str, *, act_bits: int = 32, relu: bool = False) -> str:
@@ -272,15 +284,16 @@ def _dscnn_chain(b: OnnxBuilder, c: int, widths: list[int], p: PrecFn) -> str:
 
 def _mbv2_chain(b: OnnxBuilder, c: int, widths: list[int], expand: list[int], p: PrecFn) -> str:
     """Stride-2 stem, inverted residual blocks (1x1 expand, dw 3x3, 1x1 project; residual add
-    where the shape allows), GAP, linear. ``widths[0]`` is the stem width."""
-    x = b.conv("input", c, widths[0], 3, stride=2, prec=p(0))
+    where the shape allows), GAP, linear, with MobileNetV2's ReLU6. ``widths[0]`` is the stem
+    width."""
+    x = b.conv("input", c, widths[0], 3, stride=2, relu6=True, prec=p(0))
     cin = widths[0]
     k = 1
     for w, e in zip(widths[1:], expand, strict=True):
         s = 1 if w == cin else 2
         h = cin * e
-        y = b.conv(x, cin, h, 1, prec=p(k))
-        y = b.conv(y, h, h, 3, stride=s, groups=h, prec=p(k + 1))
+        y = b.conv(x, cin, h, 1, relu6=True, prec=p(k))
+        y = b.conv(y, h, h, 3, stride=s, groups=h, relu6=True, prec=p(k + 1))
         y = b.conv(y, h, w, 1, relu=False, prec=p(k + 2))
         x = b.add(y, x, act_bits=8 if p(k + 2)[1] == 8 else 32) if s == 1 else y
         k += 3
@@ -319,20 +332,27 @@ def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelPro
         return max(2, int(base * rng.choice((0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0))))
 
     hw_choices = (7, 14, 28, 32)
-    n_single = 4 if size == "small" else 10
+    # Single layers, conv and depthwise most: their cost depends on whether the channel counts
+    # fit onnxruntime's vector widths (multiples of 4, 8 and 16 pick different kernels), so the
+    # widths mix aligned and odd counts.
+    n_single = 4 if size == "small" else 36
+    kinds = ["conv", "conv", "dwconv", "add", "maxpool", "avgpool", "gap"]
     for i in range(n_single):
-        kind = ["conv", "conv", "dwconv", "add", "maxpool", "avgpool", "gap"][i % 7]
+        kind = kinds[i % 7] if i < 14 else rng.choice(["conv", "conv", "conv", "dwconv", "dwconv"])
         hw = rng.choice(hw_choices)
-        c = rng.choice((6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64))
-        cout = rng.choice((6, 8, 10, 16, 24, 28, 32, 48, 64))
-        k = rng.choice((1, 3, 5, 7)) if kind == "conv" else 3
-        s = rng.choice((1, 2)) if kind in ("conv", "dwconv") else 1
+        if kind == "dwconv":
+            c = rng.choice((6, 8, 12, 16, 20, 24, 32, 40, 48, 64, 72, 96, 144))
+        else:
+            c = rng.choice((1, 3, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64))
+        cout = rng.choice((6, 8, 10, 12, 16, 20, 24, 28, 32, 40, 48, 64))
+        k = rng.choice((1, 1, 3, 3, 5, 7)) if kind == "conv" else 3
+        s = rng.choice((1, 1, 2)) if kind in ("conv", "dwconv") else 1
         add_spec(
             f"{kind}{k}s{s}_c{c}x{cout}_hw{hw}",
             (c, hw, hw),
             partial(_single_spec, kind=kind, c=c, cout=cout, k=k, s=s),
         )
-    n_chain = 2 if size == "small" else 12
+    n_chain = 2 if size == "small" else 16
     for _ in range(n_chain):
         hw = rng.choice((28, 28, 32, 14))
         cin = 1 if hw != 32 else 3

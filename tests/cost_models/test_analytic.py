@@ -101,9 +101,12 @@ def test_int8_conv_before_float_layer_runs_unfused_with_boundary_kernels() -> No
 def test_fused_chain_has_one_quantize_and_one_dequantize() -> None:
     g = LayerGraph(
         layers=(
-            Layer("a", "conv", (1, 2, 4, 4), (1, 2, 4, 4), macs=288, params=38, inputs=("",)),
-            Layer("b", "conv", (1, 2, 4, 4), (1, 2, 4, 4), macs=288, params=38, inputs=("a",)),
-            Layer("c", "conv", (1, 2, 4, 4), (1, 2, 4, 4), macs=288, params=38, inputs=("b",)),
+            Layer("a", "conv", (1, 2, 4, 4), (1, 2, 4, 4), macs=576, params=38, kernel=3,
+                  inputs=("",)),
+            Layer("b", "conv", (1, 2, 4, 4), (1, 2, 4, 4), macs=576, params=38, kernel=3,
+                  inputs=("a",)),
+            Layer("c", "conv", (1, 2, 4, 4), (1, 2, 4, 4), macs=576, params=38, kernel=3,
+                  inputs=("b",)),
         ),
         input_shape=(1, 2, 4, 4),
     )
@@ -168,3 +171,50 @@ def test_bad_bits_raise() -> None:
         kernels(GRAPH, {"nope": Precision(8, 8)})
     with pytest.raises(UnsupportedLayerError, match="no weights"):
         kernels(GRAPH, {"gap": Precision(8, 8)})
+
+
+def _one_conv(cin: int, cout: int, *, k: int = 3, dw: bool = False, act: str = "") -> LayerGraph:
+    groups = cin if dw else 1
+    macs = 64 * cout * (cin // groups) * k * k
+    conv = Layer("c", "dwconv" if dw else "conv", (1, cin, 8, 8), (1, cout, 8, 8), macs=macs,
+                 params=macs // 64 + cout, kernel=k, groups=groups, inputs=("",), act=act)
+    return LayerGraph(layers=(conv,), input_shape=(1, cin, 8, 8))
+
+
+def _conv_kernel(graph: LayerGraph, bits: dict[str, Precision]) -> str:
+    (cls,) = [k.cls for k in kernels(graph, bits) if k.layer == "c" and "conv" in k.cls]
+    return cls
+
+
+def test_int8_conv_takes_the_symmetric_kernel_only_when_channels_align() -> None:
+    q = {"c": Precision(8, 8)}
+    assert _conv_kernel(_one_conv(16, 32), q) == "conv:q8s"
+    assert _conv_kernel(_one_conv(16, 24), q) == "conv:q8s"  # a multiple of 8, >= 16
+    assert _conv_kernel(_one_conv(16, 8), q) == "conv:q8"  # fewer than 16 outputs
+    assert _conv_kernel(_one_conv(14, 32), q) == "conv:q8"  # inputs not a multiple of 4
+    assert _conv_kernel(_one_conv(16, 20), q) == "conv:q8"  # outputs not a multiple of 8
+    assert _conv_kernel(_one_conv(16, 32, k=1), q) == "pwconv:q8s"
+    assert _conv_kernel(_one_conv(32, 32, dw=True), q) == "dwconv:q8s"
+    assert _conv_kernel(_one_conv(24, 24, dw=True), q) == "dwconv:q8"
+    # the symmetric kernel packs output channels by 16: 24 outputs cost as 32
+    (k,) = [k for k in kernels(_one_conv(16, 24), q) if k.cls == "conv:q8s"]
+    assert k.macs == 64 * 32 * 16 * 9
+
+
+def test_generic_int8_depthwise_counts_the_channels_past_a_vector_of_8_as_tail() -> None:
+    (k,) = [k for k in kernels(_one_conv(20, 20, dw=True), {"c": Precision(8, 8)})
+            if k.cls == "dwconv:q8"]
+    assert k.tail_macs == 64 * 4 * 9 and k.macs == 64 * 16 * 9
+    c = KernelConstants(0.0, 1.0, (KernelCoefficients("dwconv:q8", ns_per_mac=1.0,
+                                                      ns_per_tail_mac=5.0),))
+    from cost_models.analytic import kernel_latency_ms
+
+    assert kernel_latency_ms(k, c) == pytest.approx((64 * 16 * 9 + 5 * 64 * 4 * 9) * 1e-6)
+
+
+def test_relu6_costs_a_pass_in_float_and_nothing_in_int8() -> None:
+    relu, relu6 = _one_conv(16, 16, act="relu"), _one_conv(16, 16, act="clip")
+    assert "act:f32" not in [k.cls for k in kernels(relu, {})]
+    (act,) = [k for k in kernels(relu6, {}) if k.cls == "act:f32"]
+    assert act.elems == 16 * 64
+    assert "act:f32" not in [k.cls for k in kernels(relu6, {"c": Precision(8, 8)})]

@@ -8,6 +8,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from cost_models import Precision, from_onnx, kernels  # noqa: E402
+from cost_models.kernels import WEIGHTED_KERNEL_KINDS  # noqa: E402
 from targets.suite import suite  # noqa: E402
 
 
@@ -45,8 +46,11 @@ def test_kernel_list_matches_onnxruntime(tmp_path: object) -> None:
         graph, bits = from_onnx(model)
         ks = [k.cls for k in kernels(graph, bits)]
         got = {
-            "qlinear": sum(k in ("conv:q8", "dwconv:q8", "linear:q8") for k in ks),
-            "nchwc": sum(k in ("conv:f32", "dwconv:f32") for k in ks),
+            "qlinear": sum(
+                k.split(":")[0] in WEIGHTED_KERNEL_KINDS and k.endswith((":q8", ":q8s"))
+                for k in ks
+            ),
+            "nchwc": sum(k in ("conv:f32", "pwconv:f32", "dwconv:f32") for k in ks),
             "reorder": ks.count("reorder"),
         }
         want = {
