@@ -211,6 +211,25 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "n measurements: the rows the shipped constants are refitted on; fidelity is of a fit on the "
         "rows not held out",
+    ]
+    host_check = RESULTS / "host_fidelity.json"
+    if host_check.is_file():
+        hs = json.loads(host_check.read_text())["summary"]
+        md += [
+            "",
+            "host's held-out rows are suite models, most of them single layers. On independently "
+            "built torch networks (fp32 and `quantize_static` int8) and exported mixed-precision "
+            "students, measured with the agent (`python -m experiments.check_host_fidelity`, "
+            "`host_fidelity.json`):",
+            "",
+            "| host, independent networks | n | within ±10% | Spearman | MdAPE |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {k} | {hs[k]['n']:.0f} | {_fmt(hs[k])} |"
+                for k in ("all", "fp32", "int8")
+            ),
+        ]
+    md += [
         "",
         "## Fidelity vs number of calibration rows (same held-out rows)",
         "",

@@ -26,7 +26,7 @@ def test_host_calibrates_caches_and_predicts(edgetune_home: Path) -> None:
     assert 0 <= fid["within_10pct"] <= 1 and fid["spearman"] > 0.8
     assert host.provenance.n_measurements > 100
     if time.time() - t0 > 1:  # it calibrated now: bounded
-        assert time.time() - t0 < 180
+        assert time.time() - t0 < 300
     cached = cached_host()
     assert cached is not None and cached.constants == host.constants
 
