@@ -4,9 +4,10 @@ Builds about 20 ResNet-, DS-CNN- and MobileNetV2-style torch nets with random (p
 widths, exports each to fp32 ONNX (``torch.onnx.export(..., dynamo=False)``) and to int8 QDQ
 (``onnxruntime.quantization.quantize_static``: QDQ format, per channel, reduce_range, QUInt8
 activations, QInt8 weights), measures them all with the agent, and compares with the host
-target's predictions. Prints the figures and writes ``experiments/results/host_fidelity.json``.
+target's predictions. Prints the figures and writes
+``experiments/results/host_fidelity_seed<SEED>.json`` (each seed is a different set of nets).
 
-    python -m experiments.check_host_fidelity [--n 20] [--seconds 30] [--recalibrate]
+    python -m experiments.check_host_fidelity [--seed 1] [--n 20] [--seconds 30] [--recalibrate]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results" / "host_fidelity.json"
+RESULTS = Path(__file__).parent / "results"
 
 
 def _nets(n: int, seed: int) -> list[tuple[str, Any, tuple[int, int, int]]]:
@@ -205,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--reuse",
         action="store_true",
-        help="reuse the models and measurements in --workdir (re-predict only; "
-        "valid only with the same host calibration)",
+        help="reuse the models and measurements in --workdir (re-predict the ONNX models; the "
+        "students keep the prediction made when they were measured; valid only with the same "
+        "host calibration)",
     )
     p.add_argument(
         "--reuse-models",
@@ -230,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         saved = tmp / "measurements.json"
         if args.reuse and saved.is_file():
             results = json.loads(saved.read_text())
-            files = [tmp / f"{r['name']}.onnx" for r in results]
+            # the students were predicted from their torch graphs when they were measured
+            files = [tmp / f"{r['name']}.onnx" for r in results
+                     if "predicted_from_torch_ms" not in r]
         else:
             files = []
             for name, model, shape in _nets(args.n, args.seed):
@@ -317,9 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         f"noise ceiling: {nc['within_10pct']:.0%} of models agree within 10% between two "
         f"interleaved passes (median diff {nc['median_diff_pct']:.1f}%)"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
-    print(f"wrote {RESULTS}")
+    out = RESULTS / f"host_fidelity_seed{args.seed}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    print(f"wrote {out}")
     return 0
 
 
