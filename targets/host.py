@@ -160,6 +160,7 @@ def _fit_and_check(
     part = fit_kernel_constants(train, power_w=POWER_W, row_weights=w_train, ridge=RIDGE)
     fid = compare_heldout(train, test, lambda m: latency_ms(m[0], m[1], part))
     fid["held_out"] = "25% of suite architectures (all their precision schemes)"
+    fid["held_out_rows"] = ",".join(sorted(held))
     constants = fit_kernel_constants(
         [m for _, m in rows],
         power_w=POWER_W,
