@@ -178,17 +178,18 @@ def measure(
     for i, name in enumerate(names[:n_out]):
         a, b = chunks[i]
         both = sorted(a + b)
+        low = _low(both)
         out.append(
             {
                 "name": name,
-                "latency_ms": _low(both) * scale,
-                "raw_latency_ms": _low(both),
+                "latency_ms": low * scale,
+                "raw_latency_ms": low,
                 "median_ms": statistics.median(both),
                 "reference": names[ref] if use_ref else None,
                 "reference_ms": ref_ms,
                 "pass_a_ms": _low(a) * scale,
                 "pass_b_ms": _low(b) * scale,
-                "spread_ms": [both[len(both) // 10], both[(9 * len(both)) // 10]],
+                "spread_ms": [low, both[(9 * len(both)) // 10]],
                 "n_chunks": len(both),
                 "n_runs": n_runs[i],
             }
