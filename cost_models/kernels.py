@@ -120,8 +120,9 @@ def consumers(graph: LayerGraph) -> dict[str, list[Layer]]:
     return out
 
 
-def _ceil8(n: int) -> int:
-    return -(-n // 8) * 8
+def _round_up(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple`` (how MLAS pads channel counts)."""
+    return -(-n // multiple) * multiple
 
 
 def _nchwc_conv(layer: Layer) -> bool:
@@ -134,9 +135,9 @@ def _nchwc_conv(layer: Layer) -> bool:
 def _padded_macs(layer: Layer) -> int:
     cin, cout = layer.in_shape[1], layer.out_shape[1]
     if layer.groups > 1:
-        return layer.macs * _ceil8(cout) // cout
-    cin_pad = cin if cin < 8 else _ceil8(cin)
-    return layer.macs * _ceil8(cout) * cin_pad // (cout * cin)
+        return layer.macs * _round_up(cout, 8) // cout
+    cin_pad = cin if cin < 8 else _round_up(cin, 8)
+    return layer.macs * _round_up(cout, 8) * cin_pad // (cout * cin)
 
 
 def _gemm_padded_macs(layer: Layer) -> int:
@@ -145,9 +146,9 @@ def _gemm_padded_macs(layer: Layer) -> int:
     cin, cout = layer.in_shape[1], layer.out_shape[1]
     pixels = layer.out_elems // cout
     if layer.groups > 1:
-        return layer.macs * (-(-cout // 16) * 16) // cout
+        return layer.macs * _round_up(cout, 16) // cout
     k_dim = layer.macs // (pixels * cout)  # cin x kernel area
-    return pixels * (-(-cout // 16) * 16) * (-(-k_dim // 4) * 4) if cin else layer.macs
+    return pixels * _round_up(cout, 16) * _round_up(k_dim, 4) if cin else layer.macs
 
 
 def _sym_conv(layer: Layer) -> bool:
@@ -167,7 +168,7 @@ def _sym_padded_macs(layer: Layer) -> int:
     if layer.groups > 1:
         return layer.macs
     cout = layer.out_shape[1]
-    return layer.macs * (-(-cout // 16) * 16) // cout
+    return layer.macs * _round_up(cout, 16) // cout
 
 
 def _elems(shape: tuple[int, ...]) -> int:
