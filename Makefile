@@ -1,4 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set up everything they need.
+# `make test-fast` runs the unit tests only.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ TEST_DEBS := dataset-fashion-mnist postgresql chromium chromium-driver
 DEMO_SPEC := experiments/fashion_mnist/resnet8_host.yaml
 DEMO_STUDY := demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup test-setup demo test lint clean
+.PHONY: setup test-setup demo test test-fast lint clean
 
 setup: $(STAMP)
 	@$(MAKE) --no-print-directory debs DEBS="$(DEMO_DEBS)"
@@ -38,10 +39,15 @@ demo: setup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy search spaces cost_models targets experiments
+	$(BIN)/mypy search spaces cost_models targets experiments tests
 
 test: test-setup lint
 	tests/offline.sh $(BIN)/pytest -q
+
+# The unit tests (no `slow` marker: no Ray, no search end to end, no calibration of this
+# machine), for the development loop.
+test-fast: setup lint
+	$(BIN)/pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) .edgetune .mypy_cache .ruff_cache .pytest_cache

@@ -6,11 +6,14 @@ latency_ms = session_ms + Σ over kernels k of
                                 + ns_per_tail_mac[k.cls]·k.tail_macs)·1e-6
 
 with the kernels of :func:`cost_models.kernels.kernels` (what onnxruntime runs after its QDQ
-fusions). energy_mj = latency_ms × power_w (the target names where its power figure comes
-from). peak_memory_kb = weights in their container + the largest sum of live activations over
-the topological schedule, each activation in its container width. size_kb = the packed weights
-(params × weight container bits / 8) + per-output-channel scale (fp32) and zero point (1 byte)
-for each quantized layer. 1 kB = 1024 bytes.
+fusions) for the target's NCHWc channel block (``KernelConstants.nchwc_block``: 8 on AVX2, 16
+with AVX-512F). energy_mj = latency_ms × power_w (the target names where its power figure
+comes from). peak_memory_kb = weights in their container + the largest sum of live activations
+over the topological schedule, each activation in its container width. size_kb = the bits a
+QDQ export packs: a quantized conv/linear's weights at ``weight_bits`` each (not their INT8/INT4
+container) plus a float32 scale and a float32 bias per output channel, a float layer's
+parameters at 32 bits, and 4 bytes of scale plus an ``act_bits``-wide zero point per activation
+quantizer (three for an add). 1 kB = 1024 bytes.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from cost_models.base import CostModel, Measurement
+from cost_models.errors import CalibrationError, UnsupportedLayerError
 from cost_models.graph import FLOAT_BITS, Bits, Costs, LayerGraph, Precision
 from cost_models.kernels import (
+    NCHWC_BLOCK,
+    NCHWC_BLOCKS,
     WEIGHTED_KERNEL_KINDS,
     WEIGHTED_KINDS,
     Kernel,
@@ -29,12 +35,12 @@ from cost_models.kernels import (
     kernels,
     weight_container_bits,
 )
-from search.errors import CalibrationError, UnsupportedLayerError
 
 __all__ = [
     "KernelCoefficients",
     "KernelConstants",
     "KernelCostModel",
+    "kernel_features",
     "latency_ms",
     "peak_memory_kb",
     "predict",
@@ -58,11 +64,23 @@ class KernelCoefficients:
 
 @dataclass(frozen=True)
 class KernelConstants:
-    """A device's constants for :class:`KernelCostModel`."""
+    """A device's constants for :class:`KernelCostModel`.
+
+    ``nchwc_block`` is the MLAS NCHWc channel block of the device's CPU (8 on AVX2, 16 with
+    AVX-512F); it decides which kernels run, so it is fixed before a fit, not fitted.
+    """
 
     session_ms: float
     power_w: float
     coefficients: tuple[KernelCoefficients, ...]
+    nchwc_block: int = NCHWC_BLOCK
+
+    def __post_init__(self) -> None:
+        if self.nchwc_block not in NCHWC_BLOCKS:
+            raise CalibrationError(
+                f"nchwc_block must be one of {NCHWC_BLOCKS} (8 on AVX2, 16 with AVX-512F), "
+                f"got {self.nchwc_block!r}; recalibrate the target"
+            )
 
     def coefficient(self, cls: str) -> KernelCoefficients:
         for c in self.coefficients:
@@ -88,7 +106,8 @@ def kernel_latency_ms(kernel: Kernel, constants: KernelConstants) -> float:
 def latency_ms(graph: LayerGraph, bits: Bits, constants: KernelConstants) -> float:
     """Predicted latency at batch 1 (session overhead + Σ kernel costs)."""
     return constants.session_ms + sum(
-        kernel_latency_ms(k, constants) for k in kernels(graph, bits)
+        kernel_latency_ms(k, constants)
+        for k in kernels(graph, bits, nchwc_block=constants.nchwc_block)
     )
 
 
@@ -171,7 +190,9 @@ def predict(graph: LayerGraph, bits: Bits, constants: KernelConstants) -> Costs:
     )
 
 
-def features(graph: LayerGraph, bits: Bits) -> dict[str, float]:
+def kernel_features(
+    graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK
+) -> dict[str, float]:
     """The linear features of the latency model, named ``"<class>.<coefficient>"``: kernel
     counts, and MACs, elements, pixels and tail MACs (·1e-6)."""
     f: dict[str, float] = {"session_ms": 1.0}
@@ -179,7 +200,7 @@ def features(graph: LayerGraph, bits: Bits) -> dict[str, float]:
     def add(name: str, value: float) -> None:
         f[name] = f.get(name, 0.0) + value
 
-    for k in kernels(graph, bits):
+    for k in kernels(graph, bits, nchwc_block=nchwc_block):
         add(f"{k.cls}.fixed_ms", 1.0)
         add(f"{k.cls}.ns_per_elem", k.elems * 1e-6)
         if k.cls.split(":")[0] in WEIGHTED_KERNEL_KINDS:  # elsewhere MACs are elements
@@ -201,27 +222,38 @@ class KernelCostModel(CostModel):
     def fit(self, measurements: Sequence[Measurement], base: Any) -> Any:
         from cost_models.fit import fit_kernel_constants
 
-        return fit_kernel_constants(measurements, power_w=base.power_w)
+        return fit_kernel_constants(
+            measurements, power_w=base.power_w, nchwc_block=base.nchwc_block
+        )
 
     def constants_to_dict(self, constants: Any) -> dict[str, Any]:
         return {
             "session_ms": constants.session_ms,
             "power_w": constants.power_w,
+            "nchwc_block": constants.nchwc_block,
             "coefficients": [
                 {f.name: getattr(c, f.name) for f in fields(c)} for c in constants.coefficients
             ],
         }
 
     def constants_from_dict(self, data: dict[str, Any]) -> Any:
-        allowed = {"session_ms", "power_w", "coefficients"}
-        if set(data) != allowed:
+        required = {"session_ms", "power_w", "coefficients"}
+        optional = {"nchwc_block"}  # absent in targets calibrated before it was recorded: 8
+        if not required <= set(data) <= required | optional:
             raise CalibrationError(
-                f"kernel constants must have exactly the keys {sorted(allowed)}, "
-                f"got {sorted(data)}; recalibrate the target"
+                f"kernel constants must have the keys {sorted(required)} (and optionally "
+                f"{sorted(optional)}), got {sorted(data)}; recalibrate the target"
+            )
+        block = data.get("nchwc_block", NCHWC_BLOCK)
+        if not isinstance(block, int) or isinstance(block, bool):
+            raise CalibrationError(
+                f"kernel constants: nchwc_block must be an integer, got {block!r}; recalibrate"
             )
         try:
             coeffs = tuple(KernelCoefficients(**c) for c in data["coefficients"])
-            out = KernelConstants(float(data["session_ms"]), float(data["power_w"]), coeffs)
+            out = KernelConstants(
+                float(data["session_ms"]), float(data["power_w"]), coeffs, nchwc_block=block
+            )
         except (TypeError, ValueError) as exc:
             raise CalibrationError(f"invalid kernel constants: {exc}; recalibrate") from exc
         return replace(out)

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from cost_models.base import Measurement
+from cost_models.errors import CalibrationError, UnsupportedLayerError
 from cost_models.fidelity import fidelity
-from search.errors import CalibrationError, UnsupportedLayerError
 
 __all__ = ["compare_heldout", "fit_flops_constant", "total_macs"]
 

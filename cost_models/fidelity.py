@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from search.errors import CalibrationError
+from cost_models.errors import CalibrationError
 
 if TYPE_CHECKING:
     import numpy as np

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING
 
-from cost_models.analytic import KernelCoefficients, KernelConstants, features
+from cost_models.analytic import KernelCoefficients, KernelConstants, kernel_features
 from cost_models.base import Measurement
-from search.errors import CalibrationError
+from cost_models.errors import CalibrationError
+from cost_models.kernels import NCHWC_BLOCK
 
 if TYPE_CHECKING:
     import numpy as np
@@ -98,12 +99,14 @@ def fit_kernel_constants(
     measurements: Sequence[Measurement],
     *,
     power_w: float,
+    nchwc_block: int = NCHWC_BLOCK,
     min_rows: int = 8,
     row_weights: Sequence[float] | None = None,
     ridge: float = 0.0,
 ) -> KernelConstants:
     """Kernel-class coefficients (and session overhead) fitted to measured latencies.
 
+    ``nchwc_block`` is the device CPU's NCHWc channel block (see :mod:`cost_models.kernels`);
     ``row_weights`` (default all 1) multiply each row's relative error, e.g. to make whole
     networks count more than single-layer micro-benchmarks; ``ridge`` as in :func:`fit_linear`.
     """
@@ -112,7 +115,7 @@ def fit_kernel_constants(
             f"fitting needs at least {min_rows} measurements, got {len(measurements)}; "
             f"measure more models"
         )
-    rows = [features(g, b) for g, b, _ in measurements]
+    rows = [kernel_features(g, b, nchwc_block=nchwc_block) for g, b, _ in measurements]
     values = fit_linear(rows, [float(t) for _, _, t in measurements], row_weights=row_weights,
                         ridge=ridge)
     classes = sorted({n.rsplit(".", 1)[0] for n in values if n != "session_ms"})
@@ -127,4 +130,6 @@ def fit_kernel_constants(
         )
         for cls in classes
     )
-    return KernelConstants(values.get("session_ms", 0.0), power_w, coeffs)
+    return KernelConstants(
+        values.get("session_ms", 0.0), power_w, coeffs, nchwc_block=nchwc_block
+    )

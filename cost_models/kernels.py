@@ -1,7 +1,7 @@
 """From (layer graph, bit-widths) to the kernels onnxruntime's CPU EP runs after its QDQ fusions.
 
 The rules below were read off onnxruntime 1.32's optimized graphs (``optimized_model_filepath``)
-of the host micro-benchmark suite:
+of the host micro-benchmark suite on x86-64:
 
 * conv/linear with ``weight_bits`` 5..8 (or float: onnxruntime then quantizes the weight
   itself) and ``act_bits`` 8 whose output is re-quantized to 8 bits by every consumer becomes
@@ -22,27 +22,30 @@ of the host micro-benchmark suite:
 * conv + ReLU is one kernel (the graph already fuses it); any other fused activation (Clip for
   ReLU6, HardSwish...) on a float output is one more pass over it (class ``act:f32``); an 8-bit
   output clips in its quantizer for free.
-* a fused int8 conv runs on MLAS's *symmetric* indirect-conv kernels (mode ``q8s``; about a
-  quarter faster) when its weights are symmetric, as edgetune and ``quantize_static`` write
-  them, and the shapes fit the x86 kernels: a dense conv with input channels a multiple of 4 and
-  output channels a multiple of 8 and at least 16 (MACs counted with output channels padded to
-  16), or a depthwise conv with channels a multiple of 16. Otherwise (mode ``q8``) a dense conv
-  runs im2col + u8s8 GEMM, and a depthwise one the generic kernel, which does 8 channels per
-  vector and the rest one by one (``tail_macs``). Measured on this host's onnxruntime 1.32 by
-  sweeping channel counts one at a time.
+* a fused int8 conv runs on MLAS's *symmetric* indirect-conv kernels (mode ``q8s``, faster)
+  when its weights are symmetric, as edgetune and ``quantize_static`` write them, and the
+  shapes fit the x86 kernels: a dense conv with input channels a multiple of 4 and output
+  channels a multiple of 8 and at least 16 (MACs counted with output channels padded to 16),
+  or a depthwise conv with channels a multiple of 16. Otherwise (mode ``q8``) a dense conv runs
+  im2col + u8s8 GEMM, and a depthwise one the generic kernel, which does 8 channels per vector
+  and the rest one by one (``tail_macs``). Read off by sweeping channel counts one at a time.
 * 1x1 convs have kernels of their own (``pwconv:<mode>``): no im2col, a pointwise NCHWc kernel.
-* an fp32 conv runs in the NCHWc layout (block 8 on AVX2; classes ``conv:f32``/``dwconv:f32``,
-  MACs counted with channels padded to a multiple of 8) when ``groups == 1`` and its input has
-  < 8 or a multiple of 4 channels, or when it is depthwise with a multiple of 4 channels;
-  otherwise it runs im2col + GEMM (``conv:f32p``/``dwconv:f32p``). Those, like the ``q8`` and
+* fp32 convs run in MLAS's NCHWc layout, whose channel block ``B`` depends on the CPU: 8 with
+  AVX2, 16 with AVX-512F (``nchwc_block``, a constant of the target; :data:`NCHWC_BLOCK` = 8 is
+  the default). An unfused conv with float weights (whatever its ``act_bits``: a quantized
+  input reaches it through a ``DequantizeLinear``, as a float tensor) runs in NCHWc (classes
+  ``conv:f32``/``dwconv:f32``, MACs counted with channels padded to a multiple of ``B``) when
+  ``groups == 1`` and its input has < ``B`` or a multiple of 4 channels, or when it is
+  depthwise with a multiple of 4 channels; otherwise it runs im2col + GEMM
+  (``conv:f32p``/``dwconv:f32p``). Those, like the ``q8`` and
   ``rt`` convs, count MACs with the GEMM's output channels padded to 16 and its depth (input
-  channels x kernel area) to 4, as MLAS packs them. A ``reorder``
-  kernel converts a tensor into (for a conv with >= 8 input channels) or out of NCHWc. An fp32
-  add whose input is the sole output of an NCHWc conv is fused into it (``add:fused``), and so
-  is a ReLU after that add (``relu:fused``). Unfused pools with a multiple of 8 channels run in
-  NCHWc if they read an NCHWc tensor or the graph input;
-  adds and ReLUs do when all their inputs are NCHWc. A conv with < 8 input channels reads
-  plain NCHW.
+  channels x kernel area) to 4, as MLAS packs them. A ``reorder`` kernel converts a tensor
+  into (for a conv with >= ``B`` input channels) or out of NCHWc. An fp32 add whose input is
+  the sole output of an NCHWc conv is fused into it (``add:fused``), and so is a ReLU after
+  that add (``relu:fused``). Unfused pools with a multiple of ``B`` channels run in NCHWc if
+  they read an NCHWc tensor or the graph input; adds and ReLUs do when all their inputs are
+  NCHWc. A dense conv with < ``B`` input channels reads plain NCHW; a depthwise conv always
+  reads NCHWc.
 * the graph output of an 8-bit layer is taken to be in QDQ form (as ``quantize_static``
   writes it), so an int8 classifier is a fused ``QGemm`` followed by a ``dq8``.
 
@@ -56,15 +59,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cost_models.errors import UnsupportedLayerError
 from cost_models.graph import FLOAT_BITS, LAYER_KINDS, Bits, Layer, LayerGraph, Precision
-from search.errors import UnsupportedLayerError
 
-__all__ = ["WEIGHTED_KERNEL_KINDS", "WEIGHTED_KINDS", "Kernel", "kernels", "weight_container_bits"]
+__all__ = [
+    "NCHWC_BLOCK",
+    "NCHWC_BLOCKS",
+    "WEIGHTED_KERNEL_KINDS",
+    "WEIGHTED_KINDS",
+    "Kernel",
+    "kernels",
+    "weight_container_bits",
+]
 
 WEIGHTED_KINDS = ("conv", "dwconv", "linear")
 # kernel kinds: a 1x1 conv's kernels are "pwconv:<mode>"
 WEIGHTED_KERNEL_KINDS = ("conv", "pwconv", "dwconv", "linear")
 _FLOAT = Precision()
+# MLAS's NCHWc channel block: 8 on AVX2 (the default), 16 with AVX-512F.
+NCHWC_BLOCK = 8
+NCHWC_BLOCKS = (8, 16)
 
 
 @dataclass(frozen=True)
@@ -125,19 +139,21 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def _nchwc_conv(layer: Layer) -> bool:
+def _nchwc_conv(layer: Layer, block: int) -> bool:
     cin, cout = layer.in_shape[1], layer.out_shape[1]
     if layer.kind == "dwconv" or layer.groups > 1:
         return layer.groups == cin == cout and cin % 4 == 0
-    return cin < 8 or cin % 4 == 0
+    return cin < block or cin % 4 == 0
 
 
-def _padded_macs(layer: Layer) -> int:
+def _padded_macs(layer: Layer, block: int) -> int:
+    """MACs of an NCHWc conv: channels padded to the NCHWc block (input channels only when
+    the input is itself in NCHWc, i.e. has >= ``block`` channels)."""
     cin, cout = layer.in_shape[1], layer.out_shape[1]
     if layer.groups > 1:
-        return layer.macs * _round_up(cout, 8) // cout
-    cin_pad = cin if cin < 8 else _round_up(cin, 8)
-    return layer.macs * _round_up(cout, 8) * cin_pad // (cout * cin)
+        return layer.macs * _round_up(cout, block) // cout
+    cin_pad = cin if cin < block else _round_up(cin, block)
+    return layer.macs * _round_up(cout, block) * cin_pad // (cout * cin)
 
 
 def _gemm_padded_macs(layer: Layer) -> int:
@@ -156,7 +172,7 @@ def _sym_conv(layer: Layer) -> bool:
     indirect "symmetric" kernels when the shapes allow (x86 AVX2/VNNI: a dense conv with input
     channels a multiple of 4 and output channels a multiple of 8 and at least 16; a depthwise
     conv with channels a multiple of 16); otherwise on im2col + u8s8 GEMM (dense) or the generic
-    depthwise kernel. The symmetric kernels are about a quarter faster (measured)."""
+    depthwise kernel. The symmetric kernels are the faster ones."""
     cin, cout = layer.in_shape[1], layer.out_shape[1]
     if layer.kind == "dwconv" or layer.groups > 1:
         return layer.groups == cin == cout and cin % 16 == 0
@@ -178,8 +194,10 @@ def _elems(shape: tuple[int, ...]) -> int:
     return n
 
 
-def kernels(graph: LayerGraph, bits: Bits) -> list[Kernel]:
-    """The kernels onnxruntime runs for ``graph`` at ``bits``, in execution order."""
+def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) -> list[Kernel]:
+    """The kernels onnxruntime runs for ``graph`` at ``bits``, in execution order, on a CPU
+    whose MLAS NCHWc channel block is ``nchwc_block`` (8 on AVX2, 16 with AVX-512F)."""
+    block = nchwc_block
     users = consumers(graph)
     by_name = {layer.name: layer for layer in graph.layers}
     prec = {layer.name: bits.get(layer.name, _FLOAT) for layer in graph.layers}
@@ -223,11 +241,15 @@ def kernels(graph: LayerGraph, bits: Bits) -> list[Kernel]:
         p = prec[layer.name]
         float_layer = not fused[layer.name] and p.act_bits == FLOAT_BITS
         if layer.kind in ("conv", "dwconv"):
-            nchwc[layer.name] = float_layer and p.weight_bits == FLOAT_BITS and _nchwc_conv(layer)
+            nchwc[layer.name] = (
+                not fused[layer.name]
+                and p.weight_bits == FLOAT_BITS
+                and _nchwc_conv(layer, block)
+            )
         elif layer.kind in ("maxpool", "avgpool", "gap"):
             srcs = layer.inputs or ("",)
             nchwc[layer.name] = (
-                not fused[layer.name] and layer.in_shape[1] % 8 == 0
+                not fused[layer.name] and layer.in_shape[1] % block == 0
                 and all(s == "" or nchwc.get(s, False) for s in srcs)
             )
         elif layer.kind in ("add", "relu"):
@@ -277,7 +299,7 @@ def kernels(graph: LayerGraph, bits: Bits) -> list[Kernel]:
                     convert(src, "dq" + tag, layer.name)
             elif src_quant:
                 convert(src, "dq8", layer.name)
-            nchw_in = layer.kind in ("conv", "dwconv") and layer.in_shape[1] < 8
+            nchw_in = layer.kind == "conv" and layer.groups == 1 and layer.in_shape[1] < block
             if nchwc[layer.name] and not nchw_in and not nchwc.get(src, False):
                 convert(src, "reorder", layer.name)
             if nchwc.get(src, False) and (nchw_in or not nchwc[layer.name]):
@@ -299,7 +321,7 @@ def kernels(graph: LayerGraph, bits: Bits) -> list[Kernel]:
         if sym:
             macs = _sym_padded_macs(layer)
         elif nchwc[layer.name] and layer.kind in ("conv", "dwconv"):
-            macs = _padded_macs(layer)
+            macs = _padded_macs(layer, block)
         elif layer.kind in ("conv", "dwconv"):
             macs = _gemm_padded_macs(layer)
         pixels = layer.out_elems // layer.out_shape[1] if layer.kind in ("conv", "dwconv") else 0

@@ -26,8 +26,8 @@ from typing import Any
 
 from cost_models.analytic import KernelCoefficients, peak_memory_kb, size_kb
 from cost_models.base import CostModel, Measurement
+from cost_models.errors import CalibrationError, UnsupportedLayerError
 from cost_models.graph import Bits, Costs, Layer, LayerGraph, Precision
-from search.errors import CalibrationError, UnsupportedLayerError
 
 __all__ = ["LayerTypeConstants", "LayerTypeCostModel", "default_constants", "layer_class",
            "with_precision"]
@@ -76,7 +76,8 @@ def _weighted(cls: str) -> bool:
     return cls.split(":")[0] in ("conv1", "convk", "dwconv", "linear")
 
 
-def features(graph: LayerGraph, bits: Bits) -> dict[str, float]:
+def layer_type_features(graph: LayerGraph, bits: Bits) -> dict[str, float]:
+    """The linear features of the latency model, named ``"<class>.<coefficient>"``."""
     f: dict[str, float] = {"overhead_ms": 1.0}
     for layer in graph.layers:
         cls = layer_class(layer, bits.get(layer.name, _FLOAT))
@@ -88,7 +89,8 @@ def features(graph: LayerGraph, bits: Bits) -> dict[str, float]:
     return f
 
 
-def latency_ms(graph: LayerGraph, bits: Bits, constants: LayerTypeConstants) -> float:
+def layer_type_latency_ms(graph: LayerGraph, bits: Bits, constants: LayerTypeConstants) -> float:
+    """Predicted latency at batch 1 (overhead + Σ per-layer costs)."""
     total = constants.overhead_ms
     for layer in graph.layers:
         c = constants.coefficient(layer_class(layer, bits.get(layer.name, _FLOAT)))
@@ -116,7 +118,7 @@ class LayerTypeCostModel(CostModel):
     name = "layer-type"
 
     def predict(self, graph: LayerGraph, bits: Bits, constants: Any) -> Costs:
-        lat = latency_ms(graph, bits, constants)
+        lat = layer_type_latency_ms(graph, bits, constants)
         return Costs(latency_ms=lat, energy_mj=lat * constants.power_w,
                      peak_memory_kb=peak_memory_kb(graph, bits), size_kb=size_kb(graph, bits))
 
@@ -127,7 +129,7 @@ class LayerTypeCostModel(CostModel):
             raise CalibrationError(
                 f"fitting needs at least 3 measurements, got {len(measurements)}; measure more"
             )
-        values = fit_linear([features(g, b) for g, b, _ in measurements],
+        values = fit_linear([layer_type_features(g, b) for g, b, _ in measurements],
                             [float(t) for _, _, t in measurements], ridge=RIDGE)
         classes = sorted({n.rsplit(".", 1)[0] for n in values if n != "overhead_ms"})
         coeffs = tuple(

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from cost_models.errors import UnsupportedLayerError
 from cost_models.graph import FLOAT_BITS, Layer, LayerGraph, Precision
-from search.errors import UnsupportedLayerError
 
 if TYPE_CHECKING:
     import onnx

@@ -27,8 +27,8 @@ from __future__ import annotations
 import operator
 from typing import TYPE_CHECKING, Any
 
+from cost_models.errors import UnsupportedLayerError
 from cost_models.graph import Layer, LayerGraph
-from search.errors import UnsupportedLayerError
 
 if TYPE_CHECKING:
     from torch import nn

@@ -1,5 +1,6 @@
-"""The workloads: built-in models (``experiments.models``), data set loaders
-(``experiments.fashion_mnist``), example specs, benchmark scripts and their committed results.
+"""Benchmarks and scripts, the demo spec folder (``fashion_mnist/``: spec, teacher) and the
+committed results (``results/``).
 
-Nothing is imported here, so naming one workload does not load torch for the others.
+Nothing at run time imports this package: the built-in models and data sets live in
+:mod:`search.workloads`.
 """

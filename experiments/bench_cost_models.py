@@ -227,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         for path in host_checks:
             hs = json.loads(path.read_text())["summary"]
             seed = path.stem.removeprefix("host_fidelity_")
-            md += [f"| {seed}, {k} | {hs[k]['n']:.0f} | {_fmt(hs[k])} |" for k in ("all", "fp32", "int8")]
+            md += [
+                f"| {seed}, {k} | {hs[k]['n']:.0f} | {_fmt(hs[k])} |"
+                for k in ("all", "fp32", "int8")
+            ]
     md += [
         "",
         "## Fidelity vs number of calibration rows (same held-out rows)",

@@ -46,8 +46,10 @@ search: {{trials: {trials}, workers: 1, executor: ray, seed: 0, seed_trials: 0, 
 def study_figures(storage: str, name: str) -> dict[str, Any]:
     import optuna
 
+    from search.record import TrialRecord
+
     times = [
-        (t.datetime_start, t.datetime_complete, float(t.user_attrs.get("driver_s", 0.0)))
+        (t.datetime_start, t.datetime_complete, float(getattr(TrialRecord.read(t), "driver_s", 0) or 0))
         for t in optuna.load_study(study_name=name, storage=storage).get_trials()
         if t.datetime_start and t.datetime_complete
     ]

@@ -50,15 +50,18 @@ def hypervolume(points: list[tuple[float, float]]) -> float:
 def trial_stats(storage: str, study_name: str, teacher_latency: float) -> dict[str, Any]:
     import optuna
 
+    from search.record import TrialRecord
+
     study = optuna.load_study(study_name=study_name, storage=storage)
     trials = sorted(study.trials, key=lambda t: t.number)
-    statuses = [t.user_attrs.get("status", t.state.name.lower()) for t in trials]
+    records = [TrialRecord.read(t) for t in trials]
+    statuses = [r.status if r else t.state.name.lower() for r, t in zip(records, trials, strict=True)]
     half = len(trials) // 2
 
     def share(xs: list[str]) -> float:
         return sum(s == "infeasible" for s in xs) / max(len(xs), 1)
 
-    timings = [t.user_attrs.get("timings_s", {}) for t in trials]
+    timings = [dict(r.timings_s) if r else {} for r in records]
     wall = [
         (t.datetime_complete - t.datetime_start).total_seconds()
         for t in trials
@@ -68,10 +71,9 @@ def trial_stats(storage: str, study_name: str, teacher_latency: float) -> dict[s
     evals = sum(x.get("eval", 0.0) for x in timings)
     total = sum(wall)
     points = [
-        (t.user_attrs["accuracy"], t.user_attrs["latency_ms"] / teacher_latency)
-        for t in trials
-        if t.user_attrs.get("status") == "complete"
-        and all(v <= 0 for k, v in t.system_attrs.items() if k.startswith("constraints:"))
+        (r.accuracy or 0.0, r.predicted["latency_ms"] / teacher_latency)
+        for r in records
+        if r is not None and r.feasible
     ]
     return {
         "trials": len(trials),
@@ -91,7 +93,7 @@ def ort_int8_baseline(work: Path) -> dict[str, Any]:
 
     from search.onnx_export import to_onnx
     from search.spec import load_spec
-    from search.workload import load_data, load_teacher, split
+    from search.workloads import load_data, load_teacher, split
 
     spec = load_spec(SPEC)
     teacher = load_teacher(spec)
@@ -111,33 +113,34 @@ def pruning_baseline(work: Path) -> dict[str, Any]:
     import torch
 
     import targets
-    from search.evaluate import space_for
     from search.onnx_export import packed_size_bytes, to_onnx
     from search.spec import load_spec
-    from search.workload import build_workload, load_data, load_teacher
+    from search.trial import space_for
+    from search.workloads import build_workload, load_data, load_teacher
     from spaces.distillation import FinetuneData, finetune
-    from spaces.quantization import apply as quantize
+    from spaces.student import build_student
 
     spec = load_spec(SPEC)
     teacher = load_teacher(spec)
     data = load_data(spec.data)
     work_ = build_workload(spec, teacher, data)
     space = space_for(spec, teacher)
-    policy = space.decode(space.uniform_params(0.5, 32, 32))
     target = targets.get("host")
-    student = quantize(
-        space.prune(teacher, policy),
-        policy.bits,
-        work_.x_calib,
+    built = build_student(
+        teacher,
+        space.uniform_params(0.5, 32, 32),
+        space,
+        calib=work_.x_calib,
         reduce_range=target.int8_reduce_range,
     )
+    assert built.model is not None
     torch.set_num_threads(2)
     t = time.perf_counter()
     student = finetune(
-        student,
+        built.model,
         FinetuneData(work_.x_finetune, work_.y_finetune, work_.x_val, work_.y_val),
         work_.teacher_logits,
-        policy.distillation,
+        built.policy.distillation,
     )
     path = work / "pruned50.onnx"
     path.write_bytes(to_onnx(student, tuple(spec.model.input_shape)).SerializeToString())
@@ -154,7 +157,7 @@ def measure_all(models: dict[str, str]) -> dict[str, dict[str, Any]]:
 
     from search.export import onnx_accuracy
     from search.spec import load_spec
-    from search.workload import load_data
+    from search.workloads import load_data
     from targets.agent import measure
 
     spec = load_spec(SPEC)
@@ -234,7 +237,7 @@ def main() -> int:
     teacher = measured["teacher (fp32)"]
     from search.onnx_export import packed_size_bytes
     from search.spec import load_spec
-    from search.workload import load_teacher
+    from search.workloads import load_teacher
 
     teacher_packed = packed_size_bytes(load_teacher(load_spec(SPEC))) / 1024
     sizes = {label: rows[label].get("export", {}).get("size_kb_packed") for label in rows}

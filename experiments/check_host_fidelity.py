@@ -147,39 +147,49 @@ def _export(model: Any, shape: tuple[int, int, int], tmp: Path, name: str) -> tu
 
 def _winners(n: int, seed: int, target: Any) -> list[tuple[str, bytes, float]]:
     """Search-winner-like students: ResNet-8 at 28x28x1, pruned per group, mixed precision,
-    exported by edgetune's own exporter; predicted from the torch graph, as the search does."""
+    made by the search's own student recipe and exporter; predicted from the torch graph, as
+    the search does."""
     import torch
 
-    from cost_models import Precision, from_torch
-    from experiments.models import resnet8
+    from cost_models import Precision
     from search.onnx_export import to_onnx
-    from spaces import pruning, quantization
+    from search.workloads.models import resnet8
+    from spaces.config import PruningSpace, QuantizationSpace, Space
+    from spaces.joint import JointSpace
+    from spaces.student import build_student, student_architecture
 
+    shape = (1, 28, 28)
+    space_spec = Space(
+        quantization=QuantizationSpace(weight_bits=(4, 6, 8, 32), activation_bits=(8, 32)),
+        pruning=PruningSpace(max_ratio=0.5, step=0.25, round_to=1),
+    )
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        model = resnet8((1, 28, 28)).eval()
-        ratios = {
-            g.name: rng.choice((0.0, 0.25, 0.5)) for g in pruning.find_groups(model, (1, 28, 28))
-        }
-        student = pruning.apply(model, ratios, input_shape=(1, 28, 28)).eval()
-        graph = from_torch(student, (1, 28, 28))
-        bits = {}
+        model = resnet8(shape).eval()
+        space = JointSpace(model, shape, space_spec)
+        params = space.uniform_params(0.0, 32, 32)
+        assert space.pruning is not None
+        for group in space.pruning.groups:
+            params[f"prune.{group.name}"] = rng.choice((0.0, 0.25, 0.5))
+        graph = student_architecture(model, params, space).graph
         for la in graph.layers:
             if la.kind in ("conv", "dwconv", "linear"):
-                bits[la.name] = rng.choice(
+                p = rng.choice(
                     [Precision(8, 8)] * 3 + [Precision(4, 8), Precision(32, 32), Precision(6, 8)]
                 )
+                params[f"wbits.{la.name}"], params[f"abits.{la.name}"] = p.weight_bits, p.act_bits
             elif la.kind == "add":
-                bits[la.name] = rng.choice([Precision(32, 8), Precision()])
-        bits = {k: v for k, v in bits.items() if v != Precision()}
-        q = quantization.apply(student, bits, torch.randn(16, 1, 28, 28), reduce_range=True)
-        onnx_model = to_onnx(q, (1, 28, 28))
+                params[f"abits.{la.name}"] = rng.choice([Precision(32, 8), Precision()]).act_bits
+        student = build_student(
+            model, params, space, calib=torch.randn(16, *shape), reduce_range=True
+        )
+        assert student.model is not None
         out.append(
             (
                 f"winner{i}_resnet8",
-                onnx_model.SerializeToString(),
-                target.predict(graph, bits).latency_ms,
+                to_onnx(student.model, shape).SerializeToString(),
+                target.predict(student.graph, student.policy.bits).latency_ms,
             )
         )
     return out
@@ -233,8 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.reuse and saved.is_file():
             results = json.loads(saved.read_text())
             # the students were predicted from their torch graphs when they were measured
-            files = [tmp / f"{r['name']}.onnx" for r in results
-                     if "predicted_from_torch_ms" not in r]
+            files = [
+                tmp / f"{r['name']}.onnx" for r in results if "predicted_from_torch_ms" not in r
+            ]
         else:
             files = []
             for name, model, shape in _nets(args.n, args.seed):

@@ -16,7 +16,8 @@ folded), ``avg_pool_3x3`` (3×3 average pool, stride 1). Summing m edges takes m
 layers. Runtimes compile the network, and the measured latencies show dead code is removed: a
 node whose edges are all ``none`` (or read zero nodes) holds zeros and its readers are dropped,
 ops feeding no path to the cell output are dropped, and a network whose cells output zeros is
-a constant (measured at about 0.01 ms: its graph here has no layers). The last BN is folded into the classifier (BN → GAP → linear is linear).
+a constant (its graph here has no layers). The last BN is folded into the classifier (BN → GAP
+→ linear is linear).
 
     python -m experiments.nb201 "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|...|"  # prints MACs
 """
@@ -90,7 +91,7 @@ class _Ops:
     def __init__(self, onnx_out: bool) -> None:
         self.onnx_out = onnx_out
         if onnx_out:
-            from targets.suite import OnnxBuilder
+            from targets.onnx_builder import OnnxBuilder
 
             self.ob = OnnxBuilder(INPUT_SHAPE[1:], seed=0)
             self.c: dict[str, int] = {"input": 3}

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from experiments.fashion_mnist import load_fashion_mnist, normalize
-from experiments.models import BUILTIN_MODELS
 from search.teacher import EpochLog, train_teacher
-from spaces.distillation import evaluate
+from search.workloads.fashion_mnist import load_fashion_mnist, normalize
+from search.workloads.models import BUILTIN_MODELS
+from spaces.distillation import accuracy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         log=log,
     )
     seconds = time.perf_counter() - start
-    accuracy = evaluate(model, x_test, y_test)
+    test_accuracy = accuracy(model, x_test, y_test)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out)
     print(
-        f"{args.model}: test accuracy {accuracy:.4f} on {len(y_test)} images, "
+        f"{args.model}: test accuracy {test_accuracy:.4f} on {len(y_test)} images, "
         f"trained {args.epochs} epochs on the first {n} training images in {seconds:.0f} s "
         f"({args.threads} threads), "
         f"saved to {args.out}",

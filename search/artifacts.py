@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def artifact_dir() -> Path:
-    from search.workload import edgetune_home
+    from targets.home import edgetune_home
 
     path = Path(os.environ.get("EDGETUNE_ARTIFACTS", edgetune_home() / "artifacts")).resolve()
     path.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from search.cli_args import build_parser
 from search.errors import EdgetuneError, InfeasibleSpecError, SpecError
 
 EXIT_ERROR = 2
@@ -39,40 +40,6 @@ def _isolate_stdout() -> None:
     sys.stdout.flush()
     _OUT = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
-
-
-def _positive_int(flag: str) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {raw!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-        return value
-
-    parse.__name__ = flag
-    return parse
-
-
-def _positive_float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def _study_name(raw: str) -> str:
-    from search.spec import STUDY_NAME
-
-    if not STUDY_NAME.match(raw):
-        raise argparse.ArgumentTypeError(
-            f"must be 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit, got {raw!r}"
-        )
-    return raw
 
 
 def _with_overrides(spec: Any, args: argparse.Namespace) -> Any:
@@ -116,7 +83,10 @@ def _run_and_report(
     executor = make_executor(
         spec.search.executor, workers or spec.search.workers, ray_address or spec.search.ray_address
     )
-    Driver(study, prepared, executor, log=_log, progress=True).run(target_done, timeout)
+    driver = Driver(
+        study, studies.storage_for(storage), prepared, executor, log=_log, progress=True
+    )
+    driver.run(target_done, timeout)
     summary = studies.summary(study, spec, storage)
     _emit(args, summary, study_text(summary))
     return 0
@@ -124,7 +94,7 @@ def _run_and_report(
 
 def cmd_search(args: argparse.Namespace) -> int:
     from search import study as studies
-    from search.driver import start_study
+    from search.lifecycle import start_study
     from search.spec import load_spec
 
     spec = _with_overrides(load_spec(args.spec), args)
@@ -143,7 +113,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from search import study as studies
-    from search.driver import ensure_trials_left, resume_prepared, trained_count
+    from search.driver import trained_count
+    from search.lifecycle import ensure_trials_left, resume_prepared
 
     storage = studies.resolve_storage(args.storage)
     study, spec = studies.open_study(args.study, storage)
@@ -198,47 +169,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     import targets
-    from search.driver import cheapest_costs, resolve_budgets, teacher_costs
-    from search.evaluate import over_budget, space_for
+    from search.budgets import check_spec
     from search.spec import load_spec
-    from search.workload import build_model
+    from search.workloads import build_model
 
     spec = load_spec(args.spec)
-    target = targets.get(spec.target)
-    model = build_model(spec.model).eval()  # costs depend on the architecture, not the weights
-    teacher = teacher_costs(model, spec, target)
-    budgets = resolve_budgets(spec, teacher, target.prediction_margin())
-    cheapest = cheapest_costs(space_for(spec, model), model, spec, target)
-    broken = over_budget(cheapest, budgets)
-    result = {
-        "spec": str(args.spec),
-        "valid": True,
-        "target": spec.target,
-        "teacher": teacher,
-        "cheapest": cheapest,
-        "budgets": budgets,
-        "feasible": not broken,
-        "over_budget": {k: round(v, 4) for k, v in broken.items()},
-    }
-    lines = [
-        f"spec {args.spec}: valid; target {spec.target}",
-        "cost | teacher | cheapest candidate | budget",
-    ]
-    for k, v in teacher.items():
-        lines.append(
-            f"{k} | {v:.4g} | {cheapest[k]:.4g} | " + (f"{budgets[k]:.4g}" if k in budgets else "-")
-        )
-    if broken:
-        lines.append(
-            "infeasible: "
-            + "; ".join(
-                f"{k}: the cheapest candidate is {v:.0%} over budget" for k, v in broken.items()
-            )
-        )
-    else:
-        lines.append("the budgets can be met (by the cheapest corner of the space at least)")
-    _emit(args, result, "\n".join(lines))
-    return EXIT_INFEASIBLE if broken else 0
+    # costs depend on the architecture, not the weights: an untrained model will do
+    result = check_spec(spec, targets.get(spec.target), build_model(spec.model).eval())
+    out = {"spec": str(args.spec), "valid": True, "target": spec.target, **result.as_dict()}
+    _emit(args, out, f"spec {args.spec}: valid; target {spec.target}\n{result.text()}")
+    return EXIT_INFEASIBLE if result.broken else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -367,7 +307,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from search import study as studies
     from search.service import ServiceConfig, load_token, serve
-    from search.workload import edgetune_home
+    from targets.home import edgetune_home
 
     token, source = load_token(args.host, args.token_file, edgetune_home())
     data_root = args.data_root.resolve() if args.data_root else None
@@ -388,115 +328,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edgetune", description="Joint compression search for edge devices."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add(
-        name: str, fn: Callable[[argparse.Namespace], int], help: str
-    ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--json", action="store_true", help="print one JSON object")
-        p.set_defaults(fn=fn)
-        return p
-
-    p = add("search", cmd_search, "Start a study for a spec and run its trials.")
-    p.add_argument("spec", type=Path)
-    p.add_argument("--trials", type=_positive_int("--trials"))
-    p.add_argument("--timeout", type=_positive_float, help="seconds; no new trials after it")
-    p.add_argument("--workers", type=_positive_int("--workers"))
-    p.add_argument(
-        "--storage", help="sqlite:///PATH (default .edgetune/studies.db) or postgresql://..."
-    )
-    p.add_argument("--study", type=_study_name, help="study name (default: the spec's name)")
-    p.add_argument("--ray-address", dest="ray_address")
-    p.add_argument("--executor", choices=("ray", "process"))
-
-    p = add("resume", cmd_resume, "Continue a study with the spec stored in it.")
-    p.add_argument("study", type=_study_name)
-    p.add_argument("--storage")
-    p.add_argument("--trials", type=_positive_int("--trials"), help="run N more trials")
-    p.add_argument("--workers", type=_positive_int("--workers"))
-    p.add_argument("--timeout", type=_positive_float)
-    p.add_argument("--ray-address", dest="ray_address")
-
-    p = add("show", cmd_show, "Show a study's trial counts and best candidates.")
-    p.add_argument("study", type=_study_name)
-    p.add_argument("--storage")
-
-    p = add(
-        "export", cmd_export, "Export a trial (default: the best feasible) to QDQ ONNX, measured."
-    )
-    p.add_argument("study", type=_study_name)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--storage")
-    p.add_argument("--trial", type=int)
-
-    p = add("check", cmd_check, "Validate a spec and say whether its budgets can be met at all.")
-    p.add_argument("spec", type=Path)
-
-    p = add("train", cmd_train, "Train and cache the teacher a spec names.")
-    p.add_argument("spec", type=Path)
-    p.add_argument("--epochs", type=_positive_int("--epochs"), default=4)
-
-    add("targets", cmd_targets, "List the targets with their calibration and fidelity.")
-
-    p = add(
-        "calibrate",
-        cmd_calibrate,
-        "Calibrate a target: `host` here, NAME from measurements, or emit the suite.",
-    )
-    p.add_argument("name", nargs="?", help="host, or the target to create or refit")
-    p.add_argument("--measurements", type=Path, help="the agent's .json or a model,latency_ms CSV")
-    p.add_argument("--like", help="a new target starts from this target's cost model and power")
-    p.add_argument(
-        "--power-w",
-        dest="power_w",
-        type=_positive_float,
-        help="device power (W) for energy = power x latency",
-    )
-    p.add_argument("--models", type=Path, help="folder of the ONNX files the agent measured")
-    p.add_argument("--holdout", type=float, default=0.25, help="share of rows held out")
-    p.add_argument(
-        "--emit-suite",
-        dest="emit_suite",
-        type=Path,
-        metavar="DIR",
-        help="write the micro-benchmark suite's ONNX models to DIR and stop",
-    )
-    p.add_argument("--suite-size", dest="suite_size", choices=("full", "small"), default="full")
-
-    p = add("dashboard", cmd_dashboard, "Serve optuna-dashboard on the study storage.")
-    p.add_argument("--storage")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8089)
-
-    p = add("serve", cmd_serve, "Serve the HTTP API and web page: submit, watch, stop, resume.")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--storage")
-    p.add_argument("--ray-address", dest="ray_address")
-    p.add_argument("--token-file", type=Path, help="file holding the bearer token")
-    p.add_argument(
-        "--allow-module",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="a module specs may name as module:function (repeatable)",
-    )
-    p.add_argument("--data-root", type=Path, help="folder specs may name files in")
-    p.add_argument(
-        "--dashboard-port",
-        type=int,
-        help="optuna-dashboard's port (default PORT+1; 0 turns it off)",
-    )
-
-    p = add("predict", cmd_predict, "Predict latency, energy, peak memory and size of ONNX models.")
-    p.add_argument("models", nargs="+")
-    p.add_argument("--target", required=True)
-    return parser
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "search": cmd_search,
+    "resume": cmd_resume,
+    "show": cmd_show,
+    "export": cmd_export,
+    "check": cmd_check,
+    "train": cmd_train,
+    "targets": cmd_targets,
+    "calibrate": cmd_calibrate,
+    "dashboard": cmd_dashboard,
+    "serve": cmd_serve,
+    "predict": cmd_predict,
+}
 
 
 def _quiet_libraries() -> None:
@@ -522,14 +366,13 @@ def _stop_on_sigterm() -> None:
 
 
 def main(argv: Sequence[str] | None = None, *, isolate_stdout: bool = True) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     _quiet_libraries()
     _stop_on_sigterm()
     if isolate_stdout:
         _isolate_stdout()
     try:
-        code: int = args.fn(args)
+        code: int = COMMANDS[args.command](args)
         return code
     except InfeasibleSpecError as exc:
         print(f"edgetune: infeasible: {exc}", file=sys.stderr)

@@ -1,16 +1,29 @@
-"""The one exception root of edgetune, and its specific subclasses.
+"""The errors of the search package, and every edgetune error re-exported in one place.
 
-Every error edgetune raises on purpose derives from :class:`EdgetuneError`. Its message states
-the rule that was broken, the value that broke it, and what to do; the CLI prints that message
-on one line, with no traceback. This module imports nothing heavy, so every package (including
-the pure ``cost_models``) may import it.
+The root, :class:`EdgetuneError`, lives in the bottom layer (``cost_models.errors``); each
+layer defines the errors it raises. Callers above all layers (the command line, the service)
+import them from here.
 """
 
 from __future__ import annotations
 
+from cost_models.errors import CalibrationError, EdgetuneError, UnsupportedLayerError
+from spaces.errors import SpaceError, TrialError
+from targets.errors import TargetError
 
-class EdgetuneError(Exception):
-    """Root of every error edgetune raises on purpose."""
+__all__ = [
+    "CalibrationError",
+    "EdgetuneError",
+    "ExportError",
+    "InfeasibleSpecError",
+    "SpaceError",
+    "SpecError",
+    "StudyError",
+    "TargetError",
+    "TrialError",
+    "UnsupportedLayerError",
+    "WorkloadError",
+]
 
 
 class SpecError(EdgetuneError):
@@ -21,24 +34,8 @@ class InfeasibleSpecError(EdgetuneError):
     """No candidate in the spec's space can meet a budget, not even the cheapest corner."""
 
 
-class UnsupportedLayerError(EdgetuneError):
-    """A layer that no cost model, pruner or exporter supports. It never counts as zero."""
-
-
-class CalibrationError(EdgetuneError):
-    """Measurements are missing, malformed, or too few to fit a target's constants."""
-
-
-class TargetError(EdgetuneError):
-    """An unknown target name, or a target file that is invalid."""
-
-
 class StudyError(EdgetuneError):
     """A study that does not exist, or cannot be opened, resumed or exported."""
-
-
-class TrialError(EdgetuneError):
-    """One candidate failed (a NaN loss, a pruning failure). The study goes on."""
 
 
 class WorkloadError(EdgetuneError):

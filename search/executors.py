@@ -1,9 +1,9 @@
 """Executors run trials for the driver: in this process, or as Ray tasks.
 
 The driver is the only process that writes to the study. An executor takes
-:class:`~search.evaluate.TrialTask` objects, runs :func:`search.evaluate.run_trial` somewhere,
+:class:`~search.trial.TrialTask` objects, runs :func:`search.trial.run_trial` somewhere,
 relays the trial's intermediate accuracies to the driver's ``on_progress`` callback (whose
-answer ``False`` asks the trial to stop), and hands back :class:`~search.evaluate.TrialOutcome`
+answer ``False`` asks the trial to stop), and hands back :class:`~search.trial.TrialOutcome`
 objects. A worker that dies is retried once; a second death is a failed outcome with its reason.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from search.errors import EdgetuneError
-from search.evaluate import TrialContext, TrialOutcome, TrialTask, failed_outcome, run_trial
+from search.trial import TrialContext, TrialOutcome, TrialTask, failed_outcome, run_trial
 
 ProgressCallback = Callable[[int, int, float], bool]
 """(trial number, fine-tune step, validation accuracy) -> keep going?"""
@@ -73,19 +73,19 @@ class InProcessExecutor(Executor):
 
 
 def _ray_env() -> dict[str, str]:
-    """Settings every Ray process needs here: no usage stats, loopback only (DESIGN.md)."""
+    """Settings every Ray process needs: no usage stats, and a local Ray that binds to loopback
+    only (Ray otherwise binds to the machine's network address)."""
     return {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def _code_modules() -> list[Any]:
     """edgetune's packages, shipped to every Ray node (so no node needs edgetune installed)."""
     import cost_models
-    import experiments
     import search
     import spaces
     import targets
 
-    return [search, spaces, cost_models, targets, experiments]
+    return [search, spaces, cost_models, targets]
 
 
 def trial_memory_bytes(context: TrialContext) -> int:

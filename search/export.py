@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.errors import ExportError, StudyError
+from search.record import StudyRecord, TrialRecord
 from search.spec import Spec
 
 if TYPE_CHECKING:
@@ -22,11 +23,15 @@ if TYPE_CHECKING:
     import optuna
     from torch import nn
 
+    from spaces.student import Student
     from targets.base import Target
 
 
-def choose_trial(study: optuna.Study, spec: Spec, number: int | None) -> optuna.trial.FrozenTrial:
-    from search.study import best_rows, trial_status
+def choose_trial(
+    study: optuna.Study, spec: Spec, number: int | None
+) -> tuple[optuna.trial.FrozenTrial, TrialRecord]:
+    """The best feasible trial (or trial ``number``), which must be complete with weights."""
+    from search.study import best_rows
 
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number is None:
@@ -42,39 +47,50 @@ def choose_trial(study: optuna.Study, spec: Spec, number: int | None) -> optuna.
             f"--trial: study {study.study_name!r} has no trial {number}; "
             f"it has trials 0..{max(trials, default=-1)}"
         )
-    trial = trials[number]
-    if trial_status(trial) != "complete" or "artifact" not in trial.user_attrs:
+    record = TrialRecord.read(trials[number])
+    if record is None or record.status != "complete" or record.artifact is None:
+        status = record.status if record else "running"
         raise StudyError(
-            f"--trial: trial {number} is {trial_status(trial) or 'running'}, not a "
-            "complete trial with stored weights; pick a complete one (`edgetune show`)"
+            f"--trial: trial {number} is {status}, not a complete trial with stored weights; "
+            "pick a complete one (`edgetune show`)"
         )
-    return trial
+    return trials[number], record
 
 
 def rebuild(
-    spec: Spec, trial: optuna.trial.FrozenTrial, teacher: nn.Module, x_calib: Any, target: Target
-) -> tuple[nn.Module, nn.Module, Any]:
-    """The trial's student, as it was at the end of its fine-tune: (pruned float, student, policy)."""
+    spec: Spec,
+    trial: optuna.trial.FrozenTrial,
+    record: TrialRecord,
+    teacher: nn.Module,
+    x_calib: Any,
+    *,
+    reduce_range: bool,
+) -> Student:
+    """The trial's student as it was at the end of its fine-tune: made by the student recipe
+    from the trial's params, with the fine-tuned weights of its artifact (a plain state_dict)."""
     import io
 
     import torch
 
     from search.artifacts import download
-    from search.evaluate import quantize, space_for
+    from search.trial import space_for
+    from spaces.student import build_student
 
     space = space_for(spec, teacher)
-    policy = space.decode(dict(trial.params))
-    pruned = space.prune(teacher, policy)
-    student = quantize(pruned, policy, x_calib, target)
-    state = torch.load(io.BytesIO(download(trial.user_attrs["artifact"])), weights_only=True)
+    student = build_student(
+        teacher, dict(trial.params), space, calib=x_calib, reduce_range=reduce_range
+    )
+    assert student.model is not None and record.artifact is not None
+    state = torch.load(io.BytesIO(download(record.artifact)), weights_only=True)
     try:
-        student.load_state_dict(state)
+        student.model.load_state_dict(state)
     except RuntimeError as exc:
         raise ExportError(
             f"trial {trial.number}: its stored weights do not fit the rebuilt "
             f"student ({str(exc)[:200]}); the space code changed since the study ran"
         ) from None
-    return pruned, student.eval(), policy
+    student.model.eval()
+    return student
 
 
 def measure_latency(models: list[bytes], target: Target) -> list[dict[str, Any]]:
@@ -112,19 +128,25 @@ def export(
     study: optuna.Study, spec: Spec, out: Path, *, number: int | None, log: Any = print
 ) -> dict[str, Any]:
     import targets
-    from cost_models import from_onnx, from_torch
+    from cost_models import from_onnx
     from search.onnx_export import packed_size_bytes, to_onnx
     from search.study import best_rows
-    from search.workload import load_data, load_teacher, split
-    from spaces.distillation import evaluate
+    from search.workloads import load_data, load_teacher, split
+    from spaces.distillation import accuracy
 
-    trial = choose_trial(study, spec, number)
+    trial, record = choose_trial(study, spec, number)
+    study_record = StudyRecord.read(study)
     shape = spec.model.input_shape
     target = targets.get(spec.target)
     teacher = load_teacher(spec)
     data = load_data(spec.data)
     parts = split(data, spec.data, spec.search.seed)
-    pruned, student, policy = rebuild(spec, trial, teacher, parts["x_calib"], target)
+    reduce_range = target.int8_reduce_range
+    if study_record is not None and study_record.int8_reduce_range is not None:
+        reduce_range = study_record.int8_reduce_range
+    rebuilt = rebuild(spec, trial, record, teacher, parts["x_calib"], reduce_range=reduce_range)
+    student = rebuilt.model
+    assert student is not None
     out.mkdir(parents=True, exist_ok=True)
     model = to_onnx(student, shape)
     teacher_model = to_onnx(teacher, shape)
@@ -140,13 +162,13 @@ def export(
     y_test = data.y_test.numpy()
     acc_onnx = onnx_accuracy(model, x_test, y_test)
     acc_teacher = onnx_accuracy(teacher_model, x_test, y_test)
-    acc_torch = evaluate(student, data.normalize(data.x_test), data.y_test)
+    acc_torch = accuracy(student, data.normalize(data.x_test), data.y_test)
     log(f"measured in {time.perf_counter() - t:.1f} s")
 
-    predicted = target.predict(from_torch(pruned, shape), policy.bits).as_dict()
+    predicted = target.predict(rebuilt.graph, rebuilt.policy.bits).as_dict()
     graph, bits = from_onnx(model)
     predicted_from_onnx = target.predict(graph, bits).as_dict()
-    teacher_pred = study.user_attrs.get("teacher", {})
+    teacher_pred = dict(study_record.teacher) if study_record else {}
     lat_meas, lat_pred = m_student["latency_ms"], predicted["latency_ms"]
     summary: dict[str, Any] = {
         "study": study.study_name,
@@ -155,7 +177,7 @@ def export(
         "onnx": str(path.resolve()),
         "accuracy_onnx": acc_onnx,
         "accuracy_torch": acc_torch,
-        "accuracy_val_search": trial.user_attrs.get("accuracy"),
+        "accuracy_val_search": record.accuracy,
         "latency_ms_measured": lat_meas,
         "latency_ms_predicted": lat_pred,
         "latency_error": lat_meas / lat_pred - 1.0,
@@ -163,7 +185,7 @@ def export(
         "size_kb_packed": packed_size_bytes(student) / 1024,
         "predicted": predicted,
         "predicted_from_onnx": predicted_from_onnx,
-        "budgets": study.user_attrs.get("budgets", {}),
+        "budgets": dict(study_record.budgets) if study_record else {},
         "teacher_search": teacher_pred,
         "teacher": {
             "accuracy_onnx": acc_teacher,
@@ -178,7 +200,7 @@ def export(
         },
         "latency_ms_measured_raw": m_student.get("raw_latency_ms", lat_meas),
         "measurement": {k: v for k, v in m_student.items() if k != "latency_ms"},
-        "policy": trial.user_attrs.get("policy", {}),
+        "policy": dict(record.policy),
         "input": {
             "name": "input",
             "shape": [1, *shape],

@@ -18,13 +18,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from search.errors import SpecError
+from spaces.config import (
+    Space,
+)
 
 COST_KEYS = ("latency_ms", "energy_mj", "peak_memory_kb", "size_kb")
 OBJECTIVES = ("accuracy", *COST_KEYS)
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 STOPPERS = ("median", "hyperband", "none")
 EXECUTORS = ("ray", "process")
-GRANULARITIES = ("layer", "stage", "model")
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -34,13 +36,11 @@ class _Frozen(BaseModel):
 
 
 class Budget(_Frozen):
-    """A hard limit: an absolute value in the key's unit, or a share of the teacher's cost."""
+    """A hard limit: an absolute value in the key's unit, or a share of the teacher's cost
+    (resolved to an absolute value by ``search.budgets.Budgets.resolve``)."""
 
     value: float
     relative: bool = False
-
-    def resolve(self, teacher_value: float) -> float:
-        return self.value * teacher_value if self.relative else self.value
 
     def __str__(self) -> str:
         return f"{self.value * 100:g}% of the teacher" if self.relative else f"{self.value:g}"
@@ -110,103 +110,6 @@ class Constraints(_Frozen):
 
     def budgets(self) -> dict[str, Budget]:
         return {k: b for k in COST_KEYS if (b := getattr(self, k)) is not None}
-
-
-class QuantizationSpace(_Frozen):
-    weight_bits: tuple[int, ...] = (4, 6, 8, 32)
-    activation_bits: tuple[int, ...] = (8, 32)
-    granularity: Literal["layer", "stage", "model"] = "layer"
-
-    @field_validator("weight_bits")
-    @classmethod
-    def _wbits(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        bad = [b for b in v if not (2 <= b <= 8 or b == 32)]
-        if not v or bad:
-            raise ValueError(
-                f"must be a non-empty list of bits in 2..8 (or 32 for float), got {list(v)}"
-            )
-        return tuple(sorted(set(v)))
-
-    @field_validator("activation_bits")
-    @classmethod
-    def _abits(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        bad = [b for b in v if b not in (8, 16, 32)]
-        if not v or bad:
-            raise ValueError(f"must be a non-empty list of 8, 16 or 32 (float), got {list(v)}")
-        return tuple(sorted(set(v)))
-
-
-class PruningSpace(_Frozen):
-    max_ratio: float = Field(default=0.6, ge=0.0, lt=1.0)
-    step: float = Field(default=0.1, gt=0.0, le=1.0)
-    round_to: int = Field(default=4, ge=1)
-    granularity: Literal["layer", "stage", "model"] = "layer"
-
-
-class FloatRange(_Frozen):
-    low: float
-    high: float
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> FloatRange:
-        if self.high < self.low:
-            raise ValueError(f"high must be >= low, got low={self.low}, high={self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log range needs low > 0, got low={self.low}")
-        return self
-
-
-def _range(raw: Any, *, log: bool = False) -> Any:
-    """``0.5`` (fixed), ``[0.3, 0.9]`` (searched) or ``{low, high, log}``."""
-    if isinstance(raw, bool):
-        raise ValueError(f"must be a number or [low, high], got {raw!r}")
-    if isinstance(raw, int | float):
-        return FloatRange(low=float(raw), high=float(raw), log=False)
-    if isinstance(raw, list | tuple):
-        if len(raw) != 2:
-            raise ValueError(f"must be a number or [low, high], got {list(raw)}")
-        return FloatRange(low=raw[0], high=raw[1], log=log)
-    return raw
-
-
-class DistillationSpace(_Frozen):
-    temperature: FloatRange = FloatRange(low=2.0, high=6.0)
-    alpha: FloatRange = FloatRange(low=0.5, high=0.95)
-    lr: FloatRange = FloatRange(low=3e-4, high=3e-3, log=True)
-    steps: int = Field(default=150, ge=1)
-    eval_every: int = Field(default=50, ge=1)
-    granularity: Literal["model"] = "model"
-
-    @field_validator("temperature", "alpha", mode="before")
-    @classmethod
-    def _float_range(cls, v: Any) -> Any:
-        return _range(v)
-
-    @field_validator("lr", mode="before")
-    @classmethod
-    def _log_range(cls, v: Any) -> Any:
-        return _range(v, log=True)
-
-    @field_validator("alpha")
-    @classmethod
-    def _alpha_in_unit(cls, v: FloatRange) -> FloatRange:
-        if v.low < 0 or v.high > 1:
-            raise ValueError(f"must lie in [0, 1], got [{v.low}, {v.high}]")
-        return v
-
-    @field_validator("temperature", "lr")
-    @classmethod
-    def _positive(cls, v: FloatRange) -> FloatRange:
-        if v.low <= 0:
-            raise ValueError(f"must be > 0, got {v.low}")
-        return v
-
-
-class Space(_Frozen):
-    quantization: QuantizationSpace | None = QuantizationSpace()
-    pruning: PruningSpace | None = PruningSpace()
-    distillation: DistillationSpace = DistillationSpace()
 
 
 class SearchSpec(_Frozen):

@@ -1,9 +1,8 @@
 """Opening, creating and reading studies. The spec lives in the study itself.
 
-A study's user attributes hold the validated spec (``spec``), the teacher's accuracy and costs
-(``teacher``) and the budgets resolved to absolute values (``budgets``). Each trial's user
-attributes hold its ``status`` (complete, infeasible, stopped, failed), its predicted costs,
-its per-layer policy and, when it failed, the ``reason``.
+What edgetune stores on a study and its trials is written and read by :mod:`search.record`;
+this module opens storages and studies, and turns the records into the rows and summaries the
+reports, the export and the service show.
 """
 
 from __future__ import annotations
@@ -16,17 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.errors import StudyError
-from search.spec import COST_KEYS, Spec, parse_spec
+from search.record import STATUSES, StudyRecord, TrialRecord
+from search.spec import Spec, parse_spec
 
 if TYPE_CHECKING:
     import optuna
     from optuna.study import StudyDirection
 
-STATUSES = ("complete", "infeasible", "stopped", "failed")
-
-
 def default_storage() -> str:
-    from search.workload import edgetune_home
+    from targets.home import edgetune_home
 
     path = edgetune_home() / "studies.db"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +137,7 @@ def create(spec: Spec, url: str, name: str) -> optuna.Study:
         sampler=sampler_for(spec),
         pruner=stopper_for(spec),
     )
-    study.set_user_attr("spec", spec_to_json(spec))
+    StudyRecord(spec_to_json(spec)).write(study)
     return study
 
 
@@ -153,24 +150,28 @@ def _study_names(storage: optuna.storages.BaseStorage, url: str) -> list[str]:
         ) from None
 
 
-def open_study(name: str, url: str) -> tuple[optuna.Study, Spec]:
-    """Load a study and the spec stored in it, with its sampler and stopper rebuilt."""
+def load(storage: optuna.storages.BaseStorage, name: str, where: str) -> tuple[optuna.Study, Spec]:
+    """A study of ``storage`` and the spec stored in it, with its sampler and stopper rebuilt.
+    ``where`` names the storage in errors."""
     import optuna
 
-    storage = storage_for(url)
-    names = _study_names(storage, url)
+    names = _study_names(storage, where)
     if name not in names:
         hint = f"studies there: {', '.join(sorted(names))}" if names else "it holds no studies"
-        raise StudyError(f"no study {name!r} in {url}; {hint}")
-    study = optuna.load_study(study_name=name, storage=storage)
-    raw = study.user_attrs.get("spec")
-    if raw is None:
+        raise StudyError(f"no study {name!r} in {where}; {hint}")
+    record = StudyRecord.read(optuna.load_study(study_name=name, storage=storage))
+    if record is None:
         raise StudyError(f"study {name!r} has no edgetune spec stored; it was not made by edgetune")
-    spec = parse_spec(raw, source=f"study {name}")
+    spec = parse_spec(dict(record.spec), source=f"study {name}")
     study = optuna.load_study(
         study_name=name, storage=storage, sampler=sampler_for(spec), pruner=stopper_for(spec)
     )
     return study, spec
+
+
+def open_study(name: str, url: str) -> tuple[optuna.Study, Spec]:
+    """Open the storage at ``url`` and load a study and its spec from it."""
+    return load(storage_for(url), name, url)
 
 
 @dataclass(frozen=True)
@@ -196,40 +197,23 @@ class Row:
         }
 
 
-def trial_status(t: optuna.trial.FrozenTrial) -> str | None:
-    """complete / infeasible / stopped / failed, or None for a trial still running."""
-    from optuna.trial import TrialState
-
-    if t.state == TrialState.PRUNED:
-        return "stopped"
-    if t.state == TrialState.FAIL:
-        return "failed"
-    if t.state == TrialState.COMPLETE:
-        return str(t.user_attrs.get("status", "complete"))
-    return None
-
-
 def rows(study: optuna.Study) -> list[Row]:
+    """Every finished trial of the study (running and waiting ones are left out)."""
     out = []
     for t in study.get_trials(deepcopy=False):
-        status = trial_status(t)
-        if status is None:
-            continue
-        constraints = [v for k, v in t.system_attrs.items() if k.startswith("constraints:")]
-        feasible = status == "complete" and all(v <= 0 for v in constraints)
-        acc = t.user_attrs.get("accuracy")
-        costs = {k: float(t.user_attrs[k]) for k in COST_KEYS if k in t.user_attrs}
-        out.append(
-            Row(
-                t.number,
-                status,
-                acc,
-                costs,
-                feasible,
-                dict(t.params),
-                str(t.user_attrs.get("reason", "")),
+        record = TrialRecord.read(t)
+        if record is not None:
+            out.append(
+                Row(
+                    t.number,
+                    record.status,
+                    record.accuracy,
+                    dict(record.predicted),
+                    record.feasible,
+                    dict(t.params),
+                    record.reason,
+                )
             )
-        )
     return out
 
 
@@ -261,6 +245,7 @@ def best_rows(study: optuna.Study, spec: Spec, limit: int = 5) -> list[Row]:
 def summary(study: optuna.Study, spec: Spec, storage: str) -> dict[str, Any]:
     """The JSON that ``search``, ``resume`` and ``show`` print."""
     all_rows = rows(study)
+    record = StudyRecord.read(study)
     states = {s: sum(1 for r in all_rows if r.status == s) for s in STATUSES}
     return {
         "study": study.study_name,
@@ -273,8 +258,8 @@ def summary(study: optuna.Study, spec: Spec, storage: str) -> dict[str, Any]:
         # model, which costs no training, and not failed, which is run again)
         "trained": states["complete"] + states["stopped"],
         "states": states,
-        "budgets": study.user_attrs.get("budgets", {}),
-        "teacher": study.user_attrs.get("teacher", {}),
+        "budgets": dict(record.budgets) if record else {},
+        "teacher": dict(record.teacher) if record else {},
         "best": [r.as_dict() for r in best_rows(study, spec)],
     }
 

@@ -1,7 +1,7 @@
 """``edgetune train SPEC``: train the teacher a spec names, and cache it as a plain state_dict.
 
 The teacher never sees the last ``data.val_size`` training images: that is the validation
-subset the search scores students on (see :func:`search.workload.split`).
+subset the search scores students on (see :func:`search.workloads.split`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ def train_from_spec(spec_path: Path, *, epochs: int, log: Callable[[str], None])
     import torch
 
     from search.teacher import train_teacher
-    from search.workload import build_model, load_data, teacher_cache_path
-    from spaces.distillation import evaluate
+    from search.workloads import build_model, load_data, teacher_cache_path
+    from spaces.distillation import accuracy
 
     spec = load_spec(spec_path)
     data = load_data(spec.data)
@@ -32,14 +32,14 @@ def train_from_spec(spec_path: Path, *, epochs: int, log: Callable[[str], None])
         model, x, data.y_train[:n], epochs=epochs, seed=spec.search.seed, log=lambda e: log(str(e))
     )
     seconds = time.perf_counter() - start
-    accuracy = evaluate(model, data.normalize(data.x_test), data.y_test)
+    test_accuracy = accuracy(model, data.normalize(data.x_test), data.y_test)
     path = teacher_cache_path(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     log(f"trained {spec.model.name} for {epochs} epochs on {n} images in {seconds:.0f} s")
     return {
         "path": str(path),
-        "test_accuracy": accuracy,
+        "test_accuracy": test_accuracy,
         "epochs": epochs,
         "train_images": n,
         "seconds": seconds,

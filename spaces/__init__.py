@@ -30,10 +30,13 @@ _EXPORTS = {
     "FinetuneData": "spaces.distillation",
     "Stopped": "spaces.distillation",
     "finetune": "spaces.distillation",
-    "evaluate": "spaces.distillation",
+    "accuracy": "spaces.distillation",
     "teacher_logits": "spaces.distillation",
     "JointSpace": "spaces.joint",
     "Policy": "spaces.joint",
+    "Student": "spaces.student",
+    "build_student": "spaces.student",
+    "student_architecture": "spaces.student",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from search.errors import EdgetuneError, UnsupportedLayerError
+from cost_models.errors import EdgetuneError, UnsupportedLayerError
 
 if TYPE_CHECKING:
     import optuna
@@ -54,7 +54,7 @@ class Knob(ABC):
         """This knob's part of a policy, from a params dict holding (at least) its params.
 
         Called once per trial, after sampling, in the driver or in the worker. Raises
-        :class:`~search.errors.StudyError` if one of its params is missing.
+        :class:`~spaces.errors.SpaceError` if one of its params is missing.
         """
 
     @abstractmethod
@@ -95,12 +95,12 @@ def suggest_all(trial: optuna.trial.BaseTrial, dists: Mapping[str, BaseDistribut
 
 def require(params: Mapping[str, Any], name: str) -> Any:
     """``params[name]``, or a StudyError that says the params come from another space."""
-    from search.errors import StudyError
+    from spaces.errors import SpaceError
 
     try:
         return params[name]
     except KeyError:
-        raise StudyError(
+        raise SpaceError(
             f"params lack {name!r}, which this search space declares; the params were made for "
             "another model or space spec: sample them again with JointSpace.suggest"
         ) from None
@@ -138,6 +138,15 @@ def layer_kind(module: nn.Module) -> str | None:
     return None
 
 
+def example_input(model: nn.Module, input_shape: Sequence[int]) -> Any:
+    """A zero batch of one ``input_shape`` (C, H, W) input, on the model's device (``meta`` for
+    an architecture-only copy, see :func:`spaces.pruning.prune_channels`)."""
+    import torch
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return torch.zeros(1, *input_shape, device=device)
+
+
 def trace_layers(model: nn.Module, input_shape: Sequence[int]) -> list[LayerInfo]:
     """The compute layers of ``model`` in execution order, from one forward at batch 1.
 
@@ -168,7 +177,7 @@ def trace_layers(model: nn.Module, input_shape: Sequence[int]) -> list[LayerInfo
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(example_input(model, input_shape))
     finally:
         for h in handles:
             h.remove()

@@ -10,7 +10,7 @@ runs ``steps`` steps of ``batch_size`` under a cosine schedule.
 evaluated on the validation subset and ``report(step, accuracy)`` is called. If it returns
 False, :func:`finetune` raises :class:`Stopped` (which is *not* an EdgetuneError: the trial was
 stopped on purpose, it did not fail); ``Stopped.step`` and ``Stopped.accuracy`` hold the last
-report. A loss that becomes NaN or infinite raises :class:`~search.errors.TrialError`.
+report. A loss that becomes NaN or infinite raises :class:`~spaces.errors.TrialError`.
 
 Params (only for ranges with ``low < high``; a fixed value is not searched): ``kd.temperature``,
 ``kd.alpha``, ``kd.lr`` (log scale when the spec says so).
@@ -29,13 +29,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from search.errors import TrialError
 from spaces.base import Knob, require
+from spaces.errors import TrialError
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-    from search.spec import DistillationSpace, FloatRange
+    from spaces.config import DistillationSpace, FloatRange
 
 PREFIX = "kd."
 EVAL_BATCH = 512
@@ -83,12 +83,12 @@ def teacher_logits(model: nn.Module, x: Tensor, *, batch_size: int = EVAL_BATCH)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = EVAL_BATCH) -> float:
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = EVAL_BATCH) -> float:
     """Top-1 accuracy of ``model`` on (``x``, ``y``), in eval mode."""
     if len(x) == 0:
-        raise TrialError("evaluate needs at least one sample, got an empty set; check data sizes")
+        raise TrialError("accuracy needs at least one sample, got an empty set; check data sizes")
     if len(x) != len(y):
-        raise TrialError(f"evaluate needs one label per sample, got {len(x)} samples and "
+        raise TrialError(f"accuracy needs one label per sample, got {len(x)} samples and "
                          f"{len(y)} labels; check the data loader")
     model.eval()
     correct = 0
@@ -148,9 +148,9 @@ def finetune(student: nn.Module, data: FinetuneData, logits: Tensor, cfg: Distil
         opt.step()
         schedule.step()
         if report is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-            accuracy = evaluate(student, data.val_x, data.val_y)
-            if not report(step, accuracy):
-                raise Stopped(step, accuracy)
+            val_accuracy = accuracy(student, data.val_x, data.val_y)
+            if not report(step, val_accuracy):
+                raise Stopped(step, val_accuracy)
     student.eval()
     return student
 

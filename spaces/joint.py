@@ -2,8 +2,8 @@
 
 ``JointSpace(model, input_shape, space)`` builds the knobs the spec enables (distillation is
 always on) from the teacher, once per study. ``suggest(trial)`` samples every param (it works
-with ``study.ask()``), ``decode(params)`` turns a params dict into a :class:`Policy`, and
-``build`` makes the untrained student: pruned, then BN-folded and fake-quantized.
+with ``study.ask()``) and ``decode(params)`` turns a params dict into a :class:`Policy`. The
+student of a params dict is made in one place, :func:`spaces.student.build_student`.
 """
 
 from __future__ import annotations
@@ -12,20 +12,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from search.errors import SpecError, StudyError
 from spaces.base import Knob, suggest_all
 from spaces.distillation import DistillationKnob, DistillConfig
+from spaces.errors import SpaceError
 from spaces.pruning import PruningKnob
 from spaces.quantization import QuantizationKnob
-from spaces.quantization import apply as quantize
 
 if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
-    from torch import Tensor, nn
+    from torch import nn
 
     from cost_models.graph import Precision
-    from search.spec import Space
+    from spaces.config import Space
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,8 @@ class JointSpace:
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int], space: Space, *,
                  batch_size: int = 64) -> None:
-        self.input_shape = tuple(input_shape)
+        c, h, w = input_shape
+        self.input_shape: tuple[int, int, int] = (int(c), int(h), int(w))
         self.pruning = PruningKnob(model, input_shape, space.pruning) if space.pruning else None
         self.quantization = (
             QuantizationKnob(model, input_shape, space.quantization) if space.quantization else None
@@ -73,7 +73,7 @@ class JointSpace:
         """The policy of a params dict; StudyError if a param is missing or unknown."""
         unknown = sorted(set(params) - set(self._dists))
         if unknown:
-            raise StudyError(
+            raise SpaceError(
                 f"params hold {unknown}, which this search space does not declare; the params "
                 "were made for another model or space spec: sample them with JointSpace.suggest"
             )
@@ -94,24 +94,19 @@ class JointSpace:
         if self.pruning:
             params.update(self.pruning.uniform_params(ratio=ratio))
         elif ratio != 0.0:
-            raise SpecError(f"pruning ratio {ratio} asked, but space.pruning is disabled; use 0")
+            raise SpaceError(f"pruning ratio {ratio} asked, but space.pruning is disabled; use 0")
         if self.quantization:
             params.update(self.quantization.uniform_params(weight_bits=weight_bits,
                                                            act_bits=act_bits))
         elif (weight_bits, act_bits) != (32, 32):
-            raise SpecError(f"bits {weight_bits}/{act_bits} asked, but space.quantization is "
+            raise SpaceError(f"bits {weight_bits}/{act_bits} asked, but space.quantization is "
                             "disabled; use 32/32")
         params.update(self.distillation.uniform_params())
         return params
 
-    def prune(self, teacher: nn.Module, policy: Policy) -> nn.Module:
-        """The pruned (float) student, a deep copy; the teacher itself when pruning is off."""
+    def prune(self, teacher: nn.Module, policy: Policy, *, weights: bool = True) -> nn.Module:
+        """The pruned (float) student, a copy (architecture-only without ``weights``, see
+        :func:`spaces.pruning.prune_channels`); the teacher itself when pruning is off."""
         if self.pruning is None:
             return teacher
-        return self.pruning.apply(teacher, policy.ratios)
-
-    def build(self, teacher: nn.Module, params: Mapping[str, Any], calib: Tensor, *,
-              reduce_range: bool) -> nn.Module:
-        """The untrained student of ``params``: pruned, BN-folded and fake-quantized (a copy)."""
-        policy = self.decode(params)
-        return quantize(self.prune(teacher, policy), policy.bits, calib, reduce_range=reduce_range)
+        return self.pruning.prune(teacher, policy.ratios, weights=weights)

@@ -26,14 +26,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from search.errors import SpecError, TrialError
-from spaces.base import Knob, require, stage_names, trace_layers
+from spaces.base import Knob, example_input, require, stage_names, trace_layers
+from spaces.errors import SpaceError, TrialError
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from torch import nn
 
-    from search.spec import PruningSpace
+    from spaces.config import PruningSpace
 
 PREFIX = "prune."
 
@@ -63,7 +63,6 @@ def _named_groups(model: nn.Module, input_shape: Sequence[int]) -> tuple[Any, li
 
     A group is named after the first of its coupled layers that runs in the forward pass.
     """
-    import torch
     import torch_pruning as tp
     from torch import nn
 
@@ -72,7 +71,9 @@ def _named_groups(model: nn.Module, input_shape: Sequence[int]) -> tuple[Any, li
     stages = stage_names(layers)
     classifier = [info.name for info in layers if info.kind != "add"][-1]
     try:
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, *input_shape))
+        graph = tp.DependencyGraph().build_dependency(
+            model, example_inputs=example_input(model, input_shape)
+        )
         groups = list(
             graph.get_all_groups(
                 ignored_layers=[model.get_submodule(classifier)],
@@ -107,17 +108,39 @@ def find_groups(model: nn.Module, input_shape: Sequence[int]) -> list[Group]:
     return [group for group, _ in _named_groups(model, input_shape)[1]]
 
 
-def apply(
-    model: nn.Module, ratios: Mapping[str, float], *, input_shape: Sequence[int], round_to: int = 1
-) -> nn.Module:
-    """Prune a deep copy of ``model``: group ``name`` loses the share ``ratios[name]`` of its
-    channels (rounded per :func:`kept`). Groups not in ``ratios`` are kept whole.
+def _weightless_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the ``meta`` device: the same
+    architecture, with no values copied."""
+    import torch
 
-    Raises TrialError if a name is not a prunable group or torch-pruning fails.
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = torch.nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo)
+
+
+def prune_channels(
+    model: nn.Module,
+    ratios: Mapping[str, float],
+    *,
+    input_shape: Sequence[int],
+    round_to: int = 1,
+    weights: bool = True,
+) -> nn.Module:
+    """A pruned copy of ``model``: group ``name`` loses the share ``ratios[name]`` of its
+    channels (rounded per :func:`kept`); groups not in ``ratios`` are kept whole.
+
+    With ``weights`` the copy carries the weights and the channels of smallest group L2
+    magnitude are removed. Without, it is an architecture-only copy: no weight is copied, the
+    first channels of each group are removed (which ones does not change the architecture),
+    and the tensors are left uninitialized on the CPU, good for shapes and costs, not for
+    inference. Raises TrialError if a name is not a prunable group or torch-pruning fails.
     """
     import torch_pruning as tp
 
-    student = copy.deepcopy(model)
+    student = copy.deepcopy(model) if weights else _weightless_copy(model)
     graph, groups = _named_groups(student, input_shape)
     roots = {group.name: root for group, root in groups}
     unknown = sorted(set(ratios) - set(roots))
@@ -135,9 +158,11 @@ def apply(
         if n_prune == 0:
             continue
         try:
-            full = graph.get_pruning_group(root, pruner.prune_out_channels, list(range(channels)))
-            order = importance(full).argsort()
-            idxs = sorted(int(i) for i in order[:n_prune])
+            if weights:
+                full = graph.get_pruning_group(root, pruner.prune_out_channels, list(range(channels)))
+                idxs = sorted(int(i) for i in importance(full).argsort()[:n_prune])
+            else:
+                idxs = list(range(n_prune))
             group = graph.get_pruning_group(root, pruner.prune_out_channels, idxs)
             if not graph.check_pruning_group(group):
                 raise TrialError(f"group {name}: torch-pruning refuses to remove {n_prune} of "
@@ -150,6 +175,8 @@ def apply(
                 f"group {name}: pruning {n_prune} of {channels} channels failed ({exc}); "
                 "lower space.pruning.max_ratio or report the model"
             ) from exc
+    if not weights:
+        student.to_empty(device="cpu")
     return student
 
 
@@ -212,14 +239,19 @@ class PruningKnob(Knob):
         """Every param at ``ratio`` (snapped to the nearest step of the grid)."""
         ratio = float(setting.get("ratio", 0.0))
         if not 0.0 <= ratio <= self.max_ratio + 1e-9:
-            raise SpecError(
+            raise SpaceError(
                 f"pruning ratio must be in [0, {self.max_ratio}] (space.pruning.max_ratio "
                 f"rounded down to its step), got {ratio}"
             )
         snapped = min(self.grid, key=lambda r: abs(r - ratio))
         return {p: snapped for p in self.distributions()}
 
-    def apply(self, model: nn.Module, ratios: Mapping[str, float]) -> nn.Module:
-        """:func:`apply` with this knob's input shape and ``round_to``."""
-        return apply(model, ratios, input_shape=self.input_shape, round_to=self.spec.round_to)
+    def prune(
+        self, model: nn.Module, ratios: Mapping[str, float], *, weights: bool = True
+    ) -> nn.Module:
+        """:func:`prune_channels` with this knob's input shape and ``round_to``."""
+        return prune_channels(
+            model, ratios, input_shape=self.input_shape, round_to=self.spec.round_to,
+            weights=weights,
+        )
 

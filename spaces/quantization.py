@@ -1,17 +1,17 @@
 """Quantization: per-layer fake quantization (weights and input activations), trainable (QAT).
 
-:func:`apply` folds every BatchNorm into the conv before it, then wraps each Conv2d / Linear
+:func:`quantize_model` folds every BatchNorm into the conv before it, then wraps each Conv2d / Linear
 named in ``bits`` into :class:`QuantConv2d` / :class:`QuantLinear` (the original layer stays
 as ``.layer``) and each residual ``Add`` into :class:`QuantAdd`:
 
 * weights: per output channel, symmetric, ``qmax = 2**(bits-1) - 1`` (so ``2*qmax + 1``
   levels); with ``reduce_range`` an 8-bit weight uses ±63, because onnxruntime's u8s8 kernels
-  on AVX2 without VNNI saturate (DESIGN.md). The scale follows the weights during training.
+  on x86 CPUs without VNNI can saturate u8×s8 products. The scale follows the weights during training.
 * input activations: per tensor, 8 bits as asymmetric uint8 with a zero point, 16 bits as
   symmetric int16. Scales are calibrated once on ``calib`` with **min/max**: the fine-tune after
   it is QAT and adapts the weights to the grid, min/max never clips the largest activations
   (which carry the signal in a small ReLU net), and it is what onnxruntime's static quantizer
-  does by default (0.910 on ResNet-8 here, DESIGN.md). The scales stay fixed during QAT.
+  does by default. The scales stay fixed during QAT.
 * rounding uses a straight-through estimator; values outside the range get no gradient.
 
 A ``weight_bits`` of 32 (or an ``act_bits`` of 32) leaves that part float; a layer not in
@@ -33,14 +33,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from cost_models.errors import UnsupportedLayerError
 from cost_models.graph import FLOAT_BITS, Bits, Precision
-from search.errors import SpecError, UnsupportedLayerError
 from spaces.base import Knob, is_add, layer_kind, require, stage_names, trace_layers
+from spaces.errors import SpaceError
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-    from search.spec import QuantizationSpace
+    from spaces.config import QuantizationSpace
 
 W_PREFIX = "wbits."
 A_PREFIX = "abits."
@@ -86,7 +87,7 @@ class ActQuant(nn.Module):
     def __init__(self, bits: int) -> None:
         super().__init__()
         if bits not in (8, 16):
-            raise SpecError(f"activation bits must be 8, 16 or 32 (float), got {bits}")
+            raise SpaceError(f"activation bits must be 8, 16 or 32 (float), got {bits}")
         self.bits = bits
         self.qmin, self.qmax = (0, 255) if bits == 8 else (-32768, 32767)
         self.observing = False
@@ -240,7 +241,7 @@ def fold_batchnorm(model: nn.Module, example: Tensor) -> nn.Module:
     return model
 
 
-def apply(model: nn.Module, bits: Bits, calib: Tensor, *, reduce_range: bool) -> nn.Module:
+def quantize_model(model: nn.Module, bits: Bits, calib: Tensor, *, reduce_range: bool) -> nn.Module:
     """A fake-quantized, BN-folded deep copy of ``model``, calibrated on ``calib``.
 
     ``bits`` maps layer names (Conv2d, Linear or Add modules) to their Precision; other layers
@@ -337,13 +338,25 @@ class QuantizationKnob(Knob):
             for info in self.layers
         }
 
+    def bit_units(self) -> dict[str, dict[str, tuple[int, ...]]]:
+        """The units the bits are chosen for (a layer, stage or the model, by granularity),
+        each with its params and their choices: ``{unit: {param: choices}}``. A unit's weight
+        and activation bits are one coordinate for a search that moves them together."""
+        units: dict[str, dict[str, tuple[int, ...]]] = {}
+        for params, choices in ((self._w, self.spec.weight_bits),
+                                (self._a, self.spec.activation_bits)):
+            for param in params.values():
+                unit = param.partition(".")[2]
+                units.setdefault(unit, {})[param] = tuple(choices)
+        return units
+
     def uniform_params(self, **setting: Any) -> dict[str, Any]:
         """Every ``wbits.*`` at ``weight_bits`` and every ``abits.*`` at ``act_bits``."""
         wb, ab = int(setting.get("weight_bits", FLOAT_BITS)), int(setting.get("act_bits", FLOAT_BITS))
         for value, choices, field in ((wb, self.spec.weight_bits, "weight_bits"),
                                       (ab, self.spec.activation_bits, "activation_bits")):
             if value not in choices:
-                raise SpecError(f"space.quantization.{field}: {value} is not one of the choices "
+                raise SpaceError(f"space.quantization.{field}: {value} is not one of the choices "
                                 f"{list(choices)}; pick one of them or add it to the spec")
         return {**{p: wb for p in self._w.values()}, **{p: ab for p in self._a.values()}}
 
@@ -355,10 +368,10 @@ __all__ = [
     "QuantLayer",
     "QuantLinear",
     "QuantizationKnob",
-    "apply",
     "calibrate",
     "fold_batchnorm",
     "is_add",
+    "quantize_model",
     "quantize_weight",
     "weight_qmax",
     "wrappers",

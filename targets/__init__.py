@@ -1,8 +1,8 @@
 """Targets: one description per device (constants, cost model, provenance) and the registry.
 
-``targets.get("host")`` calibrates this machine on first use (about a minute) and caches it in
-``$EDGETUNE_HOME/targets/host.json``. Importing this package is cheap: onnx, onnxruntime and
-torch are imported only where used.
+``targets.get("host")`` calibrates the machine it runs on at first use (a micro-benchmark, see
+:mod:`targets.host`) and caches it in ``$EDGETUNE_HOME/targets/host.json``. Importing this
+package is cheap: onnx, onnxruntime and torch are imported only where used.
 """
 
 from __future__ import annotations

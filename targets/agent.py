@@ -9,12 +9,11 @@ execution, all graph optimizations, ``intra_op_num_threads=--threads``, one inte
 a warm-up, then interleaved rounds across all models (round-robin, so the machine's fast and
 slow phases hit every model alike), each round one chunk of about 50 runs per model. A model's
 latency is the 10th percentile of its chunk medians: other tenants of a shared machine only ever
-slow a run down, so the low quantile estimates the uncontended latency, and it is steady across
-the machine's phases (on the 2-core build VM, four back-to-back runs of 40 models: the 10th
-percentiles spread 3%, the medians 65%). On a dedicated device the two agree. Rounds alternate
-between two passes, A and B; the *noise ceiling* is the share of models whose pass-A and pass-B
-latencies agree within 10% (no prediction can be checked more tightly than that on this machine
-at this time).
+slow a run down, so the low quantile estimates the uncontended latency, and it stays steadier
+across the machine's phases than the median does. On a dedicated device the two agree. Rounds
+alternate between two passes, A and B; the *noise ceiling* is the share of models whose pass-A
+and pass-B latencies agree within 10% (no prediction can be checked more tightly than that on
+the measured machine at that time).
 
 :func:`measure` is the same measurement as a function, for use from Python.
 """
@@ -234,7 +233,8 @@ def measure_report(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def agent_main(argv: list[str] | None = None) -> int:
+    """``python agent.py MODELS_DIR --out FILE``: the command line of the agent."""
     p = argparse.ArgumentParser(description="Measure ONNX models with onnxruntime (batch 1).")
     p.add_argument("models_dir", type=Path)
     p.add_argument("--out", type=Path, default=Path("measurements.json"))
@@ -267,4 +267,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(agent_main())

@@ -9,9 +9,10 @@ from typing import Any
 
 from cost_models.analytic import KernelCostModel
 from cost_models.base import CostModel
+from cost_models.errors import EdgetuneError
 from cost_models.graph import Bits, Costs, LayerGraph
 from cost_models.layerwise import LayerTypeCostModel
-from search.errors import EdgetuneError, TargetError
+from targets.errors import TargetError
 
 __all__ = ["COST_MODELS", "Provenance", "Target", "target_from_dict", "target_to_dict"]
 

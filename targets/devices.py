@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cost_models.errors import CalibrationError
 from cost_models.graph import LayerGraph, Precision
 from cost_models.layerwise import LayerTypeCostModel, default_constants, with_precision
-from search.errors import CalibrationError
 from targets.base import Target
-from targets.calibrate import Row, calibrate_rows
+from targets.fitting import CalibrationConfig, calibrate_rows
+from targets.measurements import Row
 
 __all__ = [
     "NB201_DEVICES",
@@ -277,9 +278,7 @@ def build_shipped(
             rows.append(Row(i, arch, (g, int8_bits(g) if spec.int8 else {}, lat)))
         test = [r.row for r in rows[NB201_FIT:]]
         src = f"{data_dir().name}/nb201_latency.csv, column {spec.column}"
-        return calibrate_rows(
-            name,
-            rows,
+        config = CalibrationConfig(
             cost_model=cm,
             base=default_constants(spec.power_w, spec.power_source),
             description=spec.description,
@@ -289,11 +288,10 @@ def build_shipped(
             notes=f"fitted on {NB201_FIT} rows, judged on {len(test)} other rows (seeded sample "
             f"of the {len(all_rows)} rows with a value); rows = data rows of the CSV",
         )
+        return calibrate_rows(name, rows, config)
     if name == NOTE10.name:
         lrows = [Row(i, f"lut row {i}", (g, {}, lat)) for i, g, lat in lut_rows()]
-        return calibrate_rows(
-            name,
-            lrows,
+        config = CalibrationConfig(
             cost_model=cm,
             base=default_constants(NOTE10.power_w, NOTE10.power_source),
             description=NOTE10.description,
@@ -303,6 +301,7 @@ def build_shipped(
             notes="per-layer rows without squeeze-excite (the layer graph has no SE kind; "
             "those rows are not used); 25% of layers held out",
         )
+        return calibrate_rows(name, lrows, config)
     if name in MCU_DEVICES:
         from targets.mlperf_tiny import mlperf_graph
 
@@ -320,9 +319,7 @@ def build_shipped(
             for r in mrows
             if r["benchmark"] in graphs
         ]
-        return calibrate_rows(
-            name,
-            rows,
+        config = CalibrationConfig(
             cost_model=cm,
             base=default_constants(0.1, "replaced by the fit"),
             description=spec.description,
@@ -337,4 +334,5 @@ def build_shipped(
             f"{ratio:.2f}, the median float/int8 latency ratio of the paired Bosch "
             f"float/int8 systems; energy from the measured uJ/inference rows",
         )
+        return calibrate_rows(name, rows, config)
     raise CalibrationError(f"unknown shipped target {name!r}; valid: {', '.join(SHIPPED)}")

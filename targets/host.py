@@ -1,4 +1,4 @@
-"""The ``host`` target: onnxruntime's CPU EP on the machine edgetune runs on, calibrated here.
+"""The ``host`` target: onnxruntime's CPU EP on the machine edgetune runs on, calibrated there.
 
 onnxruntime CPU execution provider, batch 1, ``intra_op_num_threads=1``,
 ``inter_op_num_threads=1``, sequential execution, all graph optimizations.
@@ -11,21 +11,25 @@ constants are then refitted on all rows. The result is cached as JSON in
 (hostname, CPU model, onnxruntime version) and the fidelity, and reused while the machine, the
 onnxruntime version and the cost model's version match; otherwise it is recalibrated. The
 suite measurements are cached beside it (``host_measurements.json``) for :func:`refit_host`.
-A calibration takes about 2 minutes on this 2-core machine (``CALIBRATION_SECONDS`` of
-measuring 588 models).
+A calibration measures the suite's 588 models for ``CALIBRATION_SECONDS``, plus the sessions'
+set-up.
 
-This machine is shared and its speed swings with other tenants' load (DESIGN.md), so the agent
-takes each model's latency as the 10th percentile of its chunk medians (the uncontended
-latency; see :mod:`targets.agent`), and measures a fixed reference model
+The kernels onnxruntime runs depend on the CPU: MLAS's NCHWc layout blocks channels by 8 with
+AVX2 and by 16 with AVX-512F. :func:`nchwc_block_size` reads it from the CPU flags; the
+calibration fits the kernels of that block and records it (``constants.nchwc_block``; a cache
+written before it was recorded means 8).
+
+A machine shared with other tenants changes speed with their load, so the agent takes each
+model's latency as the 10th percentile of its chunk medians (the uncontended latency; see
+:mod:`targets.agent`), and measures a fixed reference model
 (:func:`targets.suite.reference_model`) between the suite models; the reference's latency at
 calibration is stored (``reference_ms``). :func:`measure_on_host` measures other models the same
 way and rescales them to the calibration's machine speed (the plain measurement is
 ``raw_latency_ms``): use it to compare a measurement with a prediction.
 
-Energy: this VM has no RAPL counters, so energy = latency × the per-core share of the TDP of
-the host's CPU family: AMD EPYC 7763 (EPYC 7003 "Milan", CPU family 25 model 1, which this
-host reports), 280 W default TDP over 64 cores = 4.375 W for the one core a session uses
-(AMD EPYC 7763 product specifications). It is an upper-bound figure, not a measurement.
+Energy is not measured (the agent reads no power counters): energy = latency × ``POWER_W``, one
+core's share of a server CPU's TDP (``POWER_SOURCE`` names the figure). It is an
+order-of-magnitude figure, not a measurement of the machine.
 """
 
 from __future__ import annotations
@@ -41,9 +45,11 @@ from typing import Any
 from cost_models.analytic import KernelConstants, KernelCostModel, latency_ms
 from cost_models.base import Measurement
 from cost_models.baseline import compare_heldout
+from cost_models.errors import CalibrationError
 from cost_models.fit import fit_kernel_constants
-from search.errors import CalibrationError, TargetError
+from cost_models.kernels import NCHWC_BLOCK
 from targets.base import Provenance, Target, target_from_dict, target_to_dict
+from targets.errors import TargetError
 
 __all__ = [
     "DESCRIPTION",
@@ -53,25 +59,27 @@ __all__ = [
     "calibrate_host",
     "host_target",
     "measure_on_host",
+    "nchwc_block_size",
     "refit_host",
 ]
 
 DESCRIPTION = "this machine's CPU, onnxruntime CPU EP, batch 1, one thread"
 RUNTIME = "onnxruntime CPUExecutionProvider, intra_op=1, inter_op=1, sequential, ORT_ENABLE_ALL"
-MODEL_VERSION = "kernel-7"
+MODEL_VERSION = "kernel-8"  # NCHWc block size; reorder rules for depthwise and float-weight convs
 POWER_W = 280.0 / 64
 POWER_SOURCE = (
-    "AMD EPYC 7763 (EPYC 7003 'Milan' series; this host: AMD EPYC family 25 model 1, KVM, "
-    "2 vCPUs) default TDP 280 W / 64 cores = 4.375 W per busy core; AMD product "
-    "specifications. A TDP share, not a measurement (no RAPL here)."
+    "one core's share of a server CPU's TDP: AMD EPYC 7763 default TDP 280 W / 64 cores = "
+    "4.375 W per busy core (AMD product specifications). A generic figure, not a measurement "
+    "of this machine's power"
 )
 CALIBRATION_SECONDS = 110.0
 
 
 def cache_path() -> Path:
-    """``$EDGETUNE_HOME/targets/host.json`` (``EDGETUNE_HOME`` defaults to ``./.edgetune``)."""
-    home = Path(os.environ.get("EDGETUNE_HOME", ".edgetune"))
-    return home / "targets" / "host.json"
+    """``$EDGETUNE_HOME/targets/host.json``."""
+    from targets.home import edgetune_home
+
+    return edgetune_home() / "targets" / "host.json"
 
 
 def _machine() -> dict[str, Any]:
@@ -106,17 +114,36 @@ def cached_host() -> Target | None:
     return target
 
 
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (x86 ``flags``, Arm ``Features``); empty
+    where it cannot be read."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    flags: set[str] = set()
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return flags
+
+
 def _has_vnni() -> bool:
     """x86 VNNI (AVX512-VNNI or AVX-VNNI) lets onnxruntime's u8×s8 kernels use full 8 bits."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = _cpu_flags()
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
+def nchwc_block_size() -> int:
+    """MLAS's NCHWc channel block on this machine: 16 where the CPU has AVX-512F (MLAS picks
+    its AVX-512F kernels then), else 8 (AVX2, and the default where the flags are unknown)."""
+    return 16 if "avx512f" in _cpu_flags() else NCHWC_BLOCK
+
+
 def host_target() -> Target:
-    """The calibrated host target: from the cache, or calibrated now (about a minute)."""
+    """The calibrated host target: from the cache, or calibrated now (``CALIBRATION_SECONDS``
+    of measuring)."""
     return cached_host() or calibrate_host(force=True)
 
 
@@ -146,7 +173,11 @@ def measure_on_host(
 
 
 def _fit_and_check(
-    rows: list[tuple[str, Measurement]], *, holdout: float = 0.25, seed: int = 0
+    rows: list[tuple[str, Measurement]],
+    *,
+    nchwc_block: int = NCHWC_BLOCK,
+    holdout: float = 0.25,
+    seed: int = 0,
 ) -> tuple[KernelConstants, dict[str, Any]]:
     # Hold out whole suite specs (all precision schemes of one architecture), so fidelity is
     # judged on architectures the fit has not seen.
@@ -157,13 +188,16 @@ def _fit_and_check(
     train = [m for n, m in rows if n.rsplit("_", 1)[0] not in held]
     test = [m for n, m in rows if n.rsplit("_", 1)[0] in held]
     w_train = [_row_weight(n) for n, _ in rows if n.rsplit("_", 1)[0] not in held]
-    part = fit_kernel_constants(train, power_w=POWER_W, row_weights=w_train, ridge=RIDGE)
+    part = fit_kernel_constants(
+        train, power_w=POWER_W, nchwc_block=nchwc_block, row_weights=w_train, ridge=RIDGE
+    )
     fid = compare_heldout(train, test, lambda m: latency_ms(m[0], m[1], part))
     fid["held_out"] = "25% of suite architectures (all their precision schemes)"
     fid["held_out_rows"] = ",".join(sorted(held))
     constants = fit_kernel_constants(
         [m for _, m in rows],
         power_w=POWER_W,
+        nchwc_block=nchwc_block,
         row_weights=[_row_weight(n) for n, _ in rows],
         ridge=RIDGE,
     )
@@ -242,7 +276,7 @@ def _build(models: list[tuple[str, Any]], results: list[dict[str, Any]], t0: flo
     for r in results:
         graph, bits = from_onnx(by_name[r["name"]])
         rows.append((r["name"], (graph, bits, float(r["latency_ms"]))))
-    constants, fid = _fit_and_check(rows)
+    constants, fid = _fit_and_check(rows, nchwc_block=nchwc_block_size())
     fid["noise_ceiling"] = noise_ceiling(results)
     target = Target(
         name="host",

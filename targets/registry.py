@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from search.errors import TargetError
 from targets.base import Target, load_target_file
+from targets.errors import TargetError
 
 __all__ = ["describe_targets", "get", "names", "predict_onnx", "register"]
 
@@ -23,6 +23,11 @@ def register(name: str, factory: Callable[[], Target]) -> None:
             f"{', '.join(names())})"
         )
     _FACTORIES[name] = factory
+
+
+def is_registered(name: str) -> bool:
+    """Whether ``name`` is a built-in or shipped target (not a user's calibration file)."""
+    return name in _FACTORIES
 
 
 def _user_files() -> dict[str, Path]:

@@ -200,7 +200,8 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
             else:
                 study, spec = await run_in_threadpool(index.open, name)
                 if trials is None:
-                    from search.driver import ensure_trials_left, trained_count
+                    from search.driver import trained_count
+                    from search.lifecycle import ensure_trials_left
 
                     ensure_trials_left(trained_count(study), spec.search.trials, name)
                 args = [name] + (["--trials", str(trials)] if trials else [])
@@ -232,10 +233,10 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
                     f"study {name!r} has no feasible trial yet; wait, or pass ?trial=N"
                 )
             trial = int(best["trial"])
-        study, _ = index.open(name)
+        index.open(name)  # a clear error for a study edgetune did not make
         # per storage (runs.dir) and per study id, so a study made again under its name or in
         # another storage never gets an old export
-        out = runs.dir / "exports" / f"{name}-{study._study_id}" / f"trial-{trial}"
+        out = runs.dir / "exports" / f"{name}-{index.study_id(name)}" / f"trial-{trial}"
         with export_locks.setdefault(name, threading.Lock()):
             if not (out / "summary.json").exists():
                 proc = subprocess.run(

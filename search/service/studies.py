@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from search import study as studies
 from search.errors import StudyError
 from search.service.runs import Run, Runs
-from search.spec import Spec, parse_spec
+from search.spec import Spec
 
 if TYPE_CHECKING:
     import optuna
@@ -82,17 +82,13 @@ class Studies:
         return name in self.names()
 
     def open(self, name: str) -> tuple[optuna.Study, Spec]:
-        import optuna
-
         if not self.exists(name):
             raise StudyError(f"no study {name!r}; GET /api/studies lists them")
-        study = optuna.load_study(study_name=name, storage=self.storage)
-        raw = study.user_attrs.get("spec")
-        if raw is None:
-            raise StudyError(
-                f"study {name!r} has no edgetune spec stored; it was not made by edgetune"
-            )
-        return study, parse_spec(raw, source=f"study {name}")
+        return studies.load(self.storage, name, redact(self.url))
+
+    def study_id(self, name: str) -> int:
+        """The storage's id of a study: a study made again under the same name gets a new one."""
+        return self.storage.get_study_id_from_name(name)
 
     def state(self, run: Run | None, summary: dict[str, Any] | None, running_trials: int) -> str:
         state = self.runs.state(run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from cost_models import (
@@ -16,7 +18,7 @@ from cost_models import (
     predict,
     size_kb,
 )
-from search.errors import UnsupportedLayerError
+from cost_models.errors import UnsupportedLayerError
 
 # input 1x1x8x8 -> conv 3x3 to 4 channels (2304 MACs, 40 params) -> gap -> linear 4->2
 GRAPH = LayerGraph(
@@ -218,3 +220,64 @@ def test_relu6_costs_a_pass_in_float_and_nothing_in_int8() -> None:
     (act,) = [k for k in kernels(relu6, {}) if k.cls == "act:f32"]
     assert act.elems == 16 * 64
     assert "act:f32" not in [k.cls for k in kernels(relu6, {"c": Precision(8, 8)})]
+
+
+def _classes(graph: LayerGraph, bits: dict[str, Precision], block: int) -> list[str]:
+    return [k.cls for k in kernels(graph, bits, nchwc_block=block)]
+
+
+def test_nchwc_block_decides_the_plain_input_and_the_padding() -> None:
+    # 8 input channels: NCHWc input on AVX2 (block 8), plain NCHW input with AVX-512F (16)
+    g = _one_conv(8, 20)
+    assert _classes(g, {}, 8) == ["reorder", "conv:f32", "reorder"]
+    assert _classes(g, {}, 16) == ["conv:f32", "reorder"]
+    assert kernels(g, {}) == kernels(g, {}, nchwc_block=8)  # 8 is the default
+    (k8,) = [k for k in kernels(g, {}, nchwc_block=8) if k.cls == "conv:f32"]
+    (k16,) = [k for k in kernels(g, {}, nchwc_block=16) if k.cls == "conv:f32"]
+    assert k8.macs == 64 * 24 * 8 * 9  # 20 outputs padded to 24
+    assert k16.macs == 64 * 32 * 8 * 9  # to 32; 8 inputs < 16 are not padded
+    # 10 input channels: im2col + GEMM with block 8, NCHWc with plain input with block 16
+    assert _classes(_one_conv(10, 16), {}, 8) == ["conv:f32p"]
+    assert _classes(_one_conv(10, 16), {}, 16) == ["conv:f32", "reorder"]
+    # a depthwise conv always reads NCHWc, whatever the block
+    for block in (8, 16):
+        assert _classes(_one_conv(4, 4, dw=True), {}, block) == ["reorder", "dwconv:f32", "reorder"]
+
+
+def _conv_then_float_gap(cin: int) -> LayerGraph:
+    (conv,) = _one_conv(cin, 12).layers
+    gap = Layer("g", "gap", (1, 12, 8, 8), (1, 12, 1, 1), macs=768, inputs=("c",))
+    return LayerGraph(layers=(conv, gap), input_shape=(1, cin, 8, 8))
+
+
+def test_float_weight_conv_reading_a_quantized_tensor_runs_in_nchwc() -> None:
+    # int8 activations, float weights, a float reader: not fused, so the input goes through
+    # QuantizeLinear and DequantizeLinear, and the conv is an fp32 (NCHWc where it fits) one
+    bits = {"c": Precision(32, 8)}
+    assert _classes(_conv_then_float_gap(16), bits, 8) == [
+        "q8", "dq8", "reorder", "conv:f32", "reorder", "gap:f32"
+    ]
+    assert _classes(_conv_then_float_gap(14), bits, 8) == ["q8", "dq8", "conv:f32p", "gap:f32"]
+    assert _classes(_conv_then_float_gap(14), bits, 16) == [
+        "q8", "dq8", "conv:f32", "reorder", "gap:f32"
+    ]
+
+
+def test_nchwc_block_is_a_constant_of_the_target() -> None:
+    from cost_models.analytic import KernelCostModel
+    from cost_models.errors import CalibrationError
+
+    cm = KernelCostModel()
+    c16 = KernelConstants(0.0, 1.0, (), nchwc_block=16)
+    assert cm.constants_from_dict(cm.constants_to_dict(c16)) == c16
+    old = {"session_ms": 0.0, "power_w": 1.0, "coefficients": []}  # written before the field
+    assert cm.constants_from_dict(old).nchwc_block == 8
+    with pytest.raises(CalibrationError, match="nchwc_block"):
+        cm.constants_from_dict({**old, "nchwc_block": 12})
+    with pytest.raises(CalibrationError, match="nchwc_block"):
+        KernelConstants(0.0, 1.0, (), nchwc_block=4)
+    g = _one_conv(8, 16)
+    reorder = KernelConstants(0.0, 1.0, (KernelCoefficients("reorder", fixed_ms=1.0),
+                                         KernelCoefficients("conv:f32", fixed_ms=0.0)))
+    assert latency_ms(g, {}, reorder) == pytest.approx(2.0)  # reorder in and out
+    assert latency_ms(g, {}, replace(reorder, nchwc_block=16)) == pytest.approx(1.0)

@@ -17,7 +17,7 @@ from cost_models import (
     LayerTypeCostModel,
     Precision,
 )
-from search.errors import CalibrationError
+from cost_models.errors import CalibrationError
 
 
 def _kernel_constants() -> KernelConstants:

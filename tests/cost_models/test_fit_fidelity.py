@@ -20,7 +20,7 @@ from cost_models import (
     nnls,
     spearman,
 )
-from search.errors import CalibrationError
+from cost_models.errors import CalibrationError
 
 
 def test_nnls_matches_unconstrained_when_positive_and_clips_negative() -> None:
@@ -90,6 +90,22 @@ def test_fit_recovers_known_coefficients() -> None:
     got = {c.cls: c for c in fitted.coefficients}
     want = {c.cls: c for c in true.coefficients}
     assert got["dqw4"].ns_per_elem == pytest.approx(want["dqw4"].ns_per_elem, rel=1e-4)
+
+
+def test_fit_uses_and_records_the_nchwc_block() -> None:
+    rng = random.Random(2)
+    graphs = [_random_graph(rng) for _ in range(60)]
+    classes = sorted({k.cls for g, b in graphs for block in (8, 16)
+                      for k in kernels(g, b, nchwc_block=block)})
+    true = KernelConstants(
+        0.01, 1.0, tuple(KernelCoefficients(c, 0.001, 0.05) for c in classes), nchwc_block=16
+    )
+    rows = [(g, b, latency_ms(g, b, true)) for g, b in graphs]
+    fitted = fit_kernel_constants(rows, power_w=1.0, nchwc_block=16)
+    assert fitted.nchwc_block == 16
+    assert fit_kernel_constants(rows, power_w=1.0).nchwc_block == 8  # the default
+    for g, b, t in rows:
+        assert latency_ms(g, b, fitted) == pytest.approx(t, rel=1e-6)
 
 
 def test_fit_needs_enough_rows() -> None:

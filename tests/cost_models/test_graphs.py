@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 
+import onnx
 import pytest
+import torch
+from torch import nn
 
-torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
-from torch import nn  # noqa: E402
-
-from cost_models import Precision, from_onnx, from_torch  # noqa: E402
-from search.errors import UnsupportedLayerError  # noqa: E402
+from cost_models import LayerGraph, Precision, from_onnx, from_torch
+from cost_models.errors import UnsupportedLayerError
 
 
 class Add(nn.Module):
@@ -79,16 +78,16 @@ class MBV2Block(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def _key(graph: object) -> list[tuple[object, ...]]:
+def _key(graph: LayerGraph) -> list[tuple[object, ...]]:
     return [
         (la.kind, la.in_shape, la.out_shape, la.macs, la.params, la.groups) for la in graph.layers
-    ]  # type: ignore[attr-defined]
+    ]
 
 
 def _export(model: nn.Module, shape: tuple[int, int, int]) -> onnx.ModelProto:
     buf = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(model.eval(), torch.zeros(1, *shape), buf, dynamo=False)
+        torch.onnx.export(model.eval(), (torch.zeros(1, *shape),), buf, dynamo=False)  # type: ignore[arg-type]
     return onnx.load_from_string(buf.getvalue())
 
 
@@ -135,20 +134,21 @@ def test_quant_wrappers_are_their_layer() -> None:
         def __init__(self, layer: nn.Conv2d) -> None:
             super().__init__()
             self.layer = layer
+            self.scale: torch.Tensor
             self.register_buffer("scale", torch.ones(1))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.layer(x) * self.scale
 
     model = TinyResNet()
-    model.stem[0] = QuantConv2d(model.stem[0])
+    model.stem[0] = QuantConv2d(model.stem[0])  # type: ignore[index, operator]
     g = from_torch(model, (1, 16, 16))
     assert _key(g) == _key(from_torch(TinyResNet(), (1, 16, 16)))
     assert g.layers[0].name == "stem.0"
 
 
 def test_builtin_models_torch_vs_onnx() -> None:
-    models = pytest.importorskip("experiments.models")
+    models = pytest.importorskip("search.workloads.models")
     for name, shape in (
         ("resnet8", (1, 28, 28)),
         ("dscnn", (1, 49, 10)),
@@ -186,7 +186,7 @@ def test_unsupported_onnx_op_raises() -> None:
 
 
 def test_qdq_precision_read_from_onnx() -> None:
-    from targets.suite import OnnxBuilder
+    from targets.onnx_builder import OnnxBuilder
 
     b = OnnxBuilder((4, 8, 8))
     x = b.conv("input", 4, 8, 3, prec=(8, 8))

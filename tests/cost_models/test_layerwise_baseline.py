@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from cost_models import (
+    Bits,
     GraphBuilder,
     KernelCoefficients,
+    LayerGraph,
     LayerTypeConstants,
     LayerTypeCostModel,
     Precision,
@@ -15,8 +17,8 @@ from cost_models import (
     total_macs,
     with_precision,
 )
+from cost_models.errors import CalibrationError, UnsupportedLayerError
 from cost_models.layerwise import layer_class
-from search.errors import CalibrationError, UnsupportedLayerError
 
 
 def _net(width: int, depth: int) -> tuple:
@@ -62,7 +64,7 @@ def test_int8_only_target_rejects_fp32_and_derived_fp32_costs_more() -> None:
 
 
 def test_flops_baseline_is_fitted_on_the_given_rows() -> None:
-    rows = [
+    rows: list[tuple[LayerGraph, Bits, float]] = [
         (_net(w, 1)[0], {}, 1e-6 * total_macs((_net(w, 1)[0], {}, 0.0)) * k)
         for w, k in ((4, 2.0), (8, 2.0), (16, 2.0))
     ]

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import experiments
-from experiments.fashion_mnist import DEBIAN_PATH, MEAN, STD, load_fashion_mnist, normalize
-from experiments.models import resnet8
-from spaces.distillation import evaluate
+from search.workloads.fashion_mnist import DEBIAN_PATH, MEAN, STD, load_fashion_mnist, normalize
+from search.workloads.models import resnet8
+from spaces.distillation import accuracy
 
 CHECKPOINT = Path(experiments.__file__).parent / "fashion_mnist" / "resnet8_teacher.pt"
 
@@ -37,4 +37,4 @@ def test_committed_teacher_is_accurate(fashion_mnist: Data) -> None:
     model = resnet8((1, 28, 28), 10)
     model.load_state_dict(state)  # strict: every key matches the current resnet8
     _, _, x_test, y_test = fashion_mnist
-    assert evaluate(model, normalize(x_test[:2000]), y_test[:2000]) >= 0.91
+    assert accuracy(model, normalize(x_test[:2000]), y_test[:2000]) >= 0.91

@@ -1,16 +1,17 @@
-"""The driver's decisions, against a real Optuna study: trial stopping, telling, budgets."""
+"""The driver's decisions, against a real Optuna study: trial stopping and telling."""
 
 from __future__ import annotations
 
 import optuna
-import pytest
 
-from search.driver import Driver, Prepared, check_reachable, resolve_budgets
-from search.errors import InfeasibleSpecError
-from search.evaluate import TrialContext, TrialOutcome, constraint_values, over_budget
+from search.budgets import Budgets
+from search.driver import Driver, trained_count
 from search.executors import InProcessExecutor
+from search.lifecycle import Prepared
+from search.record import TrialRecord
 from search.spec import parse_spec
 from search.study import directions, rows, stopper_for
+from search.trial import TrialContext, TrialOutcome
 
 SPEC = {
     "name": "d",
@@ -22,31 +23,23 @@ SPEC = {
 
 def make_driver() -> tuple[Driver, optuna.Study]:
     spec = parse_spec(SPEC)
-    study = optuna.create_study(directions=directions(spec), pruner=stopper_for(spec))
-    budgets = resolve_budgets(
-        spec, {"latency_ms": 0.4, "size_kb": 300.0, "energy_mj": 1.0, "peak_memory_kb": 100.0}
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(
+        storage=storage, directions=directions(spec), pruner=stopper_for(spec)
     )
-    context = TrialContext(spec=spec, workload=None, target=None, budgets=budgets)  # type: ignore[arg-type]
-    prepared = Prepared(context, {"accuracy": 0.92})
-    return Driver(study, prepared, InProcessExecutor(), log=print, progress=False), study
-
-
-def test_budgets_resolve_relative_and_absolute() -> None:
-    budgets = resolve_budgets(parse_spec(SPEC), {"latency_ms": 0.4, "size_kb": 300.0})
-    assert budgets == pytest.approx({"latency_ms": 0.2, "size_kb": 40.0})
-
-
-def test_over_budget_and_constraints() -> None:
-    assert over_budget(
-        {"latency_ms": 0.3, "size_kb": 10}, {"latency_ms": 0.2, "size_kb": 40}
-    ) == pytest.approx({"latency_ms": 0.5})
-    c = constraint_values({"latency_ms": 0.1, "size_kb": 50}, {"latency_ms": 0.2, "size_kb": 40})
-    assert c["latency_ms"] < 0 < c["size_kb"]
-
-
-def test_unreachable_budget_says_by_how_much() -> None:
-    with pytest.raises(InfeasibleSpecError, match=r"latency_ms: .* 50% over the budget"):
-        check_reachable({"latency_ms": 0.2}, {"latency_ms": 0.3, "size_kb": 1.0})
+    teacher = {
+        "latency_ms": 0.4,
+        "size_kb": 300.0,
+        "energy_mj": 1.0,
+        "peak_memory_kb": 100.0,
+        "accuracy": 0.92,
+    }
+    budgets = Budgets.resolve(spec.constraints, teacher)
+    # the driver never touches the workload or the target: telling needs only the budgets
+    context = TrialContext(spec, None, None, budgets, reduce_range=False)  # type: ignore[arg-type]
+    prepared = Prepared(context, teacher)
+    driver = Driver(study, storage, prepared, InProcessExecutor(), log=print, progress=False)
+    return driver, study
 
 
 def test_median_stopper_stops_a_trial_below_the_median() -> None:
@@ -64,29 +57,23 @@ def test_median_stopper_stops_a_trial_below_the_median() -> None:
 def test_tell_records_feasibility_reason_and_constraints() -> None:
     driver, study = make_driver()
     costs = {"latency_ms": 0.1, "energy_mj": 0.5, "peak_memory_kb": 50.0, "size_kb": 30.0}
-    ok, low, slow = study.ask(), study.ask(), study.ask()
-    driver.running = {t.number: t for t in (ok, low, slow)}
+    ok, low, slow, stopped, failed = (study.ask() for _ in range(5))
+    driver.running = {t.number: t for t in (ok, low, slow, stopped, failed)}
     driver.tell(TrialOutcome(ok.number, "complete", accuracy=0.91, costs=costs))
     driver.tell(TrialOutcome(low.number, "complete", accuracy=0.80, costs=costs))
-    driver.tell(
-        TrialOutcome(
-            slow.number,
-            "infeasible",
-            costs={**costs, "latency_ms": 0.3},
-            reason="over budget: latency_ms +50%",
-        )
-    )
+    slow_costs = {**costs, "latency_ms": 0.3}
+    driver.tell(TrialOutcome(slow.number, "infeasible", costs=slow_costs, reason="over budget"))
+    driver.tell(TrialOutcome(stopped.number, "stopped", accuracy=0.5, costs=costs, reason="low"))
+    driver.tell(TrialOutcome(failed.number, "failed", reason="NaN loss"))
     by_number = {r.trial: r for r in rows(study)}
     assert by_number[ok.number].feasible
     assert not by_number[low.number].feasible  # accuracy drop 0.12 > 0.05
-    assert "accuracy_drop" in study.trials[low.number].user_attrs["reason"]
+    assert "accuracy_drop" in by_number[low.number].reason
     assert by_number[slow.number].status == "infeasible" and not by_number[slow.number].feasible
     assert study.trials[slow.number].value == 0.0
-    for t in study.trials:
-        assert "driver_s" in t.user_attrs
-
-
-def test_latency_budget_keeps_the_targets_error_margin() -> None:
-    budgets = resolve_budgets(parse_spec(SPEC), {"latency_ms": 0.4, "size_kb": 300.0}, margin=0.1)
-    assert budgets["latency_ms"] == pytest.approx(0.18)  # 50% of 0.4, less 10%
-    assert budgets["size_kb"] == pytest.approx(40.0)  # size is computed exactly: no margin
+    assert by_number[stopped.number].status == "stopped"
+    assert by_number[failed.number].status == "failed"
+    assert by_number[failed.number].reason == "NaN loss"
+    records = [TrialRecord.read(t) for t in study.trials]
+    assert all(r is not None and r.driver_s is not None for r in records)
+    assert trained_count(study) == 3  # two complete and one stopped; not infeasible, not failed

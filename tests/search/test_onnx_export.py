@@ -6,11 +6,12 @@ import torch
 from torch import nn
 
 from cost_models.graph import Precision
-from experiments.models import resnet8
 from search.onnx_export import packed_size_bytes, run_onnx, scope_path, to_onnx
-from search.spec import PruningSpace, QuantizationSpace, Space
+from search.workloads.models import resnet8
+from spaces.config import PruningSpace, QuantizationSpace, Space
 from spaces.joint import JointSpace
-from spaces.quantization import apply
+from spaces.quantization import quantize_model
+from spaces.student import build_student
 
 SHAPE = (1, 16, 16)
 LAYERS = (
@@ -67,7 +68,7 @@ def _initializer_types(model: onnx.ModelProto) -> dict[str, int]:
 @pytest.mark.parametrize("kind", ["int8", "int4", "act16", "mixed", "float"])
 def test_onnxruntime_matches_the_torch_student(teacher: nn.Module, kind: str) -> None:
     torch.manual_seed(1)
-    student = apply(teacher, _bits(kind), torch.randn(64, *SHAPE), reduce_range=True)
+    student = quantize_model(teacher, _bits(kind), torch.randn(64, *SHAPE), reduce_range=True)
     model = to_onnx(student, SHAPE)
     x = torch.randn(256, *SHAPE)
     with torch.no_grad():
@@ -113,9 +114,14 @@ def test_pruned_quantized_student_exports(teacher: nn.Module) -> None:
     space = JointSpace(
         teacher, SHAPE, Space(quantization=QuantizationSpace(), pruning=PruningSpace(round_to=4))
     )
-    student = space.build(
-        teacher, space.uniform_params(0.5, 8, 8), torch.randn(64, *SHAPE), reduce_range=False
-    )
+    student = build_student(
+        teacher,
+        space.uniform_params(0.5, 8, 8),
+        space,
+        calib=torch.randn(64, *SHAPE),
+        reduce_range=False,
+    ).model
+    assert student is not None
     model = to_onnx(student, SHAPE)
     x = torch.randn(128, *SHAPE)
     with torch.no_grad():
@@ -129,7 +135,7 @@ def test_pruned_quantized_student_exports(teacher: nn.Module) -> None:
 def test_packed_size_counts_bits(teacher: nn.Module) -> None:
     calib = torch.randn(16, *SHAPE)
     sizes = {
-        k: packed_size_bytes(apply(teacher, _bits(k), calib, reduce_range=False))
+        k: packed_size_bytes(quantize_model(teacher, _bits(k), calib, reduce_range=False))
         for k in ("float", "int8", "int4")
     }
     params = sum(p.numel() for p in teacher.parameters())
@@ -137,7 +143,7 @@ def test_packed_size_counts_bits(teacher: nn.Module) -> None:
     assert sizes["float"] >= 4 * params - 4 * 2 * sum(
         m.num_features for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)
     )
-    int8 = apply(teacher, _bits("int8"), calib, reduce_range=False)
+    int8 = quantize_model(teacher, _bits("int8"), calib, reduce_range=False)
     file_size = len(to_onnx(int8, SHAPE).SerializeToString())
     assert packed_size_bytes(int8) <= file_size < 1.3 * packed_size_bytes(int8) + 16_000
 
@@ -152,9 +158,8 @@ def test_packed_size_is_what_the_cost_model_budgets() -> None:
     """The size the search holds to its budget is the size the export reports as packed."""
     import optuna
 
-    from cost_models import from_torch, size_kb
+    from cost_models import size_kb
     from search.spec import parse_spec
-    from spaces.quantization import apply
 
     spec = parse_spec(
         {
@@ -172,7 +177,10 @@ def test_packed_size_is_what_the_cost_model_budgets() -> None:
         trial = study.ask()
         policy = space.decode(space.suggest(trial))
         study.tell(trial, 0.0)
-        pruned = space.prune(teacher, policy)
-        student = apply(pruned, policy.bits, torch.randn(8, 1, 28, 28), reduce_range=True)
-        predicted = size_kb(from_torch(pruned, (1, 28, 28)), policy.bits)
+        built = build_student(
+            teacher, dict(trial.params), space, calib=torch.randn(8, 1, 28, 28), reduce_range=True
+        )
+        assert built.model is not None
+        student = built.model
+        predicted = size_kb(built.graph, policy.bits)
         assert predicted * 1024 == pytest.approx(packed_size_bytes(student), abs=1)

@@ -6,7 +6,7 @@ from torch import nn
 
 from search.errors import TrialError, WorkloadError
 from search.teacher import EpochLog, _augment, train_teacher
-from spaces.distillation import evaluate
+from spaces.distillation import accuracy
 
 
 def _blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,11 +26,11 @@ def test_learns_a_separable_task_and_logs_each_epoch() -> None:
     x_val, y_val = _blobs(256, seed=1)
     torch.manual_seed(0)
     model = _mlp()
-    assert evaluate(model, x_val, y_val) < 0.6
+    assert accuracy(model, x_val, y_val) < 0.6
     logs: list[EpochLog] = []
     out = train_teacher(model, x, y, epochs=4, batch_size=32, lr=0.05, seed=0, log=logs.append)
     assert out is model and not model.training
-    assert evaluate(model, x_val, y_val) >= 0.97
+    assert accuracy(model, x_val, y_val) >= 0.97
     assert [e.epoch for e in logs] == [1, 2, 3, 4] and logs[-1].loss < logs[0].loss
     assert "epoch 4/4" in str(logs[-1])
 
@@ -50,7 +50,7 @@ def test_learns_images_with_augmentation() -> None:
         nn.Linear(4, 2),
     )
     train_teacher(model, x, y, epochs=3, batch_size=32, lr=0.05, seed=0)
-    assert evaluate(model, x, y) >= 0.95
+    assert accuracy(model, x, y) >= 0.95
 
 
 def test_same_seed_same_weights_other_seed_other_weights() -> None:
@@ -93,4 +93,4 @@ def test_mismatched_data_is_rejected() -> None:
     with pytest.raises(WorkloadError, match="N labels"):
         train_teacher(_mlp(), torch.zeros(4, 8), torch.zeros(3, dtype=torch.long), epochs=1)
     with pytest.raises(TrialError, match="one label per sample"):
-        evaluate(_mlp(), torch.zeros(4, 8), torch.zeros(3, dtype=torch.long))
+        accuracy(_mlp(), torch.zeros(4, 8), torch.zeros(3, dtype=torch.long))

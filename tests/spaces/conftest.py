@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.models import dscnn, resnet8
+from search.workloads.models import dscnn, resnet8
 
 SHAPE = (1, 16, 16)
 

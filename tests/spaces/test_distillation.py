@@ -6,16 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from search.errors import TrialError
 from spaces.distillation import (
     DistillConfig,
     FinetuneData,
     Stopped,
+    accuracy,
     distillation_loss,
-    evaluate,
     finetune,
     teacher_logits,
 )
+from spaces.errors import TrialError
 
 
 def _task(n: int = 512) -> tuple[nn.Module, FinetuneData]:
@@ -52,7 +52,7 @@ def test_finetune_lowers_the_loss_and_reports() -> None:
                 distillation_loss(student(data.x), logits, data.y, temperature=2.0, alpha=0.7)
             )
 
-    before, acc_before = loss(), evaluate(student, data.val_x, data.val_y)
+    before, acc_before = loss(), accuracy(student, data.val_x, data.val_y)
     calls: list[tuple[int, float]] = []
 
     def report(step: int, accuracy: float) -> bool:
@@ -62,7 +62,7 @@ def test_finetune_lowers_the_loss_and_reports() -> None:
     finetune(student, data, logits, _cfg(steps=50), report=report)
     assert loss() < 0.6 * before
     assert [s for s, _ in calls] == [20, 40, 50]  # every eval_every, and the last step
-    assert calls[-1][1] == evaluate(student, data.val_x, data.val_y) > acc_before + 0.2
+    assert calls[-1][1] == accuracy(student, data.val_x, data.val_y) > acc_before + 0.2
 
 
 def test_report_false_stops_the_trial() -> None:

@@ -6,11 +6,12 @@ import torch
 from torch import nn
 
 from cost_models.graph import Precision
-from search.errors import SpecError, StudyError
-from search.spec import DistillationSpace, FloatRange, PruningSpace, QuantizationSpace, Space
+from spaces.config import DistillationSpace, FloatRange, PruningSpace, QuantizationSpace, Space
+from spaces.errors import SpaceError
 from spaces.joint import JointSpace, Policy
 from spaces.pruning import kept_channels
 from spaces.quantization import wrappers
+from spaces.student import build_student
 
 SHAPE = (1, 16, 16)
 SPACE = Space(
@@ -73,18 +74,21 @@ def test_uniform_params_enqueue_as_a_seed(space: JointSpace, study: optuna.Study
 
 
 def test_bad_params_raise(space: JointSpace) -> None:
-    with pytest.raises(SpecError, match="not one of the choices"):
+    with pytest.raises(SpaceError, match="not one of the choices"):
         space.uniform_params(0.0, 6, 8)
-    with pytest.raises(SpecError, match=r"\[0, 0.5\]"):
+    with pytest.raises(SpaceError, match=r"\[0, 0.5\]"):
         space.uniform_params(0.75, 8, 8)
-    with pytest.raises(StudyError, match="does not declare"):
+    with pytest.raises(SpaceError, match="does not declare"):
         space.decode({**space.uniform_params(), "prune.nope": 0.1})
 
 
 def test_build_prunes_then_quantizes(resnet: nn.Module, space: JointSpace) -> None:
-    student = space.build(
-        resnet, space.uniform_params(0.5, 8, 8), torch.randn(32, *SHAPE), reduce_range=True
+    built = build_student(
+        resnet, space.uniform_params(0.5, 8, 8), space, calib=torch.randn(32, *SHAPE),
+        reduce_range=True,
     )
+    student = built.model
+    assert student is not None
     assert kept_channels(student)["stage3.conv1.0"] == 32
     assert len(wrappers(student)) == 13
     assert not any(isinstance(m, nn.BatchNorm2d) for m in student.modules())
@@ -95,5 +99,5 @@ def test_disabled_knobs_declare_nothing(resnet: nn.Module) -> None:
     space = JointSpace(resnet, SHAPE, Space(quantization=None))
     assert not any(n.startswith(("wbits.", "abits.")) for n in space.distributions())
     assert space.decode(space.uniform_params(0.2)).bits == {}
-    with pytest.raises(SpecError, match="disabled"):
+    with pytest.raises(SpaceError, match="disabled"):
         space.uniform_params(0.0, 8, 8)

@@ -7,10 +7,10 @@ from collections.abc import Callable
 import pytest
 from torch import nn
 
-from search.errors import StudyError
-from search.spec import DistillationSpace, PruningSpace, QuantizationSpace
 from spaces.base import Knob
+from spaces.config import DistillationSpace, PruningSpace, QuantizationSpace
 from spaces.distillation import DistillationKnob
+from spaces.errors import SpaceError
 from spaces.pruning import PruningKnob
 from spaces.quantization import QuantizationKnob
 
@@ -45,5 +45,5 @@ def test_uniform_params_cover_every_param_within_its_distribution(knob: Knob) ->
 def test_decode_with_a_missing_param_raises(knob: Knob) -> None:
     params = knob.uniform_params()
     params.pop(next(iter(params)))
-    with pytest.raises(StudyError, match="lack"):
+    with pytest.raises(SpaceError, match="lack"):
         knob.decode(params)

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from search.errors import TrialError
-from search.spec import PruningSpace
-from spaces.pruning import PruningKnob, apply, find_groups, kept, kept_channels
+from spaces.config import PruningSpace
+from spaces.errors import TrialError
+from spaces.pruning import PruningKnob, find_groups, kept, kept_channels, prune_channels
 
 SHAPE = (1, 16, 16)  # the resnet fixture's input shape
 
@@ -47,9 +47,9 @@ def test_groups_couple_residual_layers_and_skip_classifier(resnet: nn.Module) ->
     ]
 
 
-def test_apply_removes_channels_and_keeps_residuals_consistent(resnet: nn.Module) -> None:
+def test_prune_channels_removes_channels_and_keeps_residuals_consistent(resnet: nn.Module) -> None:
     ratios = {g.name: 0.5 for g in find_groups(resnet, SHAPE)}
-    student = apply(resnet, ratios, input_shape=SHAPE, round_to=4)
+    student = prune_channels(resnet, ratios, input_shape=SHAPE, round_to=4)
     before, after = kept_channels(resnet), kept_channels(student)
     assert before["stage3.conv1.0"] == 64  # the teacher is untouched
     assert after["stage3.conv1.0"] == 32 and after["stage1.conv1.0"] == 8
@@ -64,8 +64,8 @@ def test_apply_removes_channels_and_keeps_residuals_consistent(resnet: nn.Module
     assert out.shape == (2, 10) and torch.isfinite(out).all()
 
 
-def test_apply_honours_round_to(resnet: nn.Module) -> None:
-    student = apply(
+def test_prune_channels_honours_round_to(resnet: nn.Module) -> None:
+    student = prune_channels(
         resnet, {"stage3.conv1.0": 0.3, "stage2.conv1.0": 0.2}, input_shape=SHAPE, round_to=8
     )
     after = kept_channels(student)
@@ -77,7 +77,7 @@ def test_apply_honours_round_to(resnet: nn.Module) -> None:
 def test_depthwise_groups_prune_and_run(dwnet: nn.Module) -> None:
     shape = (1, 12, 8)
     groups = find_groups(dwnet, shape)
-    student = apply(dwnet, {g.name: 0.5 for g in groups}, input_shape=shape, round_to=4)
+    student = prune_channels(dwnet, {g.name: 0.5 for g in groups}, input_shape=shape, round_to=4)
     dw = student.get_submodule("blocks.0.0.0")
     assert dw.groups == dw.out_channels == dw.in_channels == 32
     assert student(torch.randn(2, *shape)).shape == (2, 10)
@@ -85,7 +85,7 @@ def test_depthwise_groups_prune_and_run(dwnet: nn.Module) -> None:
 
 def test_unknown_group_raises_trial_error(resnet: nn.Module) -> None:
     with pytest.raises(TrialError, match="not prunable groups"):
-        apply(resnet, {"classifier": 0.5}, input_shape=SHAPE)
+        prune_channels(resnet, {"classifier": 0.5}, input_shape=SHAPE)
 
 
 @pytest.mark.parametrize(("granularity", "count"), [("layer", 6), ("stage", 3), ("model", 1)])

@@ -4,17 +4,17 @@ import pytest
 import torch
 from torch import nn
 
+from cost_models.errors import UnsupportedLayerError
 from cost_models.graph import Precision
-from search.errors import UnsupportedLayerError
-from search.spec import QuantizationSpace
+from spaces.config import QuantizationSpace
 from spaces.quantization import (
     ActQuant,
     QuantAdd,
     QuantConv2d,
     QuantizationKnob,
     QuantLinear,
-    apply,
     fold_batchnorm,
+    quantize_model,
     quantize_weight,
     weight_qmax,
     wrappers,
@@ -88,7 +88,7 @@ def test_fold_batchnorm_preserves_outputs(resnet: nn.Module) -> None:
         assert torch.allclose(folded(x), reference, atol=1e-5, rtol=1e-4)
 
 
-def test_apply_wraps_named_layers_only(resnet: nn.Module) -> None:
+def test_quantize_model_wraps_named_layers_only(resnet: nn.Module) -> None:
     bits = {
         "stem.0": Precision(8, 8),
         "stage1.conv1.0": Precision(4, 32),
@@ -96,7 +96,7 @@ def test_apply_wraps_named_layers_only(resnet: nn.Module) -> None:
         "stage2.conv1.0": Precision(32, 32),  # float: left alone
         "classifier": Precision(6, 8),
     }
-    student = apply(resnet, bits, torch.randn(32, *SHAPE), reduce_range=True)
+    student = quantize_model(resnet, bits, torch.randn(32, *SHAPE), reduce_range=True)
     found = wrappers(student)
     assert set(found) == {"stem.0", "stage1.conv1.0", "stage1.add", "classifier"}
     assert isinstance(found["stem.0"], QuantConv2d) and found["stem.0"].qmax == 63
@@ -111,9 +111,9 @@ def test_apply_wraps_named_layers_only(resnet: nn.Module) -> None:
     assert out.shape == (4, 10) and torch.isfinite(out).all()
 
 
-def test_apply_rejects_unknown_layers(resnet: nn.Module) -> None:
+def test_quantize_model_rejects_unknown_layers(resnet: nn.Module) -> None:
     with pytest.raises(UnsupportedLayerError, match=r"stage1\.relu"):
-        apply(resnet, {"stage1.relu": Precision(8, 8)}, torch.randn(4, *SHAPE), reduce_range=False)
+        quantize_model(resnet, {"stage1.relu": Precision(8, 8)}, torch.randn(4, *SHAPE), reduce_range=False)
 
 
 @pytest.mark.parametrize(

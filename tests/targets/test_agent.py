@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from targets.agent import measure, measure_report, noise_ceiling
-from targets.suite import OnnxBuilder
+from targets.onnx_builder import OnnxBuilder
 
 AGENT = Path(__file__).resolve().parents[2] / "targets" / "agent.py"
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,9 @@ import pytest
 pytest.importorskip("onnx")
 
 import targets
-from search.errors import CalibrationError
+from cost_models.errors import CalibrationError
 from targets.calibrate import calibrate_file, read_measurements
-from targets.suite import OnnxBuilder
+from targets.onnx_builder import OnnxBuilder
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -187,3 +188,25 @@ def test_cli_calibrate_and_emit_suite(tmp_path: Path) -> None:
         check=True,
     )
     assert json.loads(emitted.stdout)["models"] == len(list((tmp_path / "suite").glob("*.onnx")))
+
+
+def test_calibrate_rows_holds_out_the_rows_it_is_told(tmp_path: Path) -> None:
+    from cost_models.layerwise import LayerTypeCostModel, default_constants
+    from targets.fitting import CalibrationConfig, calibrate_rows
+
+    rows = _write_models(tmp_path)
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("model,latency_ms\n" + "".join(f"{n},{t}\n" for n, t in rows))
+    config = CalibrationConfig(
+        cost_model=LayerTypeCostModel(),
+        base=default_constants(1.0, "a test figure"),
+        description="d",
+        runtime="r",
+        source="s",
+        heldout_rows=(2, 3, 4, 9),
+    )
+    t = calibrate_rows("t", read_measurements(csv_path), config)
+    assert t.provenance.fidelity["held_out_rows"] == "2-4,9"
+    assert t.provenance.n_measurements == 10 and t.description == "d"
+    with pytest.raises(CalibrationError, match=r"holdout must be in \(0, 1\)"):
+        replace(config, holdout=1.0)

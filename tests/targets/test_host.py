@@ -29,9 +29,13 @@ def test_host_calibrates_caches_and_predicts(edgetune_home: Path) -> None:
         assert time.time() - t0 < 300
     cached = cached_host()
     assert cached is not None and cached.constants == host.constants
+    from targets.host import nchwc_block_size
+
+    assert host.constants.nchwc_block == nchwc_block_size()  # fitted for this CPU, and stored
+    assert data["constants"]["nchwc_block"] == nchwc_block_size()
 
     from cost_models import Precision, from_torch
-    from experiments.models import resnet8
+    from search.workloads.models import resnet8
 
     graph = from_torch(resnet8((1, 28, 28)), (1, 28, 28))
     fp32 = host.predict(graph, {})
@@ -41,3 +45,25 @@ def test_host_calibrates_caches_and_predicts(edgetune_home: Path) -> None:
     )
     assert w4.latency_ms > 1.5 * fp32.latency_ms  # int4 runs as dequantize + fp32 here
     assert w4.size_kb < 0.2 * fp32.size_kb
+
+
+@pytest.mark.parametrize(
+    ("flags", "block"),
+    [({"sse4_2", "avx2", "fma"}, 8), ({"avx2", "avx512f", "avx512_vnni"}, 16), (set(), 8)],
+)
+def test_nchwc_block_follows_avx512f(
+    monkeypatch: pytest.MonkeyPatch, flags: set[str], block: int
+) -> None:
+    import targets.host as host
+
+    monkeypatch.setattr(host, "_cpu_flags", lambda: flags)
+    assert host.nchwc_block_size() == block
+
+
+def test_cpu_flags_are_read_from_the_flags_line() -> None:
+    from targets.host import _cpu_flags
+
+    flags = _cpu_flags()
+    assert all(" " not in f for f in flags)
+    if Path("/proc/cpuinfo").is_file() and "avx2" in Path("/proc/cpuinfo").read_text():
+        assert "avx2" in flags

@@ -9,8 +9,8 @@ import pytest
 
 import targets
 from cost_models import KernelCoefficients, KernelConstants, KernelCostModel, Layer, LayerGraph
-from search.errors import TargetError
 from targets import Provenance, Target, target_from_dict, target_to_dict
+from targets.errors import TargetError
 from targets.registry import register
 
 
@@ -68,7 +68,7 @@ def test_invalid_target_files(tmp_path: Path) -> None:
 
 
 def test_predict_onnx_and_describe(tmp_path: Path) -> None:
-    from targets.suite import OnnxBuilder
+    from targets.onnx_builder import OnnxBuilder
 
     b = OnnxBuilder((4, 1, 1))
     y = b.linear("input", 4, 2)

@@ -14,7 +14,7 @@ import pytest
 
 import targets
 from cost_models import Precision
-from search.errors import UnsupportedLayerError
+from cost_models.errors import UnsupportedLayerError
 from targets.devices import SHIPPED, int8_bits
 from targets.mlperf_tiny import mlperf_graph
 
@@ -78,7 +78,7 @@ def test_targets_json_lists_at_least_nine_with_fields(tmp_path: Path) -> None:
 
 
 def _have_data() -> bool:
-    from search.errors import CalibrationError
+    from cost_models.errors import CalibrationError
     from targets.devices import data_dir
 
     try:

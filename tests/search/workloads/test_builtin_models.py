@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import fx, nn
 
-from experiments.models import BUILTIN_MODELS, Add, dscnn, mobilenetv2, resnet8
 from search.errors import WorkloadError
+from search.workloads.models import BUILTIN_MODELS, Add, dscnn, mobilenetv2, resnet8
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (1, 49, 10)]
 

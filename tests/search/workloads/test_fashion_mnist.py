@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.fashion_mnist import (
+from search.errors import WorkloadError
+from search.workloads.fashion_mnist import (
     BUILTIN_DATA,
     MEAN,
     STD,
@@ -15,7 +16,6 @@ from experiments.fashion_mnist import (
     normalize,
     read_idx,
 )
-from search.errors import WorkloadError
 
 _CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D}
 

@@ -1,7 +1,8 @@
 """Built-in models: the MLPerf Tiny workloads, sized for small inputs.
 
 Each builder is ``(input_shape=(C, H, W), num_classes=10) -> nn.Module`` and takes *normalized*
-inputs of shape ``N×C×H×W`` (for Fashion-MNIST, ``experiments.fashion_mnist.normalize``).
+inputs of shape ``N×C×H×W`` (for Fashion-MNIST,
+:func:`search.workloads.fashion_mnist.normalize`).
 
 The models are made only of plain modules (Conv2d, BatchNorm2d, ReLU/ReLU6, AdaptiveAvgPool2d,
 Flatten, Linear and :class:`Add`), so ``torch.fx.symbolic_trace`` works, torch-pruning sees every

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from search.errors import WorkloadError
+from targets.home import edgetune_home
 
 __all__ = [
     "BUILTIN_DATA",
@@ -83,7 +84,7 @@ def _find(folder: Path, stem: str) -> Path | None:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("EDGETUNE_HOME", ".edgetune")) / "cache"
+    return edgetune_home() / "cache"
 
 
 def _cached(path: Path) -> np.ndarray:

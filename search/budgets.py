@@ -1,0 +1,195 @@
+"""Budgets: the one place that decides what "within budget" means.
+
+A spec's constraints are resolved once per study into absolute :class:`Budgets`: a relative
+budget (``latency_ms: 60%``) against the teacher's own predicted cost on the target, and the
+budgets of costs the target fits to measurements (latency, energy) lowered by the target's
+prediction margin (its median error on held-out measurements), so that a candidate predicted
+just under a budget still meets it on the device. Every caller asks this module: the driver
+(Optuna constraints, feasibility of a told trial), the trial (ruling a candidate out before
+training), the seeding and repair (violation), ``check``, the export, the service and the
+dashboard (through the trial record).
+
+:func:`check_spec` is ``edgetune check``: the teacher's costs, the cheapest corner of the space
+and whether the budgets can be met at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from search.errors import InfeasibleSpecError
+from search.spec import COST_KEYS, Constraints, Spec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from spaces.joint import JointSpace
+    from targets.base import Target
+
+MEASURED_COSTS = ("latency_ms", "energy_mj")
+"""Costs a target fits to measurements; the others (size, peak memory) are exact counts."""
+
+ACCURACY_DROP = "accuracy_drop"
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Absolute limits by cost key, and the largest accuracy drop below the teacher.
+
+    ``limits`` holds only the costs the spec budgets. ``teacher_accuracy`` is the validation
+    accuracy the drop is measured from (needed only with ``max_accuracy_drop``).
+    """
+
+    limits: Mapping[str, float] = field(default_factory=dict)
+    max_accuracy_drop: float | None = None
+    teacher_accuracy: float | None = None
+
+    @classmethod
+    def resolve(
+        cls,
+        constraints: Constraints,
+        teacher: Mapping[str, float],
+        *,
+        margin: float = 0.0,
+    ) -> Budgets:
+        """Absolute budgets from a spec's constraints and the teacher's predicted costs (and
+        ``accuracy``); ``margin`` lowers the budgets of :data:`MEASURED_COSTS`."""
+        limits = {}
+        for key, budget in constraints.budgets().items():
+            value = budget.value * teacher[key] if budget.relative else budget.value
+            limits[key] = value * (1.0 - margin if key in MEASURED_COSTS else 1.0)
+        return cls(limits, constraints.max_accuracy_drop, teacher.get("accuracy"))
+
+    def excess(self, costs: Mapping[str, float]) -> dict[str, float]:
+        """Each budgeted cost's relative excess over its budget (``0.25`` = 25% over; <= 0 is
+        within budget). Costs missing from ``costs`` are left out."""
+        return {k: costs[k] / b - 1.0 for k, b in self.limits.items() if k in costs}
+
+    def broken(self, costs: Mapping[str, float]) -> dict[str, float]:
+        """Only the budgets ``costs`` break, with their relative excess."""
+        return {k: v for k, v in self.excess(costs).items() if v > 0}
+
+    def violation(self, costs: Mapping[str, float]) -> float:
+        """The summed relative excess over every broken budget (0 when all are met)."""
+        return sum(self.broken(costs).values())
+
+    def constraints(self, costs: Mapping[str, float], accuracy: float | None) -> dict[str, float]:
+        """Optuna constraint values (<= 0 is feasible): the cost excesses and, with
+        ``max_accuracy_drop``, how far the drop below the teacher exceeds it."""
+        values = self.excess(costs)
+        if self.max_accuracy_drop is not None and self.teacher_accuracy is not None:
+            drop = self.teacher_accuracy - (accuracy or 0.0)
+            values[ACCURACY_DROP] = drop - self.max_accuracy_drop
+        return values
+
+    def feasible(self, costs: Mapping[str, float], accuracy: float | None) -> bool:
+        return all(v <= 0 for v in self.constraints(costs, accuracy).values())
+
+    def as_dict(self) -> dict[str, float]:
+        """The absolute cost limits, as the study records and the reports show them."""
+        return dict(self.limits)
+
+
+def describe_excess(excess: Mapping[str, float]) -> str:
+    """``latency_ms +26%, size_kb +3%``."""
+    return ", ".join(f"{k} {v:+.0%}" for k, v in excess.items())
+
+
+def teacher_costs(teacher: nn.Module, spec: Spec, target: Target) -> dict[str, float]:
+    """The teacher's predicted costs on the target: what relative budgets are shares of."""
+    from cost_models import from_torch
+
+    return target.predict(from_torch(teacher, spec.model.input_shape), {}).as_dict()
+
+
+def corner_params(space: JointSpace, spec: Spec) -> list[dict[str, Any]]:
+    """The cheapest corners of the space: the most pruning, at every uniform bit setting."""
+    q, p = spec.space.quantization, spec.space.pruning
+    ratio = p.max_ratio if p else 0.0
+    wbits = q.weight_bits if q else (32,)
+    abits = q.activation_bits if q else (32,)
+    return [space.uniform_params(ratio, w, a) for w in wbits for a in abits]
+
+
+def cheapest_costs(
+    space: JointSpace, teacher: nn.Module, spec: Spec, target: Target
+) -> dict[str, float]:
+    """Each cost's lowest prediction over the cheapest corners (fewest bits is not always
+    fastest: on a runtime without fast int4 kernels, 4-bit weights run slower than 8-bit)."""
+    from spaces.student import student_architecture
+
+    best: dict[str, float] = {}
+    for params in corner_params(space, spec):
+        student = student_architecture(teacher, params, space)
+        for key, value in target.predict(student.graph, student.policy.bits).as_dict().items():
+            best[key] = min(value, best.get(key, value))
+    return best
+
+
+def require_reachable(budgets: Budgets, cheapest: Mapping[str, float]) -> None:
+    """InfeasibleSpecError when even the cheapest corner breaks a budget."""
+    broken = budgets.broken(cheapest)
+    if broken:
+        parts = [
+            f"{k}: the cheapest candidate predicts {cheapest[k]:.4g}, {v:.0%} over the budget "
+            f"{budgets.limits[k]:.4g}"
+            for k, v in broken.items()
+        ]
+        raise InfeasibleSpecError(
+            "no candidate can meet the budgets: "
+            + "; ".join(parts)
+            + "; loosen the budget or widen the space"
+        )
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What ``edgetune check`` reports for a spec."""
+
+    teacher: dict[str, float]
+    cheapest: dict[str, float]
+    budgets: Budgets
+
+    @property
+    def broken(self) -> dict[str, float]:
+        return self.budgets.broken(self.cheapest)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "teacher": self.teacher,
+            "cheapest": self.cheapest,
+            "budgets": self.budgets.as_dict(),
+            "feasible": not self.broken,
+            "over_budget": {k: round(v, 4) for k, v in self.broken.items()},
+        }
+
+    def text(self) -> str:
+        lines = ["cost | teacher | cheapest candidate | budget"]
+        limits = self.budgets.limits
+        for k in COST_KEYS:
+            budget = f"{limits[k]:.4g}" if k in limits else "-"
+            lines.append(f"{k} | {self.teacher[k]:.4g} | {self.cheapest[k]:.4g} | {budget}")
+        if self.broken:
+            lines.append(
+                "infeasible: "
+                + "; ".join(
+                    f"{k}: the cheapest candidate is {v:.0%} over budget"
+                    for k, v in self.broken.items()
+                )
+            )
+        else:
+            lines.append("the budgets can be met (by the cheapest corner of the space at least)")
+        return "\n".join(lines)
+
+
+def check_spec(spec: Spec, target: Target, model: nn.Module) -> CheckResult:
+    """The teacher's costs, the cheapest candidate's and the budgets. Costs depend on the
+    architecture only, so ``model`` may be untrained (the teacher's accuracy is not needed)."""
+    from spaces.joint import JointSpace
+
+    teacher = teacher_costs(model, spec, target)
+    budgets = Budgets.resolve(spec.constraints, teacher, margin=target.prediction_margin())
+    space = JointSpace(model, spec.model.input_shape, spec.space, batch_size=spec.data.batch_size)
+    return CheckResult(teacher, cheapest_costs(space, model, spec, target), budgets)

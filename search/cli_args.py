@@ -1,0 +1,149 @@
+"""The command line's arguments: the parser and the types that validate flags.
+
+Each command's handler lives in :mod:`search.cli`, keyed by the command's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _positive_int(flag: str) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {raw!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        return value
+
+    parse.__name__ = flag
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _study_name(raw: str) -> str:
+    from search.spec import STUDY_NAME
+
+    if not STUDY_NAME.match(raw):
+        raise argparse.ArgumentTypeError(
+            f"must be 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit, got {raw!r}"
+        )
+    return raw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgetune", description="Joint compression search for edge devices."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        return p
+
+    p = add("search", "Start a study for a spec and run its trials.")
+    p.add_argument("spec", type=Path)
+    p.add_argument("--trials", type=_positive_int("--trials"))
+    p.add_argument("--timeout", type=_positive_float, help="seconds; no new trials after it")
+    p.add_argument("--workers", type=_positive_int("--workers"))
+    p.add_argument(
+        "--storage", help="sqlite:///PATH (default .edgetune/studies.db) or postgresql://..."
+    )
+    p.add_argument("--study", type=_study_name, help="study name (default: the spec's name)")
+    p.add_argument("--ray-address", dest="ray_address")
+    p.add_argument("--executor", choices=("ray", "process"))
+
+    p = add("resume", "Continue a study with the spec stored in it.")
+    p.add_argument("study", type=_study_name)
+    p.add_argument("--storage")
+    p.add_argument("--trials", type=_positive_int("--trials"), help="run N more trials")
+    p.add_argument("--workers", type=_positive_int("--workers"))
+    p.add_argument("--timeout", type=_positive_float)
+    p.add_argument("--ray-address", dest="ray_address")
+
+    p = add("show", "Show a study's trial counts and best candidates.")
+    p.add_argument("study", type=_study_name)
+    p.add_argument("--storage")
+
+    p = add("export", "Export a trial (default: the best feasible) to QDQ ONNX, measured.")
+    p.add_argument("study", type=_study_name)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--storage")
+    p.add_argument("--trial", type=int)
+
+    p = add("check", "Validate a spec and say whether its budgets can be met at all.")
+    p.add_argument("spec", type=Path)
+
+    p = add("train", "Train and cache the teacher a spec names.")
+    p.add_argument("spec", type=Path)
+    p.add_argument("--epochs", type=_positive_int("--epochs"), default=4)
+
+    add("targets", "List the targets with their calibration and fidelity.")
+
+    p = add(
+        "calibrate",
+        "Calibrate a target: `host` here, NAME from measurements, or emit the suite.",
+    )
+    p.add_argument("name", nargs="?", help="host, or the target to create or refit")
+    p.add_argument("--measurements", type=Path, help="the agent's .json or a model,latency_ms CSV")
+    p.add_argument("--like", help="a new target starts from this target's cost model and power")
+    p.add_argument(
+        "--power-w",
+        dest="power_w",
+        type=_positive_float,
+        help="device power (W) for energy = power x latency",
+    )
+    p.add_argument("--models", type=Path, help="folder of the ONNX files the agent measured")
+    p.add_argument("--holdout", type=float, default=0.25, help="share of rows held out")
+    p.add_argument(
+        "--emit-suite",
+        dest="emit_suite",
+        type=Path,
+        metavar="DIR",
+        help="write the micro-benchmark suite's ONNX models to DIR and stop",
+    )
+    p.add_argument("--suite-size", dest="suite_size", choices=("full", "small"), default="full")
+
+    p = add("dashboard", "Serve optuna-dashboard on the study storage.")
+    p.add_argument("--storage")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8089)
+
+    p = add("serve", "Serve the HTTP API and web page: submit, watch, stop, resume.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--storage")
+    p.add_argument("--ray-address", dest="ray_address")
+    p.add_argument("--token-file", type=Path, help="file holding the bearer token")
+    p.add_argument(
+        "--allow-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module specs may name as module:function (repeatable)",
+    )
+    p.add_argument("--data-root", type=Path, help="folder specs may name files in")
+    p.add_argument(
+        "--dashboard-port",
+        type=int,
+        help="optuna-dashboard's port (default PORT+1; 0 turns it off)",
+    )
+
+    p = add("predict", "Predict latency, energy, peak memory and size of ONNX models.")
+    p.add_argument("models", nargs="+")
+    p.add_argument("--target", required=True)
+    return parser

@@ -1,0 +1,39 @@
+"""The workload of a study: the teacher, the data subsets and the teacher's logits.
+
+A spec names a model and a data set, either built in or as ``module:function``; they are turned
+into objects here, in one place:
+
+* :mod:`search.workloads.data`: :class:`Dataset`, :func:`load_data` and :func:`split` (the
+  fine-tune, validation and calibration subsets);
+* :mod:`search.workloads.build`: :func:`build_model`, :func:`load_teacher`,
+  :func:`teacher_cache_path`, and :func:`build_workload`, which makes the :class:`Workload`
+  every trial of a study shares;
+* :mod:`search.workloads.models`: the built-in models (``resnet8``, ``dscnn``,
+  ``mobilenetv2``);
+* :mod:`search.workloads.fashion_mnist`: the built-in data set's idx reader and normalization.
+
+Importing this package does not import torch: the built-in models and data set are imported
+when a spec names them.
+"""
+
+from __future__ import annotations
+
+from search.workloads.build import (
+    Workload,
+    build_model,
+    build_workload,
+    load_teacher,
+    teacher_cache_path,
+)
+from search.workloads.data import Dataset, load_data, split
+
+__all__ = [
+    "Dataset",
+    "Workload",
+    "build_model",
+    "build_workload",
+    "load_data",
+    "load_teacher",
+    "split",
+    "teacher_cache_path",
+]

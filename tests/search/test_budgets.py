@@ -1,0 +1,80 @@
+"""Budgets: resolving, excess, the accuracy drop, reachability and ``check``, on a real target
+with hand-set constants."""
+
+from __future__ import annotations
+
+import pytest
+
+from search.budgets import Budgets, check_spec, require_reachable
+from search.errors import InfeasibleSpecError
+from search.spec import parse_spec
+from search.workloads.models import resnet8
+from tests.toy_target import toy_target
+
+SPEC = {
+    "name": "b",
+    "model": {"name": "resnet8"},
+    "constraints": {"latency_ms": "50%", "size_kb": 40, "max_accuracy_drop": 0.05},
+}
+TEACHER = {"latency_ms": 0.4, "size_kb": 300.0, "energy_mj": 1.0, "peak_memory_kb": 100.0}
+
+
+def test_resolve_relative_and_absolute() -> None:
+    budgets = Budgets.resolve(parse_spec(SPEC).constraints, TEACHER)
+    assert budgets.limits == pytest.approx({"latency_ms": 0.2, "size_kb": 40.0})
+
+
+def test_margin_lowers_only_measured_costs() -> None:
+    budgets = Budgets.resolve(parse_spec(SPEC).constraints, TEACHER, margin=0.1)
+    assert budgets.limits["latency_ms"] == pytest.approx(0.18)  # 50% of 0.4, less 10%
+    assert budgets.limits["size_kb"] == pytest.approx(40.0)  # counted exactly: no margin
+
+
+def test_excess_broken_violation() -> None:
+    budgets = Budgets({"latency_ms": 0.2, "size_kb": 40.0})
+    costs = {"latency_ms": 0.3, "size_kb": 10.0, "energy_mj": 9.0}
+    assert budgets.excess(costs) == pytest.approx({"latency_ms": 0.5, "size_kb": -0.75})
+    assert budgets.broken(costs) == pytest.approx({"latency_ms": 0.5})
+    assert budgets.violation(costs) == pytest.approx(0.5)
+    assert not budgets.feasible(costs, accuracy=0.9)
+    assert budgets.feasible({"latency_ms": 0.2, "size_kb": 40.0}, accuracy=None)  # at the edge
+
+
+def test_accuracy_drop_is_a_constraint() -> None:
+    budgets = Budgets.resolve(parse_spec(SPEC).constraints, {**TEACHER, "accuracy": 0.92})
+    costs = {"latency_ms": 0.1, "size_kb": 30.0}
+    assert budgets.feasible(costs, accuracy=0.90)
+    low = budgets.constraints(costs, accuracy=0.80)
+    assert low["accuracy_drop"] == pytest.approx(0.07)  # dropped 0.12, 0.05 allowed
+    assert not budgets.feasible(costs, accuracy=0.80)
+    assert not budgets.feasible(costs, accuracy=None)  # never trained: no accuracy
+
+
+def test_unreachable_budget_says_by_how_much() -> None:
+    with pytest.raises(InfeasibleSpecError, match=r"latency_ms: .* 50% over the budget 0.2"):
+        require_reachable(Budgets({"latency_ms": 0.2}), {"latency_ms": 0.3, "size_kb": 1.0})
+    require_reachable(Budgets({"latency_ms": 0.2}), {"latency_ms": 0.2})
+
+
+def test_check_spec_prices_teacher_and_cheapest_corner() -> None:
+    spec = parse_spec(
+        {
+            **SPEC,
+            "constraints": {"latency_ms": "60%", "size_kb": "15%"},
+            "space": {
+                "quantization": {"weight_bits": [4, 8, 32], "activation_bits": [8, 32]},
+                "pruning": {"max_ratio": 0.5, "step": 0.25},
+            },
+        }
+    )
+    result = check_spec(spec, toy_target(), resnet8((1, 28, 28)).eval())
+    for key in ("latency_ms", "size_kb", "peak_memory_kb", "energy_mj"):
+        assert result.cheapest[key] < result.teacher[key]
+    assert result.budgets.limits["size_kb"] == pytest.approx(0.15 * result.teacher["size_kb"])
+    assert not result.broken and result.as_dict()["feasible"]
+    assert "the budgets can be met" in result.text()
+
+    tight = parse_spec({**SPEC, "constraints": {"size_kb": "1%"}})
+    result = check_spec(tight, toy_target(), resnet8((1, 28, 28)).eval())
+    assert set(result.broken) == {"size_kb"}
+    assert "infeasible: size_kb" in result.text()
