@@ -32,6 +32,8 @@ MEASURED_COSTS = ("latency_ms", "energy_mj")
 """Costs a target fits to measurements; the others (size, peak memory) are exact counts."""
 
 ACCURACY_DROP = "accuracy_drop"
+LATENCY_RATIO = "latency_ratio"
+"""A measured candidate's latency over the teacher's, measured in the same run."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,10 @@ class Budgets:
     limits: Mapping[str, float] = field(default_factory=dict)
     max_accuracy_drop: float | None = None
     teacher_accuracy: float | None = None
+    latency_share: float | None = None
+    """A relative latency budget on a measured device (``latency_ms: 60%`` is 0.6): a measured
+    candidate is held to its latency over the teacher's, both measured in the same run, so a
+    machine that changes speed between runs moves neither."""
 
     @classmethod
     def resolve(
@@ -53,19 +59,33 @@ class Budgets:
         teacher: Mapping[str, float],
         *,
         margin: float = 0.0,
+        measured: Mapping[str, float] | None = None,
     ) -> Budgets:
-        """Absolute budgets from a spec's constraints and the teacher's predicted costs (and
-        ``accuracy``); ``margin`` lowers the budgets of :data:`MEASURED_COSTS`."""
+        """Absolute budgets from a spec's constraints and the teacher's costs (and
+        ``accuracy``). A cost in ``measured`` (the teacher measured on the device) is what
+        relative budgets are shares of, and candidates are held to it by measurement too, so
+        it keeps its full budget; ``margin`` lowers the budgets of the other
+        :data:`MEASURED_COSTS`, which candidates are held to by prediction alone."""
+        measured = measured or {}
+        latency = constraints.latency_ms
+        share = latency.value if latency and latency.relative and "latency_ms" in measured else None
         limits = {}
         for key, budget in constraints.budgets().items():
-            value = budget.value * teacher[key] if budget.relative else budget.value
-            limits[key] = value * (1.0 - margin if key in MEASURED_COSTS else 1.0)
-        return cls(limits, constraints.max_accuracy_drop, teacher.get("accuracy"))
+            base = measured.get(key, teacher[key])
+            value = budget.value * base if budget.relative else budget.value
+            lowered = key in MEASURED_COSTS and key not in measured
+            limits[key] = value * (1.0 - margin if lowered else 1.0)
+        return cls(limits, constraints.max_accuracy_drop, teacher.get("accuracy"), share)
 
     def excess(self, costs: Mapping[str, float]) -> dict[str, float]:
         """Each budgeted cost's relative excess over its budget (``0.25`` = 25% over; <= 0 is
-        within budget). Costs missing from ``costs`` are left out."""
-        return {k: costs[k] / b - 1.0 for k, b in self.limits.items() if k in costs}
+        within budget). Costs missing from ``costs`` are left out. With a
+        :attr:`latency_share` and a measured ``latency_ratio`` (to the teacher, same run), the
+        latency's excess is the ratio's over the share."""
+        out = {k: costs[k] / b - 1.0 for k, b in self.limits.items() if k in costs}
+        if "latency_ms" in out and self.latency_share and LATENCY_RATIO in costs:
+            out["latency_ms"] = costs[LATENCY_RATIO] / self.latency_share - 1.0
+        return out
 
     def broken(self, costs: Mapping[str, float]) -> dict[str, float]:
         """Only the budgets ``costs`` break, with their relative excess."""
@@ -132,11 +152,19 @@ def require_reachable(budgets: Budgets, cheapest: Mapping[str, float]) -> None:
     """InfeasibleSpecError when even the cheapest corner breaks a budget."""
     broken = budgets.broken(cheapest)
     if broken:
-        parts = [
-            f"{k}: the cheapest candidate predicts {cheapest[k]:.4g}, {v:.0%} over the budget "
-            f"{budgets.limits[k]:.4g}"
-            for k, v in broken.items()
-        ]
+        parts = []
+        for k, v in broken.items():
+            if k == "latency_ms" and budgets.latency_share and LATENCY_RATIO in cheapest:
+                parts.append(
+                    f"latency_ms: the cheapest candidate measures {cheapest[LATENCY_RATIO]:.0%} "
+                    f"of the teacher's latency, {v:.0%} over the budget of "
+                    f"{budgets.latency_share:.0%}"
+                )
+            else:
+                parts.append(
+                    f"{k}: the cheapest candidate predicts {cheapest[k]:.4g}, {v:.0%} over the "
+                    f"budget {budgets.limits[k]:.4g}"
+                )
         raise InfeasibleSpecError(
             "no candidate can meet the budgets: "
             + "; ".join(parts)

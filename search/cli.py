@@ -149,21 +149,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from search import study as studies
     from search.export import export
+    from search.report import export_text
 
     storage = studies.resolve_storage(args.storage)
     study, spec = studies.open_study(args.study, storage)
     summary = export(study, spec, Path(args.out), number=args.trial, log=_log)
-    text = (
-        f"exported trial {summary['trial']} to {summary['onnx']}\n"
-        f"test accuracy (onnxruntime): {summary['accuracy_onnx']:.4f} "
-        f"(teacher {summary['teacher']['accuracy_onnx']:.4f})\n"
-        f"latency: measured {summary['latency_ms_measured']:.4f} ms, predicted "
-        f"{summary['latency_ms_predicted']:.4f} ms ({summary['latency_error']:+.1%}); "
-        f"teacher measured {summary['teacher']['latency_ms_measured']:.4f} ms\n"
-        f"size: packed {summary['size_kb_packed']:.1f} KiB, file {summary['size_kb_file']:.1f} KiB\n"
-        f"report: {Path(args.out) / 'report.md'}"
-    )
-    _emit(args, summary, text)
+    _emit(args, summary, export_text(summary, Path(args.out) / "report.md"))
     return 0
 
 
@@ -286,45 +277,71 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from optuna_dashboard import run_server
-
+    """optuna-dashboard alone, behind the service's token and Host check (see `serve`)."""
     from search import study as studies
-    from search.artifacts import artifact_store
+    from search.service import ServiceConfig, load_token
+    from search.service.files import redacted_errors
+    from search.service.server import serve_dashboard
+    from search.study import STORAGE_ENV
+    from targets.home import edgetune_home
 
-    url = studies.resolve_storage(args.storage)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        _log(
-            f"warning: the dashboard on {args.host} has no authentication; anyone who can reach "
-            "it can read the studies"
+    os.umask(0o077)  # whatever it writes (a new SQLite file) is the operator's alone
+    url = args.storage or os.environ.get(STORAGE_ENV) or None
+    with redacted_errors(url):
+        token, source = load_token(args.host, args.token_file, edgetune_home())
+        cfg = ServiceConfig(
+            storage=studies.resolve_storage(url),
+            home=edgetune_home(),
+            token=token,
+            host=args.host,
+            port=args.port,
+            dashboard_port=args.port,
         )
-    _log(f"optuna-dashboard for {url} on http://{args.host}:{args.port}/ (Ctrl-C stops it)")
-    run_server(
-        studies.storage_for(url), host=args.host, port=args.port, artifact_store=artifact_store()
-    )
+        serve_dashboard(cfg, source, allow_hosts=args.allow_host)
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from search import study as studies
-    from search.service import ServiceConfig, load_token, serve
+    from search.service import Limits, ServiceConfig, load_token, serve
+    from search.service.files import redacted_errors
+    from search.service.runs import default_max_runs
+    from search.study import STORAGE_ENV
     from targets.home import edgetune_home
 
-    token, source = load_token(args.host, args.token_file, edgetune_home())
-    data_root = args.data_root.resolve() if args.data_root else None
-    if data_root is not None and not data_root.is_dir():
-        raise SpecError(f"--data-root: {args.data_root} is not a folder; create it or fix the path")
-    cfg = ServiceConfig(
-        storage=studies.resolve_storage(args.storage),
-        home=edgetune_home(),
-        token=token,
-        host=args.host,
-        port=args.port,
-        dashboard_port=args.dashboard_port if args.dashboard_port is not None else args.port + 1,
-        ray_address=args.ray_address,
-        allow_modules=tuple(args.allow_module),
-        data_root=data_root,
-    )
-    serve(cfg, source)
+    os.umask(0o077)  # the token, the records, logs, specs, a new SQLite file: 0600 / 0700
+    url = args.storage or os.environ.get(STORAGE_ENV) or None
+    with redacted_errors(url):
+        token, source = load_token(args.host, args.token_file, edgetune_home())
+        data_root = args.data_root.resolve() if args.data_root else None
+        if data_root is not None and not data_root.is_dir():
+            raise SpecError(
+                f"--data-root: {args.data_root} is not a folder; create it or fix the path"
+            )
+        bounds = {
+            key: getattr(args, key)
+            for key in ("max_workers", "max_trials", "max_steps", "max_input_elems", "max_classes")
+            if getattr(args, key) is not None
+        }
+        dashboard_port = args.port + 1 if args.dashboard_port is None else args.dashboard_port
+        cfg = ServiceConfig(
+            storage=studies.resolve_storage(url),
+            home=edgetune_home(),
+            token=token,
+            host=args.host,
+            port=args.port,
+            dashboard_port=dashboard_port,
+            ray_address=args.ray_address,
+            allow_modules=tuple(args.allow_module),
+            data_root=data_root,
+            **bounds,
+        )
+        limits = Limits(
+            max_runs=args.max_runs or default_max_runs(),
+            max_queued=args.max_queued or Limits.max_queued,
+            max_exports=args.max_exports or Limits.max_exports,
+        )
+        serve(cfg, source, limits=limits, allow_hosts=args.allow_host)
     return 0
 
 

@@ -118,17 +118,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--suite-size", dest="suite_size", choices=("full", "small"), default="full")
 
-    p = add("dashboard", "Serve optuna-dashboard on the study storage.")
-    p.add_argument("--storage")
+    p = add("dashboard", "Serve optuna-dashboard on the study storage, behind a token.")
+    p.add_argument("--storage", help="default: $EDGETUNE_STORAGE, else .edgetune/studies.db")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8089)
+    p.add_argument("--token-file", type=Path, help="file holding the bearer token")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME[:PORT]",
+        help="a Host name to answer besides the bound address (repeatable), e.g. a proxy's",
+    )
 
     p = add("serve", "Serve the HTTP API and web page: submit, watch, stop, resume.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--storage")
+    p.add_argument("--storage", help="default: $EDGETUNE_STORAGE, else .edgetune/studies.db")
     p.add_argument("--ray-address", dest="ray_address")
     p.add_argument("--token-file", type=Path, help="file holding the bearer token")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME[:PORT]",
+        help="a Host name to answer besides the bound address (repeatable), e.g. a proxy's",
+    )
     p.add_argument(
         "--allow-module",
         action="append",
@@ -142,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="optuna-dashboard's port (default PORT+1; 0 turns it off)",
     )
+    for flag, what in (
+        ("--max-runs", "studies running at once; more wait in a queue (default: 1 per 2 cores)"),
+        ("--max-queued", "studies waiting in the queue (default 16)"),
+        ("--max-exports", "exports running at once, one per study (default 2)"),
+        ("--max-workers", "a spec's search.workers (default: the cores)"),
+        ("--max-trials", "a spec's search.trials and a resume's trials (default 500)"),
+        ("--max-steps", "a spec's space.distillation.steps (default 20000)"),
+        ("--max-input-elems", "values per model input, C x H x W (default 150528)"),
+        ("--max-classes", "a spec's model.num_classes (default 1000)"),
+    ):
+        p.add_argument(flag, type=_positive_int(flag), metavar="N", help=what)
 
     p = add("predict", "Predict latency, energy, peak memory and size of ONNX models.")
     p.add_argument("models", nargs="+")

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from search.console import Progress
 from search.lifecycle import Prepared
-from search.record import TrialRecord, set_reason
+from search.record import TrialRecord, scored_costs, set_reason
+from search.refit import HostRefit
 from search.trial import TrialOutcome, TrialTask
 
 if TYPE_CHECKING:
@@ -127,6 +128,8 @@ class Driver:
         self.driver_s: dict[int, float] = {}
         self.heartbeat = Heartbeat(storage, study.study_name)
         self.space: JointSpace | None = None
+        context = prepared.context
+        self.refit = HostRefit(context.target, enabled=context.measurer is not None, log=log)
 
     # -- callbacks from the executor -------------------------------------------------------
     def on_progress(self, number: int, step: int, accuracy: float) -> bool:
@@ -148,7 +151,8 @@ class Driver:
         if outcome.state_dict is not None:
             artifact = self._store_artifact(trial, outcome.state_dict)
         accuracy = outcome.accuracy if outcome.status == "complete" else None
-        constraints = self.budgets.constraints(outcome.costs, accuracy)
+        costs = scored_costs(outcome.costs, outcome.measured)
+        constraints = self.budgets.constraints(costs, accuracy)
         broken = {k: v for k, v in constraints.items() if v > 0}
         reason = outcome.reason
         if broken and outcome.status == "complete":
@@ -159,11 +163,13 @@ class Driver:
             status=outcome.status,
             accuracy=outcome.accuracy,
             predicted=outcome.costs,
+            measured=outcome.measured,
             feasible=not broken,
             reason=reason,
             policy=outcome.policy,
             timings_s=outcome.timings_s,
             artifact=artifact,
+            provenance=outcome.provenance,
             # the driver's own time on this trial (ask, suggest, attributes; not the final tell)
             driver_s=self.driver_s.pop(outcome.number, 0.0) + time.perf_counter() - start,
         )
@@ -177,14 +183,14 @@ class Driver:
         for key, value in constraints.items():
             trial.set_constraint(key, value)
         values = [
-            (accuracy or 0.0) if o == "accuracy" else outcome.costs[o] for o in self.spec.objectives
+            (accuracy or 0.0) if o == "accuracy" else costs[o] for o in self.spec.objectives
         ]
         self.study.tell(trial, values=values[0] if len(values) == 1 else values)
         if outcome.status == "infeasible":
             return f"trial {outcome.number} infeasible, no training: {outcome.reason}"
         return f"trial {outcome.number}: accuracy {accuracy or 0.0:.4f}, " + ", ".join(
-            f"{k} {outcome.costs[k]:.3g}" for k in ("latency_ms", "size_kb")
-        )
+            f"{k} {costs[k]:.3g}" for k in ("latency_ms", "size_kb")
+        ) + (" (latency measured)" if outcome.measured else "")
 
     def _store_artifact(self, trial: optuna.trial.Trial, state: bytes) -> str:
         from optuna.artifacts import upload_artifact
@@ -210,7 +216,8 @@ class Driver:
         params = self.space.suggest(trial)
         self.running[trial.number] = trial
         self.driver_s[trial.number] = time.perf_counter() - start
-        self.executor.submit(TrialTask(trial.number, params))
+        refitted = self.refit.target if self.refit.refits else None
+        self.executor.submit(TrialTask(trial.number, params, target=refitted))
 
     def _best(self) -> tuple[int, float | None]:
         records = [r for r in map(TrialRecord.read, self.study.get_trials(deepcopy=False)) if r]
@@ -250,6 +257,7 @@ class Driver:
                         break
                     for outcome in self.executor.wait(timeout_s=2.0):
                         message = self.tell(outcome)
+                        self.refit.add(outcome)
                         counts[outcome.status] = counts.get(outcome.status, 0) + 1
                         if outcome.repair is not None:
                             # the cost model's feasible neighbour of this candidate: tried next
@@ -269,6 +277,7 @@ class Driver:
             progress.close()
             self.executor.shutdown()
             self._fail_running()
+            self.refit.flush()  # the next study starts from every candidate measured here
 
     def _fail_running(self) -> None:
         """After an error or Ctrl-C: never leave this driver's trials RUNNING."""

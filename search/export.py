@@ -1,9 +1,10 @@
 """Export: rebuild a trial's student, write QDQ ONNX, measure it, and write the report.
 
 The student is rebuilt from its parameters and the plain state_dict stored as the trial's
-artifact (never from a pickled module). Its ONNX file is measured with onnxruntime on this
-machine (latency: median of at least 200 runs; accuracy: the whole test set), beside the
-teacher measured in the same run, and the measurement is set beside the prediction.
+artifact (never from a pickled module). Its accuracy is measured with onnxruntime on the whole
+test set. Its latency is measured on the target's device, beside the teacher in the same run,
+where the target has a measurer (``host``: this machine; a device with an agent server); for
+any other target the report says that its latency is the cost model's prediction.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from spaces.student import Student
-    from targets.base import Target
 
 
 def choose_trial(
@@ -93,22 +93,25 @@ def rebuild(
     return student
 
 
-def measure_latency(models: list[bytes], target: Target) -> list[dict[str, Any]]:
-    """Latency on this machine (median of chunk medians, at least 200 runs per model).
-
-    On the ``host`` target the calibration's reference model is measured between the models,
-    and ``latency_ms`` is given at the calibration's machine speed (``raw_latency_ms`` is the
-    plain figure): the machine's speed drifts by up to 30% with its load, and a comparison with
-    a prediction must not depend on that. Other targets' predictions are for another device,
-    so the plain figure is given.
-    """
-    if target.name == "host":
-        from targets.host import measure_on_host
-
-        return measure_on_host(list(models), seconds=8.0, min_runs=200, target=target)
-    from targets.agent import measure
-
-    return measure(list(models), seconds=8.0, min_runs=200)
+def _latency_budget(
+    record: StudyRecord | None, spec: Spec, student_ms: float | None, teacher_ms: float | None
+) -> dict[str, Any] | None:
+    """Whether the exported model meets its latency budget as measured here: its latency over
+    the teacher's (same run) against a relative budget, or its latency against an absolute one."""
+    if record is None or student_ms is None or teacher_ms is None:
+        return None
+    budgets = record.budgets_for(spec)
+    if "latency_ms" not in budgets.limits:
+        return None
+    costs = {"latency_ms": student_ms, "latency_ratio": student_ms / teacher_ms}
+    excess = budgets.excess(costs)["latency_ms"]
+    return {
+        "budget": f"{budgets.latency_share:.0%} of the teacher"
+        if budgets.latency_share
+        else f"{budgets.limits['latency_ms']:.4g} ms",
+        "excess": excess,
+        "met": excess <= 0,
+    }
 
 
 def onnx_accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
@@ -130,7 +133,7 @@ def export(
     import targets
     from cost_models import from_onnx
     from search.onnx_export import packed_size_bytes, to_onnx
-    from search.study import best_rows
+    from search.study import best_rows, latency_fidelity
     from search.workloads import load_data, load_teacher, split
     from spaces.distillation import accuracy
 
@@ -153,11 +156,23 @@ def export(
     path = out / "model.onnx"
     path.write_bytes(model.SerializeToString())
 
-    log(f"measuring trial {trial.number} and the teacher with onnxruntime (about 20 s)...")
+    from targets.measurer import measurer_for
+
     t = time.perf_counter()
-    m_student, m_teacher = measure_latency(
-        [model.SerializeToString(), teacher_model.SerializeToString()], target
-    )
+    measurer = measurer_for(target)
+    m_student = m_teacher = None
+    if measurer is not None:
+        log(f"measuring trial {trial.number} and the teacher on {measurer.where} (about 20 s)...")
+        m_student, m_teacher = measurer.measure(
+            [model.SerializeToString(), teacher_model.SerializeToString()],
+            seconds=8.0,
+            min_runs=200,
+        )
+    else:
+        log(
+            f"target {target.name} is not this machine and names no agent server: its latency "
+            "is the cost model's prediction for that device, not measured"
+        )
     x_test = data.normalize(data.x_test).numpy()
     y_test = data.y_test.numpy()
     acc_onnx = onnx_accuracy(model, x_test, y_test)
@@ -169,7 +184,9 @@ def export(
     graph, bits = from_onnx(model)
     predicted_from_onnx = target.predict(graph, bits).as_dict()
     teacher_pred = dict(study_record.teacher) if study_record else {}
-    lat_meas, lat_pred = m_student["latency_ms"], predicted["latency_ms"]
+    lat_pred = predicted["latency_ms"]
+    lat_meas = m_student.latency_ms if m_student else None
+    teacher_meas = m_teacher.latency_ms if m_teacher else None
     summary: dict[str, Any] = {
         "study": study.study_name,
         "trial": trial.number,
@@ -180,7 +197,8 @@ def export(
         "accuracy_val_search": record.accuracy,
         "latency_ms_measured": lat_meas,
         "latency_ms_predicted": lat_pred,
-        "latency_error": lat_meas / lat_pred - 1.0,
+        "latency_error": None if lat_meas is None else lat_meas / lat_pred - 1.0,
+        "measured_on": measurer.where if measurer else None,
         "size_kb_file": path.stat().st_size / 1024,
         "size_kb_packed": packed_size_bytes(student) / 1024,
         "predicted": predicted,
@@ -189,18 +207,24 @@ def export(
         "teacher_search": teacher_pred,
         "teacher": {
             "accuracy_onnx": acc_teacher,
-            "latency_ms_measured": m_teacher["latency_ms"],
-            "latency_ms_predicted": teacher_pred.get("latency_ms"),
+            "latency_ms_measured": teacher_meas,
+            "latency_ms_predicted": teacher_pred.get(
+                "latency_ms_predicted", teacher_pred.get("latency_ms")
+            ),
             "size_kb": teacher_pred.get("size_kb"),
         },
         "ratios_to_teacher": {
-            "latency_measured": lat_meas / m_teacher["latency_ms"],
+            "latency_measured": None
+            if lat_meas is None or teacher_meas is None
+            else lat_meas / teacher_meas,
             "size_packed": (packed_size_bytes(student) / 1024)
             / teacher_pred.get("size_kb", float("nan")),
         },
-        "latency_ms_measured_raw": m_student.get("raw_latency_ms", lat_meas),
-        "measurement": {k: v for k, v in m_student.items() if k != "latency_ms"},
+        "measurement": m_student.as_dict() if m_student else None,
         "policy": dict(record.policy),
+        "latency_fidelity": latency_fidelity(study),
+        "latency_budget": _latency_budget(study_record, spec, lat_meas, teacher_meas),
+        "provenance": dict(record.provenance),
         "input": {
             "name": "input",
             "shape": [1, *shape],

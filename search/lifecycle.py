@@ -13,14 +13,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from search.budgets import MEASURED_COSTS, Budgets, cheapest_costs, require_reachable, teacher_costs
-from search.errors import StudyError
+from search.budgets import (
+    MEASURED_COSTS,
+    Budgets,
+    cheapest_costs,
+    corner_params,
+    require_reachable,
+    teacher_costs,
+)
+from search.errors import SpecError, StudyError
 from search.record import StudyRecord
 from search.spec import COST_KEYS, Spec, spec_to_json
 from search.trial import TrialContext
 
 if TYPE_CHECKING:
     import optuna
+    from torch import nn
+
+    from targets.base import Target
+    from targets.measurer import Measurer
 
 
 @dataclass(frozen=True)
@@ -32,34 +43,104 @@ class Prepared:
     teacher_record: dict[str, float]
 
 
+def choose_measurer(spec: Spec, target: Target) -> Measurer | None:
+    """The target's measurer as ``search.measure`` asks: none for ``never``; for ``always``, an
+    error when the target has none."""
+    from targets.measurer import measurer_for
+
+    if spec.search.measure == "never":
+        return None
+    measurer = measurer_for(target)
+    if measurer is None and spec.search.measure == "always":
+        raise SpecError(
+            f"search.measure: always, but target {target.name!r} has no measurer (it is not "
+            "this machine and its file names no agent server); set search.measure to auto or "
+            "never, or register the device's agent (README: A device in the loop)"
+        )
+    return measurer
+
+
+def onnx_bytes(model: nn.Module, spec: Spec) -> bytes:
+    from search.onnx_export import to_onnx
+
+    return to_onnx(model, spec.model.input_shape).SerializeToString()
+
+
+def measure_latency_ms(measurer: Measurer, models: list[bytes]) -> list[float]:
+    """Latency of each ONNX model on the measurer's device, in one interleaved run."""
+    return [r.latency_ms for r in measurer.measure(models, seconds=4.0, min_runs=200)]
+
+
 def prepare(spec: Spec, log: Callable[[str], None]) -> Prepared:
-    """Load the teacher, data and target; compute teacher logits, its figures and the budgets."""
+    """Load the teacher, data and target; compute teacher logits, its figures and the budgets.
+
+    With a measurer, the teacher is measured on the device, and relative latency budgets are
+    shares of that measurement (the teacher record keeps the prediction beside it)."""
     import targets
     from search.workloads import build_workload, load_data, load_teacher
     from spaces.distillation import accuracy
 
     t = time.perf_counter()
     target = targets.get(spec.target)
+    measurer = choose_measurer(spec, target)
     teacher = load_teacher(spec)
     workload = build_workload(spec, teacher, load_data(spec.data))
-    record = teacher_costs(teacher, spec, target)
+    predicted = teacher_costs(teacher, spec, target)
+    record = dict(predicted)
     record["accuracy"] = accuracy(teacher, workload.x_val, workload.y_val, 512)
+    measured: dict[str, float] = {}
+    teacher_onnx = None
+    if measurer is not None:
+        teacher_onnx = onnx_bytes(teacher, spec)
+        (measured["latency_ms"],) = measure_latency_ms(measurer, [teacher_onnx])
+        record["latency_ms"] = measured["latency_ms"]
+        record["latency_ms_predicted"] = predicted["latency_ms"]
     margin = target.prediction_margin()
-    budgets = Budgets.resolve(spec.constraints, record, margin=margin)
+    budgets = Budgets.resolve(spec.constraints, predicted, margin=margin, measured=measured)
     log(
         f"teacher: val accuracy {record['accuracy']:.4f}, "
         + ", ".join(f"{k} {record[k]:.4g}" for k in COST_KEYS)
+        + (
+            f" (latency measured on {measurer.where}; predicted {predicted['latency_ms']:.4g})"
+            if measurer
+            else ""
+        )
         + f"  ({time.perf_counter() - t:.1f} s to load)"
     )
     if budgets.limits:
         log("budgets: " + ", ".join(f"{k} <= {v:.4g}" for k, v in budgets.limits.items()))
-        if any(k in budgets.limits for k in MEASURED_COSTS) and margin > 0:
+        lowered = [k for k in MEASURED_COSTS if k in budgets.limits and k not in measured]
+        if lowered and margin > 0:
             log(
-                f"(latency and energy budgets lowered by {margin:.1%}, the {target.name} cost "
+                f"({' and '.join(lowered)} lowered by {margin:.1%}, the {target.name} cost "
                 "model's median error on held-out measurements)"
             )
-    context = TrialContext(spec, workload, target, budgets, target.int8_reduce_range)
+    context = TrialContext(
+        spec, workload, target, budgets, target.int8_reduce_range, measurer, teacher_onnx
+    )
     return Prepared(context, record)
+
+
+def cheapest_scored(prepared: Prepared) -> dict[str, float]:
+    """Each cost's lowest value over the cheapest corners of the space: predicted, and with a
+    measurer the corners' latency measured (a cost model can be wrong exactly there)."""
+    ctx = prepared.context
+    teacher, space = ctx.teacher_and_space()
+    cheapest = cheapest_costs(space, teacher, ctx.spec, ctx.target)
+    if ctx.measurer is not None and ctx.teacher_onnx is not None:
+        from spaces.student import build_student
+
+        corners = []
+        for p in corner_params(space, ctx.spec):
+            model = build_student(
+                teacher, p, space, calib=ctx.workload.x_calib, reduce_range=ctx.reduce_range
+            ).model
+            assert model is not None
+            corners.append(onnx_bytes(model, ctx.spec))
+        *latencies, teacher_ms = measure_latency_ms(ctx.measurer, [*corners, ctx.teacher_onnx])
+        cheapest["latency_ms"] = min(latencies)
+        cheapest["latency_ratio"] = min(latencies) / teacher_ms
+    return cheapest
 
 
 def start_study(
@@ -72,7 +153,7 @@ def start_study(
     prepared = prepare(spec, log)
     ctx = prepared.context
     teacher, space = ctx.teacher_and_space()
-    require_reachable(ctx.budgets, cheapest_costs(space, teacher, spec, ctx.target))
+    require_reachable(ctx.budgets, cheapest_scored(prepared))
     seeds = feasible_seeds(space, teacher, spec, ctx.target, ctx.budgets, spec.search.seed_trials)
     study = studies.create(spec, storage, name)
     StudyRecord(
@@ -104,6 +185,8 @@ def resume_prepared(study: optuna.Study, spec: Spec, *, log: Callable[[str], Non
                 ctx.target,
                 record.budgets_for(spec) if record.budgets else ctx.budgets,
                 ctx.reduce_range if record.int8_reduce_range is None else record.int8_reduce_range,
+                ctx.measurer,
+                ctx.teacher_onnx,
             ),
             dict(record.teacher) or prepared.teacher_record,
         )

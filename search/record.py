@@ -27,14 +27,27 @@ Status = Literal["complete", "infeasible", "stopped", "failed"]
 STATUSES: tuple[Status, ...] = ("complete", "infeasible", "stopped", "failed")
 
 
+def scored_costs(predicted: Mapping[str, float], measured: Mapping[str, Any]) -> dict[str, float]:
+    """The costs a candidate is held to: the latency measured on the device where it was
+    measured, the predictions for the rest."""
+    costs = dict(predicted)
+    if "latency_ms" in measured:
+        costs["latency_ms"] = float(measured["latency_ms"])
+    if "ratio_to_teacher" in measured:
+        costs["latency_ratio"] = float(measured["ratio_to_teacher"])
+    return costs
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """One told trial.
 
-    ``status``: ``complete`` (trained), ``infeasible`` (ruled out by the cost model, no
-    training), ``stopped`` (trial stopping ended its fine-tune) or ``failed``. ``predicted``:
-    the target's cost model's costs; ``measured``: costs measured on the device, if any.
-    ``feasible``: within every budget (a complete trial only).
+    ``status``: ``complete`` (trained), ``infeasible`` (ruled out before training, by the
+    cost model or by a measurement), ``stopped`` (trial stopping ended its fine-tune) or
+    ``failed``. ``predicted``: the target's cost model's costs; ``measured``: what was
+    measured on the device, if it was (``latency_ms`` and the protocol's figures).
+    ``feasible``: within every budget (a complete trial only). ``provenance``: the calibration
+    the costs were predicted with, where it was measured, the worker's CPU and versions.
     """
 
     status: Status
@@ -47,6 +60,12 @@ class TrialRecord:
     timings_s: Mapping[str, float] = field(default_factory=dict)
     artifact: str | None = None
     driver_s: float | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def scored(self) -> dict[str, float]:
+        """The costs the budgets held it to (see :func:`scored_costs`)."""
+        return scored_costs(self.predicted, self.measured)
 
     def write(self, trial: optuna.trial.Trial) -> None:
         """Store the record on a running trial (before ``study.tell``)."""
@@ -61,6 +80,7 @@ class TrialRecord:
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()} or None,
             "artifact": self.artifact,
             "driver_s": self.driver_s,
+            "provenance": dict(self.provenance) or None,
         }
         attrs.update({k: v for k, v in optional.items() if v is not None})
         for key, value in attrs.items():
@@ -94,6 +114,7 @@ class TrialRecord:
             timings_s=dict(attrs.get("timings_s", {})),
             artifact=attrs.get("artifact"),
             driver_s=attrs.get("driver_s"),
+            provenance=dict(attrs.get("provenance", {})),
         )
 
 
@@ -141,6 +162,12 @@ class StudyRecord:
         """The study's budgets, as resolved when it started."""
         from search.budgets import Budgets
 
+        latency = spec.constraints.latency_ms
+        measured = "latency_ms_predicted" in self.teacher  # the teacher was measured
+        share = latency.value if latency and latency.relative and measured else None
         return Budgets(
-            dict(self.budgets), spec.constraints.max_accuracy_drop, self.teacher.get("accuracy")
+            dict(self.budgets),
+            spec.constraints.max_accuracy_drop,
+            self.teacher.get("accuracy"),
+            share,
         )

@@ -45,12 +45,29 @@ def best_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def fidelity_text(fid: dict[str, Any] | None) -> str:
+    """The cost model's latency error over a study's measured candidates, early and late."""
+    if not fid:
+        return "latency: predicted only (no candidate was measured on the device)"
+    parts = []
+    for key in ("all", "early", "late"):
+        f = fid.get(key)
+        if f:
+            parts.append(
+                f"{key} {int(f['n'])}: MdAPE {f['mdape']:.1f}%, within ±10% "
+                f"{f['within_10pct']:.0%}, Spearman {f['spearman']:.2f}"
+            )
+    return "cost model vs measured latency (prequential): " + "; ".join(parts)
+
+
 def study_text(summary: dict[str, Any]) -> str:
     s = summary["states"]
     return (
         f"study {summary['study']} ({summary['storage']}), target {summary['target']}\n"
         f"{summary['n_trials']} trials: {s['complete']} complete, {s['infeasible']} infeasible "
-        f"(no training), {s['stopped']} stopped early, {s['failed']} failed\n\n"
+        f"(no training), {s['stopped']} stopped early, {s['failed']} failed\n"
+        + fidelity_text(summary.get("latency_fidelity"))
+        + "\n\n"
         + best_table(summary)
     )
 
@@ -69,6 +86,58 @@ def _policy_table(policy: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _latency_source(summary: dict[str, Any]) -> str:
+    if summary.get("measured_on"):
+        m = summary.get("measurement") or {}
+        return f"measured on {summary['measured_on']} ({m.get('protocol', '')})"
+    return (
+        f"not measured: `{summary['target']}` is not this machine and names no agent server, "
+        "so the figures are the cost model's predictions for that device"
+    )
+
+
+def _error_sentence(summary: dict[str, Any]) -> str:
+    if summary.get("latency_error") is None:
+        return "Latency was not measured."
+    return f"Measured latency is {summary['latency_error']:+.1%} off the prediction."
+
+
+def _budget_sentence(summary: dict[str, Any]) -> str:
+    b = summary.get("latency_budget")
+    if not b:
+        return ""
+    verdict = "meets" if b["met"] else "misses"
+    return f" As measured here, it {verdict} its latency budget ({b['budget']}; {b['excess']:+.0%})."
+
+
+def export_text(summary: dict[str, Any], report: Any) -> str:
+    """What ``edgetune export`` prints."""
+    t = summary["teacher"]
+    if summary.get("latency_ms_measured") is not None:
+        latency = (
+            f"latency on {summary['measured_on']}: measured {summary['latency_ms_measured']:.4f}"
+            f" ms, predicted {summary['latency_ms_predicted']:.4f} ms "
+            f"({summary['latency_error']:+.1%}); teacher measured "
+            f"{_fmt(t['latency_ms_measured'])} ms"
+        )
+    else:
+        latency = (
+            f"latency on {summary['target']}: predicted {summary['latency_ms_predicted']:.4f} ms "
+            "(not measured: no measurer for that device)"
+        )
+    return (
+        f"exported trial {summary['trial']} to {summary['onnx']}\n"
+        f"test accuracy (onnxruntime): {summary['accuracy_onnx']:.4f} "
+        f"(teacher {t['accuracy_onnx']:.4f})\n{latency}\n"
+        f"size: packed {summary['size_kb_packed']:.1f} KiB, file {summary['size_kb_file']:.1f} KiB\n"
+        f"report: {report}"
+    )
+
+
 def export_markdown(summary: dict[str, Any], best: list[Row], spec: Spec) -> str:
     t = summary["teacher"]
     pred, pred_onnx = summary["predicted"], summary["predicted_from_onnx"]
@@ -83,18 +152,20 @@ def export_markdown(summary: dict[str, Any], best: list[Row], spec: Spec) -> str
 
 Target `{summary["target"]}`; objectives {", ".join(spec.objectives)}.
 
-## Measured on this machine (onnxruntime, batch 1, one thread)
+## Accuracy, latency and size
+
+Accuracy: onnxruntime on this machine. Latency: {_latency_source(summary)}.
 
 | | teacher (fp32) | this model | ratio |
 |---|---|---|---|
 | test accuracy (ONNX, {spec.data.name} test set) | {t["accuracy_onnx"]:.4f} | {summary["accuracy_onnx"]:.4f} | {summary["accuracy_onnx"] - t["accuracy_onnx"]:+.4f} |
-| latency, measured (ms) | {t["latency_ms_measured"]:.4f} | {summary["latency_ms_measured"]:.4f} | {summary["ratios_to_teacher"]["latency_measured"]:.2f}x |
+| latency, measured (ms) | {_fmt(t["latency_ms_measured"])} | {_fmt(summary["latency_ms_measured"])} | {_ratio(summary["ratios_to_teacher"]["latency_measured"])} |
 | latency, predicted (ms) | {_fmt(t.get("latency_ms_predicted"))} | {summary["latency_ms_predicted"]:.4f} | |
 | size (KiB) | {_fmt(t.get("size_kb"))} | packed {summary["size_kb_packed"]:.1f}, file {summary["size_kb_file"]:.1f} | {summary["ratios_to_teacher"]["size_packed"]:.3f}x packed |
 
-Measured latency is {summary["latency_error"]:+.1%} off the prediction. The file stores bit-widths
-below 8 in the nearest container onnxruntime runs (int8 or int4), so the file is larger than
-the packed size, which counts the bits a device would store.
+{_error_sentence(summary)}{_budget_sentence(summary)} The file stores bit-widths below 8 in the nearest container
+onnxruntime runs (int8 or int4), so the file is larger than the packed size, which counts the
+bits a device would store.
 
 ## Predicted costs on `{summary["target"]}`
 
@@ -102,6 +173,8 @@ the packed size, which counts the bits a device would store.
 |---|---|---|---|---|
 | from the torch student | {pred["latency_ms"]:.4g} | {pred["energy_mj"]:.4g} | {pred["peak_memory_kb"]:.4g} | {pred["size_kb"]:.4g} |
 | from model.onnx | {pred_onnx["latency_ms"]:.4g} | {pred_onnx["energy_mj"]:.4g} | {pred_onnx["peak_memory_kb"]:.4g} | {pred_onnx["size_kb"]:.4g} |
+
+{fidelity_text(summary.get("latency_fidelity"))}.
 
 ## The best feasible candidates of the study (validation accuracy during the search)
 

@@ -1,8 +1,9 @@
 """The constraint spec: a YAML file, validated into frozen pydantic models.
 
-``load_spec(path)`` reads YAML with ``yaml.safe_load`` and returns a :class:`Spec`. Every
-section rejects unknown keys, and every error names its field, as in
-``constraints.latency_ms: must be > 0, got -3``. A budget is either absolute (``latency_ms:
+``load_spec(path)`` reads YAML (JSON for a ``.json`` file) with the limits and plain types of
+:mod:`search.spec_text` and returns a :class:`Spec`. Every section rejects unknown keys, and
+every error names its field, as in ``constraints.latency_ms: must be > 0, got -3`` (quoting at
+most a couple hundred characters of a bad value). A budget is either absolute (``latency_ms:
 0.2``) or relative to the teacher's own predicted cost on the target (``latency_ms: 60%``).
 Relative paths in the spec (weights, data folders) are resolved against the spec's folder, so a
 spec stored in a study can be resumed from anywhere.
@@ -12,12 +13,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from search.errors import SpecError
+from search.spec_text import MAX_QUOTE, MAX_TEXT_BYTES, check_plain, load_spec_data, quote
 from spaces.config import (
     Space,
 )
@@ -29,6 +30,28 @@ STOPPERS = ("median", "hyperband", "none")
 EXECUTORS = ("ray", "process")
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+BUILTIN_MODEL_NAMES = ("resnet8", "dscnn", "mobilenetv2")  # search.workloads.models, no torch
+BUILTIN_DATA_NAMES = ("fashion-mnist",)
+MAX_ERRORS = 10
+MAX_NAME_CHARS = 1000  # model.name, data.name
+MAX_PATH_CHARS = 4096  # target (a name or a file): PATH_MAX
+
+
+class EntryPointField:
+    """Marks a spec field that names a built-in or a ``module:function`` to import: every such
+    field is listed by :func:`entry_points`, which the service checks against its allowlist."""
+
+
+ENTRY_POINT_FIELD = EntryPointField()
+
+
+def _entry_point_name(v: str, builtins: tuple[str, ...]) -> str:
+    if ":" in v and not ENTRY_POINT.match(v):
+        raise ValueError(
+            f"must be a built-in name ({', '.join(builtins)}) or module:function, such as "
+            f"mypkg.models:build, got {quote(v)}"
+        )
+    return v
 
 
 class _Frozen(BaseModel):
@@ -56,26 +79,32 @@ def _parse_budget(raw: Any) -> Any:
                 share = float(text[:-1]) / 100.0
             except ValueError:
                 raise ValueError(
-                    f"must be a number or a percentage such as '60%', got {raw!r}"
+                    f"must be a number or a percentage such as '60%', got {quote(raw)}"
                 ) from None
             if not 0 < share:
-                raise ValueError(f"must be > 0%, got {raw!r}")
+                raise ValueError(f"must be > 0%, got {quote(raw)}")
             return Budget(value=share, relative=True)
-        raise ValueError(f"must be a number or a percentage such as '60%', got {raw!r}")
+        raise ValueError(f"must be a number or a percentage such as '60%', got {quote(raw)}")
     if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise ValueError(f"must be a number or a percentage such as '60%', got {raw!r}")
+        raise ValueError(f"must be a number or a percentage such as '60%', got {quote(raw)}")
     if raw <= 0:
-        raise ValueError(f"must be > 0, got {raw!r}")
+        raise ValueError(f"must be > 0, got {quote(raw)}")
     return Budget(value=float(raw))
 
 
 class ModelSpec(_Frozen):
-    name: str = Field(
-        description="a built-in model (resnet8, dscnn, mobilenetv2) or module:function"
+    name: Annotated[str, ENTRY_POINT_FIELD] = Field(
+        description="a built-in model (resnet8, dscnn, mobilenetv2) or module:function",
+        max_length=MAX_NAME_CHARS,
     )
     weights: Path | None = None
     input_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = Field(default=10, ge=2)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _entry_point_name(v, BUILTIN_MODEL_NAMES)
 
     @field_validator("input_shape")
     @classmethod
@@ -88,12 +117,19 @@ class ModelSpec(_Frozen):
 
 
 class DataSpec(_Frozen):
-    name: str = "fashion-mnist"
+    name: Annotated[str, ENTRY_POINT_FIELD] = Field(
+        default="fashion-mnist", max_length=MAX_NAME_CHARS
+    )
     path: Path | None = None
     finetune_size: int = Field(default=8000, ge=64)
     val_size: int = Field(default=2000, ge=64)
     calibration_size: int = Field(default=256, ge=16)
     batch_size: int = Field(default=64, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _entry_point_name(v, BUILTIN_DATA_NAMES)
 
 
 class Constraints(_Frozen):
@@ -120,10 +156,14 @@ class SearchSpec(_Frozen):
     executor: Literal["ray", "process"] = "ray"
     storage: str | None = None
     study: str | None = None
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     ray_address: str | None = None
     stopper: Literal["median", "hyperband", "none"] = "median"
     seed_trials: int = Field(default=3, ge=0)
+    measure: Literal["auto", "always", "never"] = "auto"
+    """Measure candidates on the target's device before training: ``auto`` where the target
+    has a measurer (``host``, or a device with an agent server), ``always`` (an error where it
+    has none), ``never`` (the cost model alone)."""
 
     @field_validator("study")
     @classmethod
@@ -131,7 +171,7 @@ class SearchSpec(_Frozen):
         if v is not None and not STUDY_NAME.match(v):
             raise ValueError(
                 "must be 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit, "
-                f"got {v!r}"
+                f"got {quote(v)}"
             )
         return v
 
@@ -140,7 +180,7 @@ class Spec(_Frozen):
     name: str
     model: ModelSpec
     data: DataSpec = DataSpec()
-    target: str = "host"
+    target: str = Field(default="host", max_length=MAX_PATH_CHARS)
     constraints: Constraints = Constraints()
     objectives: tuple[
         Literal["accuracy", "latency_ms", "energy_mj", "peak_memory_kb", "size_kb"], ...
@@ -154,7 +194,7 @@ class Spec(_Frozen):
         if not STUDY_NAME.match(v):
             raise ValueError(
                 "must be 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit, "
-                f"got {v!r}"
+                f"got {quote(v)}"
             )
         return v
 
@@ -164,10 +204,15 @@ class Spec(_Frozen):
         if isinstance(v, str):
             v = [v]
         if isinstance(v, list | tuple):
+            if not all(isinstance(o, str) for o in v):
+                raise ValueError(
+                    f"must be a list of objective names ({', '.join(OBJECTIVES)}), "
+                    f"got {quote(list(v))}"
+                )
             if len(set(v)) != len(v):
-                raise ValueError(f"must not repeat an objective, got {list(v)}")
+                raise ValueError(f"must not repeat an objective, got {quote(list(v))}")
             if "accuracy" not in v:
-                raise ValueError(f"must include accuracy, got {list(v)}")
+                raise ValueError(f"must include accuracy, got {quote(list(v))}")
         return v
 
     @model_validator(mode="after")
@@ -185,15 +230,42 @@ class Spec(_Frozen):
         return len(self.objectives) > 1
 
 
+def entry_points(model: BaseModel, prefix: str = "") -> dict[str, str]:
+    """Every field of a validated spec (or section) that names something to import, by field
+    path: ``{"model.name": "resnet8", "data.name": "mypkg.data:load"}``. A field is listed
+    when it is marked with :data:`ENTRY_POINT_FIELD`, so one added later is listed too."""
+    out: dict[str, str] = {}
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        path = f"{prefix}.{name}" if prefix else name
+        if any(isinstance(m, EntryPointField) for m in info.metadata):
+            out[path] = str(value)
+        elif isinstance(value, BaseModel):
+            out.update(entry_points(value, path))
+        elif isinstance(value, tuple | list):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    out.update(entry_points(item, f"{path}[{i}]"))
+    return out
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-"))]
+    parts = [p for p in loc if not (isinstance(p, str) and p.startswith("function-"))]
     out = ""
     for p in parts:
-        if p.isdigit():
-            out += f"[{p}]"
-        else:
-            out += ("." if out else "") + p
+        text = str(p)
+        if isinstance(p, int) or text.isdigit():
+            out += f"[{text}]"
+        elif re.fullmatch(r"[\w-]{1,60}", text):
+            out += ("." if out else "") + text
+        else:  # a key that is not a word (spaces, newlines, a huge string): quoted and cut
+            out += ("." if out else "") + quote(text, 60)
     return out or "spec"
+
+
+def _one_line(text: str, limit: int = 4 * MAX_QUOTE) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _message(err: dict[str, Any]) -> str:
@@ -203,12 +275,15 @@ def _message(err: dict[str, Any]) -> str:
             msg = msg[len(prefix) :]
     kind = err.get("type", "")
     got = err.get("input")
+    ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
         return "unknown key; check its spelling against the spec reference in README.md"
     if kind == "missing":
         return "required, but missing"
+    if isinstance(ctx.get("error"), ValidationError):  # a section built inside a validator
+        inner: ValidationError = ctx["error"]
+        return "; ".join(f"{_field_path(e['loc'])}: {_message(dict(e))}" for e in inner.errors())
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        ctx = err.get("ctx", {})
         op = {
             "greater_than": ">",
             "greater_than_equal": ">=",
@@ -216,31 +291,42 @@ def _message(err: dict[str, Any]) -> str:
             "less_than_equal": "<=",
         }[kind]
         limit = next(iter(ctx.values()), "?")
-        return f"must be {op} {limit}, got {got!r}"
-    if kind == "literal_error":
-        return f"{msg[0].lower()}{msg[1:]}, got {got!r}"
-    if "got" not in msg and got is not None and not isinstance(got, dict):
-        return f"{msg[0].lower()}{msg[1:]}, got {got!r}"
+        return f"must be {op} {limit}, got {quote(got)}"
+    msg = _one_line(msg[:1].lower() + msg[1:])
+    if "got" not in msg and not isinstance(got, dict):
+        return f"{msg}, got {'null' if got is None else quote(got)}"
     return msg
 
 
 def spec_error(exc: ValidationError, source: str = "") -> SpecError:
-    """Turn pydantic's report into one line per field, each naming the field."""
-    lines = [f"{_field_path(e['loc'])}: {_message(dict(e))}" for e in exc.errors()]
+    """Turn pydantic's report into one line, one part per field (at most :data:`MAX_ERRORS`),
+    each naming the field and quoting at most a couple hundred characters of the bad value."""
+    errors = exc.errors()
+    lines = [f"{_field_path(e['loc'])}: {_message(dict(e))}" for e in errors[:MAX_ERRORS]]
+    if len(errors) > MAX_ERRORS:
+        lines.append(f"and {len(errors) - MAX_ERRORS} more errors")
     prefix = f"{source}: " if source else ""
-    return SpecError(prefix + "; ".join(lines))
+    return SpecError(_one_line(prefix + "; ".join(lines), limit=MAX_ERRORS * 4 * MAX_QUOTE))
+
+
+def _resolved(value: str, base: Path, field_name: str) -> str:
+    try:
+        p = Path(value).expanduser()
+    except RuntimeError:  # ~user with no such user
+        raise SpecError(
+            f"{field_name}: cannot expand {quote(value)} (no such user's home); give the path"
+        ) from None
+    return str(p if p.is_absolute() else (base / p).resolve())
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     for section, key in (("model", "weights"), ("data", "path")):
         sec = raw.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str):
-            p = Path(sec[key]).expanduser()
-            sec[key] = str(p if p.is_absolute() else (base / p).resolve())
+            sec[key] = _resolved(sec[key], base, f"{section}.{key}")
     target = raw.get("target")
     if isinstance(target, str) and target.endswith((".yaml", ".yml", ".json")):
-        p = Path(target).expanduser()
-        raw["target"] = str(p if p.is_absolute() else (base / p).resolve())
+        raw["target"] = _resolved(target, base, "target")
 
 
 def parse_spec(raw: Any, *, base: Path | None = None, source: str = "") -> Spec:
@@ -250,6 +336,7 @@ def parse_spec(raw: Any, *, base: Path | None = None, source: str = "") -> Spec:
             f"{source or 'spec'}: must be a mapping of sections (name, model, ...), "
             f"got {type(raw).__name__}"
         )
+    check_plain(raw, source or "spec")
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     if base is not None:
         _resolve_paths(raw, base)
@@ -260,24 +347,25 @@ def parse_spec(raw: Any, *, base: Path | None = None, source: str = "") -> Spec:
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Read and validate a YAML spec file."""
+    """Read and validate a YAML spec file (JSON if it is named ``*.json``)."""
     p = Path(path)
     try:
-        text = p.read_text()
+        with p.open("rb") as f:
+            text = f.read(MAX_TEXT_BYTES + 1)  # enough to tell that it is too long
     except OSError as exc:
         raise SpecError(f"{p}: cannot read the spec ({exc.strerror}); check the path") from None
-    return parse_spec_text(text, base=p.resolve().parent, source=str(p))
+    data = load_spec_data(text, source=str(p), as_json=p.suffix == ".json")
+    return parse_spec(data, base=p.resolve().parent, source=str(p))
 
 
-def parse_spec_text(text: str, *, base: Path | None = None, source: str = "spec") -> Spec:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise SpecError(f"{source}: {problem}{where}; fix the YAML syntax") from None
-    return parse_spec(raw, base=base, source=source)
+def parse_spec_text(
+    text: str | bytes, *, base: Path | None = None, source: str = "spec", as_json: bool = False
+) -> Spec:
+    """Validate spec text (YAML, or JSON when ``as_json``) within the limits of
+    :mod:`search.spec_text`: plain types only, bounded size, depth, aliases and values."""
+    return parse_spec(
+        load_spec_data(text, source=source, as_json=as_json), base=base, source=source
+    )
 
 
 def spec_to_json(spec: Spec) -> dict[str, Any]:

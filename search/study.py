@@ -30,8 +30,16 @@ def default_storage() -> str:
     return f"sqlite:///{path}"
 
 
+STORAGE_ENV = "EDGETUNE_STORAGE"
+"""The storage URL when ``--storage`` is absent (the service passes it to its runs this way)."""
+
+
 def resolve_storage(url: str | None) -> str:
-    """The storage URL: as given, or the default SQLite file. Rejects unknown schemes."""
+    """The storage URL: as given, else ``$EDGETUNE_STORAGE`` (how the service hands a URL with
+    a password to its runs, off the command line), else the default SQLite file. Rejects
+    unknown schemes."""
+    if url is None:
+        url = os.environ.get(STORAGE_ENV) or None
     if url is None:
         return default_storage()
     if url.startswith("sqlite:///"):
@@ -208,7 +216,7 @@ def rows(study: optuna.Study) -> list[Row]:
                     t.number,
                     record.status,
                     record.accuracy,
-                    dict(record.predicted),
+                    record.scored,
                     record.feasible,
                     dict(t.params),
                     record.reason,
@@ -242,6 +250,32 @@ def best_rows(study: optuna.Study, spec: Spec, limit: int = 5) -> list[Row]:
     return sorted(front, key=lambda r: -(r.accuracy or 0.0))
 
 
+def latency_fidelity(study: optuna.Study) -> dict[str, Any] | None:
+    """How well the target's cost model predicted the latency the study measured: MdAPE, share
+    within ±10% and Spearman ρ over every measured candidate, and over the earlier and the
+    later half (by trial number). Each prediction was made before its candidate was measured,
+    so the error is prequential. None when fewer than two candidates were measured."""
+    from cost_models import fidelity
+
+    pairs = [
+        (float(r.predicted["latency_ms"]), float(r.measured["latency_ms"]))
+        for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        if (r := TrialRecord.read(t)) is not None
+        and "latency_ms" in r.measured
+        and "latency_ms" in r.predicted
+    ]
+    if len(pairs) < 2:
+        return None
+
+    def fid(part: list[tuple[float, float]]) -> dict[str, float] | None:
+        if len(part) < 2:
+            return None
+        return fidelity([p for p, _ in part], [m for _, m in part])
+
+    half = len(pairs) // 2
+    return {"all": fid(pairs), "early": fid(pairs[:half]), "late": fid(pairs[half:])}
+
+
 def summary(study: optuna.Study, spec: Spec, storage: str) -> dict[str, Any]:
     """The JSON that ``search``, ``resume`` and ``show`` print."""
     all_rows = rows(study)
@@ -261,6 +295,7 @@ def summary(study: optuna.Study, spec: Spec, storage: str) -> dict[str, Any]:
         "budgets": dict(record.budgets) if record else {},
         "teacher": dict(record.teacher) if record else {},
         "best": [r.as_dict() for r in best_rows(study, spec)],
+        "latency_fidelity": latency_fidelity(study),
     }
 
 

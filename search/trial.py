@@ -1,11 +1,14 @@
 """One trial: the body that runs a candidate, the same in every executor.
 
 ``run_trial`` makes the student's architecture from the trial's params and prices it on the
-target. A candidate over a budget stops there, in milliseconds with no training, and carries a
-repaired, feasible neighbour for the driver to try next. Otherwise the student is built
-(pruned, BN-folded, fake-quantized), fine-tuned with distillation (reporting validation
-accuracy so the driver's stopper can end a bad trial early) and scored. Any exception becomes
-a failed outcome with its reason, so the study goes on.
+target. A candidate clearly over a budget stops there, in milliseconds with no training, and
+carries a repaired, feasible neighbour for the driver to try next. Otherwise the student is
+built (pruned, BN-folded, fake-quantized). Where the target has a measurer, the untrained
+student is exported to ONNX and measured on the device first (latency does not depend on the
+weights' values): over budget, it stops there, in seconds; within, the measured latency is its
+score. Then it is fine-tuned with distillation (reporting validation accuracy so the driver's
+stopper can end a bad trial early) and scored. Any exception becomes a failed outcome with its
+reason, so the study goes on.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ import math
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from search.budgets import Budgets, describe_excess
 from search.errors import EdgetuneError
-from search.record import Status
+from search.record import Status, scored_costs
 from search.spec import Spec
 
 if TYPE_CHECKING:
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from search.workloads import Workload
     from spaces.joint import JointSpace
     from targets.base import Target
+    from targets.measurer import Measurer
 
 Reporter = Callable[[int, float], bool]
 """(fine-tune step, validation accuracy) -> keep going?"""
@@ -44,6 +48,8 @@ class TrialContext:
     target: Target
     budgets: Budgets
     reduce_range: bool  # 8-bit weights in ±63 (the study's, see StudyRecord.int8_reduce_range)
+    measurer: Measurer | None = None  # candidates are measured on the device before training
+    teacher_onnx: bytes | None = None  # measured beside each candidate, in the same run
     key: str = field(default_factory=lambda: uuid.uuid4().hex)  # one per driver run
 
     def teacher_and_space(self) -> tuple[nn.Module, JointSpace]:
@@ -64,6 +70,7 @@ _SPACES: dict[str, tuple[nn.Module, JointSpace]] = {}
 class TrialTask:
     number: int
     params: dict[str, Any]
+    target: Target | None = None  # the target refitted during the study, if it was
 
 
 @dataclass(frozen=True)
@@ -72,11 +79,15 @@ class TrialOutcome:
     status: Status
     accuracy: float | None = None
     costs: dict[str, float] = field(default_factory=dict)  # predicted on the target
+    measured: dict[str, Any] = field(default_factory=dict)  # measured on the device, if it was
     policy: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
     timings_s: dict[str, float] = field(default_factory=dict)
     state_dict: bytes | None = None  # the fine-tuned student, for the artifact store
     repair: dict[str, Any] | None = None  # for an infeasible candidate: a feasible neighbour
+    provenance: dict[str, Any] = field(default_factory=dict)  # what the figures came from
+    onnx: bytes | None = None  # the measured model, a calibration row for the target's refit
+
 
 
 def failed_outcome(task: TrialTask, reason: str) -> TrialOutcome:
@@ -110,6 +121,21 @@ def run_trial(context: TrialContext, task: TrialTask, report: Reporter) -> Trial
         timings["total"] = time.perf_counter() - start
 
 
+CLEAR_EXCESS = 0.10
+"""With a measurer, a candidate predicted over its latency budget by less than this (or twice
+the target's prediction margin, if larger) is measured rather than ruled out."""
+
+
+def _clearly_broken(
+    context: TrialContext, target: Target, broken: Mapping[str, float]
+) -> dict[str, float]:
+    """The broken budgets that rule a candidate out without measuring it."""
+    if context.measurer is None:
+        return dict(broken)
+    doubt = max(CLEAR_EXCESS, 2 * target.prediction_margin())
+    return {k: v for k, v in broken.items() if not (k == "latency_ms" and v <= doubt)}
+
+
 def _run(
     context: TrialContext, task: TrialTask, report: Reporter, timings: dict[str, float]
 ) -> TrialOutcome:
@@ -119,15 +145,17 @@ def _run(
     from spaces.distillation import FinetuneData, Stopped, accuracy, finetune
     from spaces.student import build_student, student_architecture
 
-    spec, work, target = context.spec, context.workload, context.target
+    spec, work = context.spec, context.workload
+    target = task.target or context.target
     torch.manual_seed(spec.search.seed + task.number)
     teacher, space = context.teacher_and_space()
+    provenance = trial_provenance(context, target)
 
     t = time.perf_counter()
     shape = student_architecture(teacher, task.params, space)
     costs = target.predict(shape.graph, shape.policy.bits).as_dict()
     timings["predict"] = time.perf_counter() - t
-    broken = context.budgets.broken(costs)
+    broken = _clearly_broken(context, target, context.budgets.broken(costs))
     if broken:
         t = time.perf_counter()
         repaired, feasible = repair_bits(space, shape, target, context.budgets)
@@ -136,10 +164,11 @@ def _run(
             task.number,
             "infeasible",
             costs=costs,
-            reason=f"over budget: {describe_excess(broken)}",
+            reason=f"over budget (predicted): {describe_excess(broken)}",
             policy=shape.summary(),
             timings_s=timings,
             repair=repaired if feasible else None,
+            provenance=provenance,
         )
 
     t = time.perf_counter()
@@ -147,6 +176,32 @@ def _run(
         teacher, task.params, space, calib=work.x_calib, reduce_range=context.reduce_range
     )
     assert student.model is not None  # build_student always quantizes
+    timings["build"] = time.perf_counter() - t
+    measured: dict[str, Any] = {}
+    onnx_bytes = None
+    if context.measurer is not None:
+        from search.onnx_export import to_onnx
+
+        t = time.perf_counter()
+        onnx_bytes = to_onnx(student.model, spec.model.input_shape).SerializeToString()
+        measured = measure_beside_teacher(context.measurer, onnx_bytes, context.teacher_onnx)
+        timings["measure"] = time.perf_counter() - t
+        over = context.budgets.broken(scored_costs(costs, measured))
+        if over:
+            return TrialOutcome(
+                task.number,
+                "infeasible",
+                costs=costs,
+                measured=measured,
+                reason=f"over budget (measured): {describe_excess(over)}; latency measured "
+                f"{measured['latency_ms']:.4g} ms, predicted {costs['latency_ms']:.4g} ms",
+                policy=student.summary(),
+                timings_s=timings,
+                provenance=provenance,
+                onnx=onnx_bytes,
+            )
+
+    t = time.perf_counter()
     data = FinetuneData(work.x_finetune, work.y_finetune, work.x_val, work.y_val)
     try:
         model = finetune(
@@ -159,10 +214,13 @@ def _run(
             "stopped",
             accuracy=stop.accuracy,
             costs=costs,
+            measured=measured,
             policy=student.summary(),
             timings_s=timings,
             reason=f"stopped at step {stop.step}: validation accuracy "
             f"{stop.accuracy:.4f} below the median of earlier trials",
+            provenance=provenance,
+            onnx=onnx_bytes,
         )
     timings["train"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -177,7 +235,48 @@ def _run(
         "complete",
         accuracy=val_accuracy,
         costs=costs,
+        measured=measured,
         policy=student.summary(),
         timings_s=timings,
         state_dict=buf.getvalue(),
+        provenance=provenance,
+        onnx=onnx_bytes,
     )
+
+
+def measure_beside_teacher(
+    measurer: Measurer, onnx_bytes: bytes, teacher_onnx: bytes | None
+) -> dict[str, Any]:
+    """A candidate's measurement, with the teacher measured in the same run (interleaved) and
+    the ratio of the two: raw figures, and a ratio that the machine's speed does not move."""
+    if teacher_onnx is None:
+        (result,) = measurer.measure([onnx_bytes])
+        return result.as_dict()
+    candidate, teacher = measurer.measure([onnx_bytes, teacher_onnx])
+    return {
+        **candidate.as_dict(),
+        "teacher_latency_ms": teacher.latency_ms,
+        "ratio_to_teacher": candidate.latency_ms / teacher.latency_ms,
+    }
+
+
+def trial_provenance(context: TrialContext, target: Target) -> dict[str, Any]:
+    """What a trial's figures came from: the target's calibration, where it was measured, the
+    worker's CPU and the library versions."""
+    import onnxruntime
+    import torch
+
+    from targets.agent import device_info
+    from targets.host import cpu_flags_digest
+
+    calibration = target.provenance
+    info = device_info(threads=1)
+    return {
+        "target": target.name,
+        "calibration": {"date": calibration.date, "source": calibration.source},
+        "measured_on": context.measurer.where if context.measurer else None,
+        "worker_cpu": info.get("cpu_model"),
+        "worker_cpu_flags": cpu_flags_digest(),
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+    }

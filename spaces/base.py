@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from torch import nn
 
-# Class name of a residual-addition module (``forward(a, b) -> a + b``): spaces must not import
-# experiments, so an addition module is recognised by its class name.
+# Class name of a residual-addition module (``forward(a, b) -> a + b``): the built-in models
+# live above spaces (search.workloads) and users bring their own, so an addition module is
+# recognised by its class name.
 ADD_CLASS_NAME = "Add"
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from cost_models.graph import Bits, Costs, LayerGraph
 from cost_models.layerwise import LayerTypeCostModel
 from targets.errors import TargetError
 
-__all__ = ["COST_MODELS", "Provenance", "Target", "target_from_dict", "target_to_dict"]
+__all__ = ["COST_MODELS", "AgentRef", "Provenance", "Target", "target_from_dict", "target_to_dict"]
 
 COST_MODELS: dict[str, type[CostModel]] = {
     "kernel": KernelCostModel,
@@ -36,6 +36,15 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class AgentRef:
+    """Where a device's agent server listens, and the file that holds its bearer token. The
+    token itself is read only when measuring, and never printed or stored elsewhere."""
+
+    url: str
+    token_file: str
+
+
+@dataclass(frozen=True)
 class Target:
     """A device and runtime, with the cost model and constants that predict its costs."""
 
@@ -48,6 +57,8 @@ class Target:
     int8_reduce_range: bool = False
     """8-bit weights use 7 bits (±63): the runtime's u8×s8 kernels saturate otherwise
     (onnxruntime on x86 without VNNI). The quantization knob simulates exactly that."""
+    agent: AgentRef | None = None
+    """The device's agent server, when it can be reached (see ``targets.measurer``)."""
 
     def prediction_margin(self) -> float:
         """The held-out median absolute percentage error of this target's latency model, as a
@@ -68,6 +79,7 @@ def target_to_dict(target: Target) -> dict[str, Any]:
         "description": target.description,
         "runtime": target.runtime,
         "int8_reduce_range": target.int8_reduce_range,
+        **({"agent": asdict(target.agent)} if target.agent else {}),
         "cost_model": target.cost_model.name,
         "constants": target.cost_model.constants_to_dict(target.constants),
         "provenance": {
@@ -83,7 +95,7 @@ def target_to_dict(target: Target) -> dict[str, Any]:
 
 
 _KEYS = {"name", "description", "runtime", "cost_model", "constants", "provenance"}
-_OPTIONAL_KEYS = {"int8_reduce_range"}
+_OPTIONAL_KEYS = {"int8_reduce_range", "agent"}
 
 
 def target_from_dict(data: dict[str, Any], *, where: str = "target") -> Target:
@@ -118,7 +130,27 @@ def target_from_dict(data: dict[str, Any], *, where: str = "target") -> Target:
         constants,
         prov,
         int8_reduce_range=reduce_range,
+        agent=_agent_ref(data.get("agent"), where),
     )
+
+
+def _agent_ref(raw: Any, where: str) -> AgentRef | None:
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, dict)
+        or set(raw) != {"url", "token_file"}
+        or not all(isinstance(v, str) and v for v in raw.values())
+    ):
+        raise TargetError(
+            f'{where}.agent: must be {{"url": "http://HOST:PORT", "token_file": '
+            f'"PATH"}}, got {str(raw)[:200]}'
+        )
+    if not raw["url"].startswith(("http://", "https://")):
+        raise TargetError(
+            f"{where}.agent.url: must start with http:// or https://, got {raw['url'][:200]!r}"
+        )
+    return AgentRef(raw["url"], raw["token_file"])
 
 
 def load_target_file(path: str | Path) -> Target:

@@ -60,6 +60,7 @@ __all__ = [
     "host_target",
     "measure_on_host",
     "nchwc_block_size",
+    "record_candidates",
     "refit_host",
 ]
 
@@ -91,12 +92,15 @@ def _machine() -> dict[str, Any]:
         "cpu_model": info["cpu_model"],
         "onnxruntime": info["onnxruntime"],
         "platform": info["platform"],
+        "cpu_flags": cpu_flags_digest(),
         "cost_model_version": MODEL_VERSION,
     }
 
 
 def _same_machine(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    keys = ("hostname", "cpu_model", "onnxruntime", "cost_model_version")
+    """Whether a calibration applies here: the same host, CPU model and flags (a VM can move
+    to another CPU under the same name), onnxruntime version and cost model."""
+    keys = ("hostname", "cpu_model", "cpu_flags", "onnxruntime", "cost_model_version")
     return all(a.get(k) == b.get(k) for k in keys)
 
 
@@ -127,6 +131,14 @@ def _cpu_flags() -> set[str]:
         if key.strip() in ("flags", "Features"):
             flags.update(value.split())
     return flags
+
+
+def cpu_flags_digest() -> str:
+    """A short digest of this CPU's feature flags: two CPUs with the same model name can differ
+    in the instruction sets onnxruntime's kernels use."""
+    import hashlib
+
+    return hashlib.sha256(" ".join(sorted(_cpu_flags())).encode()).hexdigest()[:16]
 
 
 def _has_vnni() -> bool:
@@ -209,8 +221,9 @@ RIDGE = 1e-4  # a small pull toward zero on scaled coefficients: steadier across
 
 
 def _row_weight(name: str) -> float:
-    """Whole-network suite models (what edgetune predicts) weigh more than single layers."""
-    return CHAIN_WEIGHT if name.startswith(("resnet", "dscnn", "mbv2")) else 1.0
+    """Whole networks (suite chains and measured search candidates: what edgetune predicts)
+    weigh more than single layers."""
+    return CHAIN_WEIGHT if name.startswith(("resnet", "dscnn", "mbv2", "cand-")) else 1.0
 
 
 def calibrate_host(*, force: bool = True, seconds: float = CALIBRATION_SECONDS) -> Target:
@@ -248,9 +261,67 @@ def calibrate_host(*, force: bool = True, seconds: float = CALIBRATION_SECONDS) 
     return _build(models, results, t0)
 
 
+CANDIDATE_LIMIT = 400
+"""The most recent measured search candidates kept as calibration rows."""
+
+
+def _candidates_dir() -> Path:
+    return cache_path().parent / "host_candidates"
+
+
+def record_candidates(models: list[tuple[bytes, float]]) -> None:
+    """Keep measured search candidates (QDQ ONNX bytes, latency in ms) as calibration rows of
+    this machine: every later fit of the host, in this study and the next, includes them."""
+    import hashlib
+
+    folder = _candidates_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    index_path = folder / "index.json"
+    index: dict[str, Any] = {"machine": _machine(), "rows": []}
+    if index_path.is_file():
+        stored = json.loads(index_path.read_text())
+        if _same_machine(stored.get("machine", {}), index["machine"]):
+            index["rows"] = stored.get("rows", [])
+    for onnx_bytes, latency in models:
+        name = "cand-" + hashlib.sha256(onnx_bytes).hexdigest()[:12]
+        (folder / f"{name}.onnx").write_bytes(onnx_bytes)
+        index["rows"] = [r for r in index["rows"] if r["name"] != name]
+        index["rows"].append({"name": name, "latency_ms": float(latency)})
+    index["rows"] = index["rows"][-CANDIDATE_LIMIT:]
+    kept = {f"{r['name']}.onnx" for r in index["rows"]}
+    for stale in folder.glob("cand-*.onnx"):
+        if stale.name not in kept:
+            stale.unlink()
+    tmp = index_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(index, indent=1))
+    tmp.replace(index_path)
+
+
+def _candidate_rows() -> list[tuple[str, Measurement]]:
+    """The kept candidates of this machine, as (name, (graph, bits, latency_ms)) rows."""
+    import onnx
+
+    from cost_models.onnx_graph import from_onnx
+
+    index_path = _candidates_dir() / "index.json"
+    if not index_path.is_file():
+        return []
+    index = json.loads(index_path.read_text())
+    if not _same_machine(index.get("machine", {}), _machine()):
+        return []
+    rows: list[tuple[str, Measurement]] = []
+    for r in index.get("rows", []):
+        path = _candidates_dir() / f"{r['name']}.onnx"
+        if path.is_file():
+            graph, bits = from_onnx(onnx.load(str(path)))
+            rows.append((f"{r['name']}_candidate", (graph, bits, float(r["latency_ms"]))))
+    return rows
+
+
 def refit_host() -> Target:
-    """Refit the host from the suite measurements cached by the last calibration (no new
-    measurements); for a changed cost model on the same machine."""
+    """Refit the host from the suite measurements cached by the last calibration and the
+    measured search candidates kept since (no new measurements): for a changed cost model on
+    the same machine, and during a study, as its candidates are measured."""
     from targets.suite import suite
 
     path = cache_path().parent / "host_measurements.json"
@@ -276,6 +347,8 @@ def _build(models: list[tuple[str, Any]], results: list[dict[str, Any]], t0: flo
     for r in results:
         graph, bits = from_onnx(by_name[r["name"]])
         rows.append((r["name"], (graph, bits, float(r["latency_ms"]))))
+    candidates = _candidate_rows()
+    rows += candidates
     constants, fid = _fit_and_check(rows, nchwc_block=nchwc_block_size())
     fid["noise_ceiling"] = noise_ceiling(results)
     target = Target(
@@ -291,7 +364,8 @@ def _build(models: list[tuple[str, Any]], results: list[dict[str, Any]], t0: flo
             date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             machine=_machine(),
             fidelity=fid,
-            notes=f"calibration took {time.time() - t0:.0f} s; energy: {POWER_SOURCE}",
+            notes=f"calibration took {time.time() - t0:.0f} s; {len(candidates)} of the rows are "
+            f"measured search candidates; energy: {POWER_SOURCE}",
             reference_ms=float(results[0]["reference_ms"]),
         ),
     )

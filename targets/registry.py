@@ -64,10 +64,10 @@ def get(name: str) -> Target:
         return target
     if name.endswith(".json") or Path(name).is_file():
         if not Path(name).is_file():
-            raise TargetError(f"target file {name!r} does not exist")
+            raise TargetError(f"target file {name[:200]!r} does not exist")
         return load_target_file(name)
     raise TargetError(
-        f"unknown target {name!r}; valid targets: {', '.join(names())}, or a path to a "
+        f"unknown target {name[:200]!r}; valid targets: {', '.join(names())}, or a path to a "
         f"target .json file"
     )
 
@@ -119,7 +119,15 @@ def _describe(t: Target) -> dict[str, Any]:
         "fidelity": fid,
         "energy": _energy(t),
         **({"precisions": fast} if fast is not None else {}),
+        **({"agent": {"url": _agent_url(t)}} if t.agent is not None else {}),
     }
+
+
+def _agent_url(t: Target) -> str:
+    """The target's agent server, for listings: its URL only (never the token or its file)."""
+    from targets.remote import public_url
+
+    return public_url(t.agent.url) if t.agent is not None else ""
 
 
 def describe_targets() -> list[dict[str, Any]]:

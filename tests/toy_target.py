@@ -14,15 +14,21 @@ from targets import Provenance, Target
 NS_PER_MAC = {"fp32": 1.0, "int8": 0.5, "int16": 1.5}
 
 
-def toy_target(name: str = "toy", *, reduce_range: bool = False) -> Target:
+def toy_target(name: str = "toy", *, reduce_range: bool = False, scale: float = 1.0) -> Target:
+    """``scale`` multiplies every latency coefficient."""
     kinds = [k for k in LAYER_KINDS if k != "conv"] + ["conv1", "convk"]
     coefficients = tuple(
-        KernelCoefficients(f"{kind}:{prec}", fixed_ms=0.002, ns_per_mac=per_mac, ns_per_elem=0.05)
+        KernelCoefficients(
+            f"{kind}:{prec}",
+            fixed_ms=0.002 * scale,
+            ns_per_mac=per_mac * scale,
+            ns_per_elem=0.05 * scale,
+        )
         for kind in kinds
         for prec, per_mac in NS_PER_MAC.items()
     )
     constants = LayerTypeConstants(
-        overhead_ms=0.01,
+        overhead_ms=0.01 * scale,
         power_w=2.0,
         energy="power_x_latency",
         power_source="hand-set for tests",

@@ -3,24 +3,23 @@
 Every ``/api`` call needs ``Authorization: Bearer TOKEN``. The page at ``/`` and its files under
 ``/ui/`` hold no data and need none; the page asks for the token once and keeps it in the
 browser's localStorage. OpenAPI docs: ``/docs`` and ``/openapi.json``.
+
+Status calls are answered from the status cache (:class:`search.service.studies.StatusCache`),
+never from the storage on the request path. Studies beyond the concurrent-run limit wait in a
+queue (:mod:`search.service.runs`); exports are background jobs (:mod:`search.service.exports`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
-import subprocess
 import sys
-import threading
-import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import swagger_ui_bundle
-import yaml
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -28,13 +27,22 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from search.errors import EdgetuneError, SpecError, StudyError
-from search.service.config import ServiceConfig, check_study_name, network_spec
-from search.service.runs import Runs
-from search.service.studies import Studies, redact
-from search.spec import spec_to_json
+from search.service.config import (
+    ServiceConfig,
+    check_spec_allowed,
+    check_study_name,
+    network_spec_text,
+)
+from search.service.exports import ExportJob, Exports
+from search.service.files import redact, redact_text, write_atomic
+from search.service.gate import token_matches
+from search.service.runs import LimitError, Limits, Runs
+from search.service.studies import StatusCache, Studies
+from search.spec import parse_spec, spec_to_json
 
 WEB = Path(__file__).resolve().parents[1] / "web"
-EXPORT_TIMEOUT_S = 900
+Trial = Annotated[int | None, Query(ge=0, le=10**9, description="trial number (default: best)")]
+Trials = Annotated[int | None, Query(ge=1, le=100_000)]
 
 
 def _bearer(request: Request) -> str | None:
@@ -53,24 +61,36 @@ async def _study_name(name: str) -> str:
 Name = Annotated[str, Depends(_study_name)]
 
 
-def create_app(cfg: ServiceConfig) -> FastAPI:
-    runs = Runs(cfg)
+def create_app(cfg: ServiceConfig, limits: Limits | None = None) -> FastAPI:
+    runs = Runs(cfg, limits)
     index = Studies(cfg.storage, runs)
-    export_locks: dict[str, threading.Lock] = {}
+    status = StatusCache(index)
+    exports = Exports(runs)
     submit_lock = asyncio.Lock()
+    memo: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async def reap() -> None:
             while True:
-                await asyncio.sleep(2.0)
-                runs.poll_all()
+                await asyncio.sleep(0.5)
+                try:
+                    runs.poll_all()
+                    if runs.schedule():  # here, in the event-loop thread: a queued run forks
+                        status.kick()
+                    exports.poll()
+                except Exception as exc:  # keep reaping; a bad record must not stop the queue
+                    message = redact_text(f"{type(exc).__name__}: {exc}"[:300], (cfg.storage,))
+                    print(f"edgetune service: reaping runs failed: {message}", file=sys.stderr)
 
+        status.start()
         task = asyncio.create_task(reap())
         try:
             yield
         finally:
             task.cancel()
+            await run_in_threadpool(status.stop)
+            await run_in_threadpool(exports.shutdown)
             await run_in_threadpool(runs.shutdown)
 
     app = FastAPI(
@@ -91,81 +111,65 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
                 "has it: EDGETUNE_TOKEN, --token-file, or $EDGETUNE_HOME/service/token)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if not cfg.token_ok(given):
+        if not token_matches(cfg, given):
             raise HTTPException(403, "wrong token; ask the operator for the service's token")
 
     api = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
 
     @app.exception_handler(EdgetuneError)
     async def edgetune_error(request: Request, exc: EdgetuneError) -> JSONResponse:
-        code = 422 if isinstance(exc, SpecError) else 404 if "no study" in str(exc) else 409
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+        message = redact_text(str(exc), (cfg.storage,))
+        if isinstance(exc, LimitError):
+            return JSONResponse({"detail": message}, 429, headers={"Retry-After": "10"})
+        code = 422 if isinstance(exc, SpecError) else 404 if "no study" in message else 409
+        return JSONResponse({"detail": message}, status_code=code)
 
     @api.get("/info")
     def info() -> dict[str, Any]:
+        lim = runs.limits
         return {
             "storage": redact(cfg.storage),
             "dashboard_port": cfg.dashboard_port,
             "allow_modules": list(cfg.allow_modules),
             "data_root": bool(cfg.data_root),
             "max_body_bytes": cfg.max_body_bytes,
-        }
+            "limits": {"max_runs": lim.max_runs, "max_queued": lim.max_queued,
+                       "max_exports": lim.max_exports, "export_timeout_s": lim.export_timeout_s},
+        }  # fmt: skip
 
     @api.get("/targets")
     def list_targets() -> dict[str, Any]:
         from targets import describe_targets
 
-        return {"targets": index.cache.get("targets", describe_targets)}
-
-    def cached_json(key: str) -> Response | None:
-        """Cached, already serialized: 200 clients polling cost one serialization a second."""
-        body = index.cache.fresh(key)
-        return None if body is None else Response(body, media_type="application/json")
+        if "targets" not in memo:
+            memo["targets"] = describe_targets()
+        return {"targets": memo["targets"]}
 
     @api.get("/studies")
     async def list_studies() -> Response:
-        """Every study with its state, progress and best candidate."""
-        hit = cached_json("json:list")
-        if hit is not None:
-            return hit
-        body = await run_in_threadpool(
-            index.cache.get, "json:list", lambda: json.dumps({"studies": index.listing()}).encode()
-        )
+        """Every study with its state (queued, running, ...), progress and best candidate."""
+        body = status.peek_listing() or await run_in_threadpool(status.listing)
         return Response(body, media_type="application/json")
 
     @api.get("/studies/{name}")
     async def show_study(name: Name) -> Response:
         """The study's summary (teacher, budgets, best or Pareto candidates), trials and run."""
-        key = f"json:detail:{name}"
-        hit = cached_json(key)
-        if hit is not None:
-            return hit
-        body = await run_in_threadpool(
-            index.cache.get, key, lambda: json.dumps(index.overview(name), default=str).encode()
-        )
+        body = status.peek_detail(name) or await run_in_threadpool(status.detail, name)
         return Response(body, media_type="application/json")
 
     @api.post("/studies", status_code=201)
     async def submit(
         request: Request,
         study: Annotated[str | None, Query(description="study name (default: the spec's)")] = None,
-        trials: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+        trials: Trials = None,
     ) -> JSONResponse:
-        """Submit a spec as YAML or JSON (by Content-Type); starts `edgetune search` on it."""
-        body = (await request.body()).decode("utf-8", errors="replace")
-        if "json" in request.headers.get("content-type", ""):
-            try:
-                raw = json.loads(body)
-            except json.JSONDecodeError as exc:
-                raise SpecError(f"spec: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        else:
-            try:
-                raw = yaml.safe_load(body)
-            except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                where = f" at line {mark.line + 1}" if mark else ""
-                raise SpecError(f"spec: not valid YAML{where}; fix the syntax") from None
-        spec = network_spec(raw, cfg, study=study, trials=trials)
+        """Submit a spec as YAML or JSON (by Content-Type); runs `edgetune search` on it, at
+        once or when a slot frees (state `queued`)."""
+        as_json = "json" in request.headers.get("content-type", "")
+        # ALLOWLIST HOOK (submit): network_spec_text ends with config.check_spec_allowed
+        spec = network_spec_text(
+            await request.body(), cfg, as_json=as_json, study=study, trials=trials
+        )
         name = spec.study_name
         async with submit_lock:
             if runs.active(name) or await run_in_threadpool(index.exists, name):
@@ -173,104 +177,140 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
                     f"study {name!r} already exists; resume it with POST /api/studies/{name}/resume, "
                     "or submit with ?study=NEW_NAME"
                 )
+            runs.check_room()
+            stored = spec_to_json(spec)
+            stored["search"]["storage"] = None  # the service's, from the environment
             path = runs.specs / f"{name}.json"
-            path.write_text(json.dumps(spec_to_json(spec), indent=1))
-            run = runs.start(name, "search", [str(path), "--study", name])
-        index.cache.clear()
+            write_atomic(path, json.dumps(stored, indent=1))
+            run = runs.request(name, "search", [str(path), "--study", name])
+        status.kick()
         url = f"/api/studies/{name}"
         return JSONResponse(
-            {"study": name, "url": url, "state": "running", "pid": run.pid},
+            {"study": name, "url": url, "state": runs.state(run), "pid": run.pid or None},
             status_code=201,
             headers={"Location": url},
         )
 
     @api.post("/studies/{name}/resume", status_code=202)
-    async def resume(
-        name: Name, trials: Annotated[int | None, Query(ge=1, le=100_000)] = None
-    ) -> dict[str, Any]:
-        """Continue the study, as `edgetune resume NAME [--trials N]`."""
+    async def resume(name: Name, trials: Trials = None) -> dict[str, Any]:
+        """Continue the study, as `edgetune resume NAME [--trials N]` (queued if no slot)."""
         async with submit_lock:
             if runs.active(name):
-                raise StudyError(f"study {name!r} is running already; stop it first")
+                raise StudyError(f"study {name!r} is queued or running already; stop it first")
             spec_file = runs.specs / f"{name}.json"
             if not await run_in_threadpool(index.exists, name) and spec_file.exists():
-                # stopped before the study was created (while the teacher was prepared): start over
+                # stopped before the study was created (queued, or while the teacher was
+                # prepared): start over
+                # ALLOWLIST HOOK (resume): the spec about to run is checked again, as at submit
+                check_spec_allowed(
+                    parse_spec(json.loads(spec_file.read_text())), cfg, trials=trials
+                )
                 extra = ["--trials", str(trials)] if trials else []
-                run = runs.start(name, "search", [str(spec_file), "--study", name, *extra])
+                op, args = "search", [str(spec_file), "--study", name, *extra]
             else:
                 study, spec = await run_in_threadpool(index.open, name)
+                # ALLOWLIST HOOK (resume): the spec stored in the study, which may not have
+                # come through the network (a study made with `edgetune search`)
+                check_spec_allowed(spec, cfg, trials=trials)
                 if trials is None:
                     from search.driver import trained_count
                     from search.lifecycle import ensure_trials_left
 
                     ensure_trials_left(trained_count(study), spec.search.trials, name)
-                args = [name] + (["--trials", str(trials)] if trials else [])
-                run = runs.start(name, "resume", args)
-        index.cache.clear()
-        return {"study": name, "url": f"/api/studies/{name}", "state": "running", "pid": run.pid}
+                op, args = "resume", [name] + (["--trials", str(trials)] if trials else [])
+            run = runs.request(name, op, args)
+        status.kick()
+        return {
+            "study": name,
+            "url": f"/api/studies/{name}",
+            "state": runs.state(run),
+            "pid": run.pid or None,
+        }
 
     @api.post("/studies/{name}/stop", status_code=202)
     def stop(name: Name) -> dict[str, Any]:
-        """SIGTERM the run: trials running go back to the queue; everything told is kept."""
-        if runs.stop(name) is None:
+        """SIGTERM the run (trials running go back to Optuna's queue; everything told is kept),
+        or take a queued study out of the run queue."""
+        run = runs.stop(name)
+        if run is None:
             raise StudyError(
                 f"study {name!r} is not running; resume it with POST /api/studies/{name}/resume"
             )
-        index.cache.clear()
-        return {"study": name, "state": "stopping"}
+        status.kick()
+        return {"study": name, "state": "stopped" if run.pid == 0 else "stopping"}
 
-    @api.get(
-        "/studies/{name}/export",
-        response_class=Response,
-        responses={200: {"content": {"application/zip": {}}}},
-    )
-    def export(name: Name, trial: int | None = None) -> Response:
-        """The best feasible trial (or `trial`) as a zip: model.onnx, report.md, summary.json."""
+    def study_id(name: str) -> int:
+        try:
+            return index.study_id(name)
+        except KeyError:
+            raise StudyError(f"no study {name!r}; GET /api/studies lists them") from None
+
+    async def export_job(name: str, trial: int | None) -> ExportJob:
         if trial is None:
-            best = index.overview(name).get("best")
+            cached = status.peek_detail(name)
+            body = cached if cached is not None else await run_in_threadpool(status.detail, name)
+            best = json.loads(body).get("best")
             if not best:
                 raise StudyError(
                     f"study {name!r} has no feasible trial yet; wait, or pass ?trial=N"
                 )
             trial = int(best["trial"])
-        index.open(name)  # a clear error for a study edgetune did not make
-        # per storage (runs.dir) and per study id, so a study made again under its name or in
-        # another storage never gets an old export
-        out = runs.dir / "exports" / f"{name}-{index.study_id(name)}" / f"trial-{trial}"
-        with export_locks.setdefault(name, threading.Lock()):
-            if not (out / "summary.json").exists():
-                proc = subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "search.cli",
-                        "export",
-                        name,
-                        "--out",
-                        str(out),
-                        "--storage",
-                        cfg.storage,
-                        "--trial",
-                        str(trial),
-                        "--json",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=EXPORT_TIMEOUT_S,
-                    check=False,
-                )
-                if proc.returncode:
-                    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgetune:")]
-                    raise StudyError(lines[-1] if lines else f"export failed: {proc.stderr[-300:]}")
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for f in ("model.onnx", "report.md", "summary.json"):
-                zf.write(out / f, f"{name}-trial{trial}/{f}")
+        sid = await run_in_threadpool(study_id, name)
+        return exports.request(name, sid, trial)  # here, in the event-loop thread: it forks
+
+    async def zipped(job: ExportJob) -> Response:
         return Response(
-            buf.getvalue(),
+            await run_in_threadpool(exports.zip_bytes, job),
             media_type="application/zip",
-            headers={"Content-Disposition": f'attachment; filename="{name}-trial{trial}.zip"'},
+            headers={
+                "Content-Disposition": f'attachment; filename="{job.study}-trial{job.trial}.zip"'
+            },
         )
+
+    @api.post("/studies/{name}/export", status_code=202)
+    async def start_export(name: Name, trial: Trial = None) -> JSONResponse:
+        """Start exporting the best feasible trial (or `trial`): `edgetune export` in the
+        background. 202 with the job's URL (200 if that export is done already); 409 while
+        another trial of the study exports; 429 when the service's exports are all busy."""
+        job = await export_job(name, trial)
+        code = 200 if job.state == "done" else 202
+        return JSONResponse(job.as_dict(), status_code=code, headers={"Location": job.url})
+
+    @api.get(
+        "/studies/{name}/export/{trial}",
+        response_class=Response,
+        responses={200: {"content": {"application/zip": {}}}, 202: {}, 409: {}},
+    )
+    async def get_export(name: Name, trial: int) -> Response:
+        """An export job: 202 while it runs, the zip (model.onnx, report.md, summary.json) when
+        it is done, 409 with the one-line error when it failed."""
+        job = exports.find(name, await run_in_threadpool(study_id, name), trial)
+        if job is None:
+            raise HTTPException(
+                404,
+                f"no export of trial {trial} of study {name!r}; start one with "
+                f"POST /api/studies/{name}/export?trial={trial}",
+            )
+        if job.state == "running":
+            return JSONResponse(job.as_dict(), status_code=202)
+        if job.state == "failed":
+            detail = f"export of trial {trial} failed: {job.error}"
+            return JSONResponse({**job.as_dict(), "detail": detail}, status_code=409)
+        return await zipped(job)
+
+    @api.get(
+        "/studies/{name}/export",
+        response_class=Response,
+        responses={200: {"content": {"application/zip": {}}}, 202: {}},
+        deprecated=True,
+    )
+    async def export_compat(name: Name, trial: Trial = None) -> Response:
+        """Compatibility: the zip if that export is done, else starts it (as POST) and
+        answers 202 with the job's URL."""
+        job = await export_job(name, trial)
+        if job.state == "done":
+            return await zipped(job)
+        return JSONResponse(job.as_dict(), status_code=202, headers={"Location": job.url})
 
     app.include_router(api)
 

@@ -5,26 +5,56 @@ Access: every API call carries ``Authorization: Bearer TOKEN``. The token comes 
 makes a token itself, kept in ``$EDGETUNE_HOME/service/token`` (mode 0600) so it survives
 restarts and only users who can read that file can call the service.
 
-Specs that come over the network are checked before anything else happens: a ``module:function``
-model or data set must be on the operator's allowlist (``--allow-module``), and files
-(``model.weights``, ``data.path``, a target file) must lie inside ``--data-root``.
+Specs that come over the network are checked before anything else happens
+(:func:`network_spec_text`, :func:`network_spec`): the text is parsed within the limits of
+:mod:`search.spec_text` (plain types only: no ``!!binary``, dates, sets or python tags; bounded
+size, nesting, aliases and values), validated into a :class:`~search.spec.Spec`, and then the
+validated spec is checked (:func:`check_spec_allowed`, which the resume path calls too): every
+name a spec may import (:func:`search.spec.entry_points`) is a built-in or a
+``module:function`` whose module is on the operator's allowlist (``--allow-module``); files
+(``model.weights``, ``data.path``, a target file) lie inside ``--data-root``, and a target is a
+registered name or a ``.json``/``.yaml`` file there; workers, trials, distillation steps, the
+input size and the classes stay within the operator's bounds.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from search.errors import EdgetuneError, SpecError
-from search.spec import STUDY_NAME, Spec, parse_spec
+from search.spec import (
+    BUILTIN_DATA_NAMES,
+    BUILTIN_MODEL_NAMES,
+    ENTRY_POINT,
+    STUDY_NAME,
+    Spec,
+    entry_points,
+    parse_spec,
+)
+from search.spec_text import check_plain, load_spec_data, quote
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_BODY_BYTES = 256 * 1024
 MIN_TOKEN_CHARS = 16
+MAX_TRIALS = 500
+MAX_STEPS = 20_000
+MAX_INPUT_ELEMS = 3 * 224 * 224
+MAX_CLASSES = 1000
+TARGET_SUFFIXES = (".json", ".yaml", ".yml")
+BUILTINS = {
+    "model.name": ("model", BUILTIN_MODEL_NAMES),
+    "data.name": ("data set", BUILTIN_DATA_NAMES),
+}
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
 
 
 class ServiceError(EdgetuneError):
@@ -43,6 +73,11 @@ class ServiceConfig:
     allow_modules: tuple[str, ...] = ()
     data_root: Path | None = None
     max_body_bytes: int = MAX_BODY_BYTES
+    max_workers: int = field(default_factory=_cores)  # search.workers
+    max_trials: int = MAX_TRIALS  # search.trials, and ?trials= of a resume
+    max_steps: int = MAX_STEPS  # space.distillation.steps
+    max_input_elems: int = MAX_INPUT_ELEMS  # channels x height x width of model.input_shape
+    max_classes: int = MAX_CLASSES  # model.num_classes
 
     def token_ok(self, given: str | None) -> bool:
         """Constant-time comparison of a presented token with the configured one."""
@@ -79,7 +114,12 @@ def load_token(host: str, token_file: Path | None, home: Path) -> tuple[str, str
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(32) + "\n")
-        return path.read_text().strip(), str(path)
+        token, source = path.read_text().strip(), str(path)
+        if path.stat().st_mode & 0o077:
+            raise ServiceError(
+                f"{path}: the generated token is readable by other users; run `chmod 600 "
+                f"{path}` (or delete it to make a new one)"
+            )
     if len(token) < MIN_TOKEN_CHARS:
         raise ServiceError(
             f"{source}: the token must be at least {MIN_TOKEN_CHARS} characters, got "
@@ -101,37 +141,115 @@ def _module_allowed(module: str, allowlist: tuple[str, ...]) -> bool:
     return any(module == m or module.startswith(m + ".") for m in allowlist)
 
 
-def _check_entry_points(raw: dict[str, Any], cfg: ServiceConfig) -> None:
-    for section, what in (("model", "model"), ("data", "data set")):
-        sec = raw.get(section)
-        name = sec.get("name") if isinstance(sec, dict) else None
-        if isinstance(name, str) and ":" in name:
-            module = name.partition(":")[0]
-            if not _module_allowed(module, cfg.allow_modules):
-                allowed = ", ".join(cfg.allow_modules) or "none"
+def check_entry_points(spec: Spec, cfg: ServiceConfig) -> None:
+    """Every name the spec may import is a built-in or an allowed ``module:function``."""
+    for field_name, value in entry_points(spec).items():
+        what, builtins = BUILTINS.get(field_name, ("module:function", ()))
+        if ":" not in value:
+            if value not in builtins:
+                known = f"a built-in {what} ({', '.join(builtins)}) or " if builtins else ""
                 raise SpecError(
-                    f"{section}.name: module {module!r} is not on this service's allowlist "
-                    f"(allowed: {allowed}); use a built-in {what}, or ask the operator to start "
-                    f"the service with --allow-module {module}"
+                    f"{field_name}: unknown {what} {quote(value)}; use {known}module:function "
+                    "from a module this service allows"
                 )
+            continue
+        module = value.partition(":")[0]
+        if not ENTRY_POINT.match(value):
+            raise SpecError(
+                f"{field_name}: must be module:function, such as mypkg.models:build, got "
+                f"{quote(value)}"
+            )
+        if not _module_allowed(module, cfg.allow_modules):
+            allowed = ", ".join(cfg.allow_modules) or "none"
+            raise SpecError(
+                f"{field_name}: module {quote(module)} is not on this service's allowlist "
+                f"(allowed: {allowed}); use a built-in {what}, or ask the operator to start "
+                f"the service with --allow-module {module}"
+            )
 
 
-def _inside_root(value: Any, field_name: str, cfg: ServiceConfig) -> None:
+def _inside_root(value: Any, field_name: str, cfg: ServiceConfig) -> Path | None:
     if value is None:
-        return
+        return None
     if cfg.data_root is None:
         raise SpecError(
-            f"{field_name}: this service takes no file paths in specs, got {str(value)!r}; ask "
-            "the operator to start it with --data-root DIR and name a file inside DIR"
+            f"{field_name}: this service takes no file paths in specs, got {quote(str(value))}; "
+            "ask the operator to start it with --data-root DIR and name a file inside DIR"
         )
     root = cfg.data_root.resolve()
     path = Path(str(value))
     resolved = (path if path.is_absolute() else root / path).resolve()
     if not resolved.is_relative_to(root):
         raise SpecError(
-            f"{field_name}: {str(value)!r} is outside the service's data folder; name a file "
-            f"inside it (relative paths are taken from it)"
+            f"{field_name}: {quote(str(value))} is outside the service's data folder; name a "
+            "file inside it (relative paths are taken from it)"
         )
+    return resolved
+
+
+def check_target(target: str, cfg: ServiceConfig) -> None:
+    """A registered target name, or a target file inside the data root (never any other file)."""
+    import targets
+
+    known = targets.names()
+    if target in known:
+        return
+    if not target.endswith(TARGET_SUFFIXES):
+        raise SpecError(
+            f"target: unknown target {quote(target)}; use a registered target "
+            f"({', '.join(known)}) or a .json or .yaml target file inside the service's data "
+            "folder"
+        )
+    path = _inside_root(target, "target", cfg)
+    if path is not None and cfg.data_root is not None and not path.is_file():
+        shown = path.relative_to(cfg.data_root.resolve())  # never the server's own folders
+        raise SpecError(
+            f"target: no target file {quote(str(shown))} in the service's data folder; check "
+            f"the name, or use a registered target ({', '.join(known)})"
+        )
+
+
+def _at_most(value: int, limit: int, field_name: str, flag: str) -> None:
+    if value > limit:
+        raise SpecError(
+            f"{field_name}: must be <= {limit} on this service, got {value}; ask for less, or "
+            f"ask the operator to raise serve {flag}"
+        )
+
+
+def check_bounds(spec: Spec, cfg: ServiceConfig, *, trials: int | None = None) -> None:
+    """The operator's bounds on what one study may cost."""
+    _at_most(spec.search.workers, cfg.max_workers, "search.workers", "--max-workers")
+    _at_most(spec.search.trials, cfg.max_trials, "search.trials", "--max-trials")
+    if trials is not None:
+        _at_most(trials, cfg.max_trials, "trials", "--max-trials")
+    steps = spec.space.distillation.steps
+    _at_most(steps, cfg.max_steps, "space.distillation.steps", "--max-steps")
+    elems = math.prod(spec.model.input_shape)
+    if elems > cfg.max_input_elems:
+        shape = "x".join(str(d) for d in spec.model.input_shape)
+        raise SpecError(
+            f"model.input_shape: {shape} is {elems} values per input, over this service's limit "
+            f"of {cfg.max_input_elems}; use a smaller input, or ask the operator to raise serve "
+            "--max-input-elems"
+        )
+    _at_most(spec.model.num_classes, cfg.max_classes, "model.num_classes", "--max-classes")
+
+
+def check_spec_allowed(spec: Spec, cfg: ServiceConfig, *, trials: int | None = None) -> None:
+    """Everything a validated spec must satisfy before the service runs it: at submit
+    (:func:`network_spec`) and at resume, on the spec stored in the study (``trials``: the
+    resume's ``?trials=``). Imports nothing the spec names and reads no file."""
+    check_entry_points(spec, cfg)
+    _inside_root(spec.model.weights, "model.weights", cfg)
+    _inside_root(spec.data.path, "data.path", cfg)
+    check_target(spec.target, cfg)
+    if spec.search.ray_address not in (None, cfg.ray_address):
+        raise SpecError(
+            "search.ray_address: the operator sets the Ray cluster (serve --ray-address); "
+            "leave it out"
+        )
+    check_bounds(spec, cfg, trials=trials)
 
 
 def network_spec(
@@ -142,28 +260,34 @@ def network_spec(
         raise SpecError(
             f"spec: must be a mapping of sections (name, model, ...), got {type(raw).__name__}"
         )
+    check_plain(raw, "spec", strict=True)
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
-    _check_entry_points(raw, cfg)
     search = raw.get("search")
     search = dict(search) if isinstance(search, dict) else ({} if search is None else search)
     if isinstance(search, dict):
-        if search.get("storage") not in (None, cfg.storage):
-            raise SpecError(
-                "search.storage: the service keeps studies in its own storage; leave it out"
-            )
-        if search.get("ray_address") is not None:
-            raise SpecError(
-                "search.ray_address: the operator sets the Ray cluster (serve --ray-address); "
-                "leave it out"
-            )
         if study is not None:
             search["study"] = check_study_name(study)
         if trials is not None:
             search["trials"] = trials
         raw["search"] = search
     spec = parse_spec(raw, base=cfg.data_root, source="spec")
-    _inside_root(spec.model.weights, "model.weights", cfg)
-    _inside_root(spec.data.path, "data.path", cfg)
-    if spec.target.endswith((".yaml", ".yml", ".json")) or "/" in spec.target:
-        _inside_root(spec.target, "target", cfg)
+    if spec.search.storage not in (None, cfg.storage):
+        raise SpecError(
+            "search.storage: the service keeps studies in its own storage; leave it out"
+        )
+    check_spec_allowed(spec, cfg)
     return spec
+
+
+def network_spec_text(
+    text: str | bytes,
+    cfg: ServiceConfig,
+    *,
+    as_json: bool = False,
+    study: str | None = None,
+    trials: int | None = None,
+) -> Spec:
+    """A spec body from the network (YAML, or JSON when ``as_json``): parsed within the limits
+    of :mod:`search.spec_text`, validated and checked as :func:`network_spec` does."""
+    raw = load_spec_data(text, source="spec", as_json=as_json)
+    return network_spec(raw, cfg, study=study, trials=trials)

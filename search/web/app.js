@@ -9,8 +9,18 @@ function token() { return localStorage.getItem(TOKEN_KEY); }
 
 function setToken(value) {
   localStorage.setItem(TOKEN_KEY, value);
-  // optuna-dashboard (on the next port) cannot send a header: it gets the token as a cookie
-  document.cookie = `${TOKEN_KEY}=${encodeURIComponent(value)}; path=/; SameSite=Strict`;
+  // an earlier page kept the token in a script-readable cookie sent to every port: drop it
+  document.cookie = `${TOKEN_KEY}=; path=/; max-age=0; SameSite=Strict`;
+}
+
+// optuna-dashboard (on its own port) cannot send a header: its login sets an HttpOnly cookie,
+// limited to the dashboard's paths. The token goes there in a form post, never in a URL.
+function openDashboard(event) {
+  event.preventDefault();
+  if (!info || !info.dashboard_port) return;
+  const form = el("form", { method: "POST", target: "_blank", action: `${location.protocol}//${location.hostname}:${info.dashboard_port}/edgetune/login` },
+    el("input", { type: "hidden", name: "token", value: token() }));
+  document.body.append(form); form.submit(); form.remove();
 }
 
 function askToken(message) {
@@ -57,12 +67,23 @@ async function action(name, verb) {
   refresh();
 }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// An export is a background job: POST starts it (or joins the one running), its URL answers
+// 202 while it runs, then the zip.
 async function download(name, button) {
   $("#action-error").textContent = "";
   button.disabled = true;
   button.textContent = "Exporting…";
   try {
-    const res = await api("GET", `/api/studies/${encodeURIComponent(name)}/export`);
+    let res = await api("POST", `/api/studies/${encodeURIComponent(name)}/export`);
+    if (!res.ok) { $("#action-error").textContent = `download ${name}: ${await detailOf(res)}`; return; }
+    const job = await res.json();
+    for (;;) {
+      res = await api("GET", job.url);
+      if (res.status !== 202) break;
+      await sleep(2000);
+    }
     if (!res.ok) { $("#action-error").textContent = `download ${name}: ${await detailOf(res)}`; return; }
     const blob = await res.blob();
     const cd = res.headers.get("Content-Disposition") || "";
@@ -73,12 +94,13 @@ async function download(name, button) {
 }
 
 function row(s) {
-  const running = s.state === "running" || s.state === "stopping";
+  const running = s.state === "running" || s.state === "stopping" || s.state === "queued";
   const best = s.best || {};
   const req = s.requested_trials || 0;
   const tr = el("tr", { "data-study": s.study, "data-state": s.state, class: s.study === selected ? "selected" : "", onclick: () => { selected = s.study; refresh(); } },
     el("td", {}, s.study),
-    el("td", { class: `state state-${s.state}`, title: s.reason || "" }, s.state),
+    el("td", { class: `state state-${s.state}`, title: s.reason || "" },
+      s.state === "queued" && s.queue_position ? `queued (#${s.queue_position})` : s.state),
     el("td", {}, el("progress", { max: String(req || 1), value: String(s.done) }), " ",
       el("span", { class: "done" }, String(s.done)), ` / ${req || "?"}`),
     el("td", { class: "feasible" }, String(s.feasible)),
@@ -159,7 +181,7 @@ async function loadInfo() {
   const res = await api("GET", "/api/info");
   if (!res.ok) return;
   info = await res.json();
-  if (info.dashboard_port) $("#dashboard-link").href = `${location.protocol}//${location.hostname}:${info.dashboard_port}/dashboard`;
+  if (info.dashboard_port) $("#dashboard-link").addEventListener("click", openDashboard);
   else $("#dashboard-link").hidden = true;
 }
 
@@ -172,7 +194,8 @@ async function refresh() {
   const studies = (await res.json()).studies;
   $("#token-form").hidden = true;
   $("#main").hidden = false;
-  $("#status").textContent = `${studies.length} studies, ${studies.filter((s) => s.state === "running").length} running; updated ${new Date().toLocaleTimeString()}`;
+  const count = (state) => studies.filter((s) => s.state === state).length;
+  $("#status").textContent = `${studies.length} studies, ${count("running")} running, ${count("queued")} queued; updated ${new Date().toLocaleTimeString()}`;
   $("#studies tbody").replaceChildren(...studies.map(row));
   if (!selected && studies.length) selected = studies[studies.length - 1].study;
   if (selected) await showDetail(selected);

@@ -78,3 +78,25 @@ def test_check_spec_prices_teacher_and_cheapest_corner() -> None:
     result = check_spec(tight, toy_target(), resnet8((1, 28, 28)).eval())
     assert set(result.broken) == {"size_kb"}
     assert "infeasible: size_kb" in result.text()
+
+
+def test_relative_latency_on_a_measured_device_is_a_ratio_to_the_teacher() -> None:
+    constraints = parse_spec(SPEC).constraints  # latency_ms: 50%
+    budgets = Budgets.resolve(constraints, TEACHER, margin=0.1, measured={"latency_ms": 0.3})
+    assert budgets.limits["latency_ms"] == pytest.approx(0.15)  # 50% of the measured teacher
+    assert budgets.latency_share == 0.5
+    # a slow run: both measured 40% slower than at the start, the ratio is what counts
+    slow = {"latency_ms": 0.21 * 1.4, "latency_ratio": 0.21 / 0.3, "size_kb": 10.0}
+    assert budgets.excess(slow)["latency_ms"] == pytest.approx(0.4)
+    fine = {"latency_ms": 0.2, "latency_ratio": 0.45, "size_kb": 10.0}
+    assert budgets.feasible(fine, accuracy=None)  # 0.2 ms > 0.15 ms, but 45% < 50%
+    # predicted only (no ratio): the absolute limit
+    assert not budgets.feasible({"latency_ms": 0.2, "size_kb": 10.0}, accuracy=None)
+    # an absolute budget stays absolute
+    absolute = Budgets.resolve(
+        parse_spec({**SPEC, "constraints": {"latency_ms": 0.2}}).constraints,
+        TEACHER,
+        measured={"latency_ms": 0.3},
+    )
+    assert absolute.latency_share is None
+    assert not absolute.feasible({"latency_ms": 0.25, "latency_ratio": 0.1}, accuracy=None)

@@ -1,5 +1,6 @@
 """The HTTP API against a real `edgetune serve` on loopback: submit (YAML and JSON), list,
-detail, stop, resume, export, targets, a load test, and bad input that must change nothing."""
+detail, stop, resume, export (a background job), targets, a load test, and bad input that must
+change nothing. The attacks of the security review are in test_service_security.py."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def test_every_api_call_needs_the_token(service: Service) -> None:
         ("GET", "/api/targets"),
         ("POST", "/api/studies"),
         ("POST", "/api/studies/x/stop"),
+        ("POST", "/api/studies/x/export"),
+        ("GET", "/api/studies/x/export/0"),
         ("GET", "/api/studies/x/export"),
     ):
         bare = httpx.request(method, service.url + path, content=spec_yaml("sneaky", 1))
@@ -49,9 +52,14 @@ def test_every_api_call_needs_the_token(service: Service) -> None:
     assert service.get("/api/studies").json()["studies"] == []
     # the page itself holds no data and needs no token; the dashboard needs it too
     assert httpx.get(service.url + "/").status_code == 200
-    dash = f"http://127.0.0.1:{service.dashboard_port}/api/meta"
-    assert httpx.get(dash).status_code == 401
-    assert httpx.get(dash, cookies={"edgetune_token": TOKEN}).status_code == 200
+    base = f"http://127.0.0.1:{service.dashboard_port}"
+    assert httpx.get(base + "/api/meta").status_code == 401
+    assert httpx.get(base + "/api/meta", cookies={"edgetune_token": TOKEN}).status_code == 401
+    login = httpx.post(base + "/edgetune/login", data={"token": TOKEN})
+    assert login.status_code == 303
+    assert httpx.get(base + "/api/meta", cookies=login.cookies).status_code == 200
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.get(base + "/api/meta", headers=auth).status_code == 200
 
 
 def test_bad_specs_get_a_clear_4xx_and_change_nothing(service: Service) -> None:
@@ -140,9 +148,21 @@ def test_submit_stop_resume_export(service: Service) -> None:
     if not d["best"]:
         pytest.skip("no feasible candidate in 3 trials; nothing to export")
     t0 = time.monotonic()
-    res = service.get("/api/studies/api-yaml/export")
+    job = service.post("/api/studies/api-yaml/export")  # a background job
+    assert job.status_code == 202, job.text
+    assert job.headers["location"] == job.json()["url"] == "/api/studies/api-yaml/export/{}".format(
+        d["best"]["trial"]
+    )
+    assert service.post("/api/studies/api-yaml/export").json()["url"] == job.json()["url"]  # joined
+    while (res := service.get(job.json()["url"])).status_code == 202:
+        assert time.monotonic() - t0 < 900
+        time.sleep(1)
     assert res.status_code == 200, res.text
     print(f"export took {time.monotonic() - t0:.1f} s")
+    again = service.post("/api/studies/api-yaml/export")
+    assert again.status_code == 200 and again.json()["state"] == "done"
+    compat = service.get("/api/studies/api-yaml/export")  # the old call, once the export is done
+    assert compat.status_code == 200 and compat.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(res.content)) as zf:
         names = {Path(n).name for n in zf.namelist()}
         assert names == {"model.onnx", "report.md", "summary.json"}
@@ -159,21 +179,23 @@ def test_json_submission_and_200_concurrent_status_requests(service: Service) ->
     assert res.status_code == 201, res.text
     service.wait_for("api-json", lambda d: d["state"] == "running")
 
+    async def one(path: str) -> tuple[int, float]:
+        # a bare HTTP/1.1 client, one connection per call: a client library's own overhead for
+        # 200 concurrent calls on a 2-core machine would be counted as the server's latency
+        t0 = time.perf_counter()
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{service.port}\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 120)
+        writer.close()
+        return int(data[9:12]), time.perf_counter() - t0
+
     async def load() -> list[tuple[int, float]]:
-        limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(
-            base_url=service.url,
-            limits=limits,
-            timeout=120,
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        ) as client:
-
-            async def one(i: int) -> tuple[int, float]:
-                t0 = time.perf_counter()
-                r = await client.get("/api/studies" if i % 2 else "/api/studies/api-json")
-                return r.status_code, time.perf_counter() - t0
-
-            return await asyncio.gather(*(one(i) for i in range(200)))
+        paths = ["/api/studies" if i % 2 else "/api/studies/api-json" for i in range(200)]
+        return await asyncio.gather(*(one(p) for p in paths))
 
     results = asyncio.run(load())
     codes = [c for c, _ in results]
@@ -184,5 +206,8 @@ def test_json_submission_and_200_concurrent_status_requests(service: Service) ->
         f"200 concurrent status requests: p50 {statistics.median(latencies) * 1000:.0f} ms, "
         f"p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
     )
+    # answered from the status cache, never from the storage (experiments/results/
+    # bench_service_load.md: p95 well under 0.5 s); loose here, the suite shares the CPU
+    assert p95 < 2.0, f"p95 {p95:.2f} s"
     d = service.wait_for("api-json", lambda d: d["state"] == "finished")
     assert d["done"] == 2

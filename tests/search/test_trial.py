@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
+from pathlib import Path
 
+import pytest
 import torch
 
+from search.budgets import Budgets
 from search.trial import TrialContext, TrialTask, run_trial
 from spaces.student import student_architecture
+from targets.measurer import HostMeasurer
+from tests.toy_target import toy_target
 
 
 def _keep_going(step: int, accuracy: float) -> bool:
@@ -21,7 +27,7 @@ def test_a_candidate_over_budget_costs_no_training_and_carries_a_repair(
     params = space.uniform_params(0.0, 32, 32)  # the teacher itself: over every budget
     outcome = run_trial(context, TrialTask(0, params), _keep_going)
     assert outcome.status == "infeasible", outcome.reason
-    assert outcome.reason.startswith("over budget: ")
+    assert outcome.reason.startswith("over budget (predicted): ")
     assert "train" not in outcome.timings_s and outcome.state_dict is None
     assert set(context.budgets.broken(outcome.costs)) <= {"latency_ms", "size_kb"}
     assert outcome.policy["kept_channels"]["stage3.conv1.0"] == 64
@@ -66,3 +72,36 @@ def test_a_failure_is_an_outcome_with_its_reason(context: TrialContext) -> None:
     outcome = run_trial(context, TrialTask(3, params), _keep_going)
     assert outcome.status == "failed"
     assert "params lack" in outcome.reason
+
+
+def test_a_measured_candidate_is_scored_by_its_measurement(
+    context: TrialContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With a measurer (onnxruntime on this machine), the untrained student is measured before
+    its fine-tune, and its measured latency is what the budget holds it to."""
+    monkeypatch.setenv("EDGETUNE_HOME", str(tmp_path))
+    space = context.teacher_and_space()[1]
+    params = space.uniform_params(0.5, 8, 8)
+
+    roomy = replace(context, measurer=HostMeasurer(), budgets=Budgets({"latency_ms": 1000.0}))
+    outcome = run_trial(roomy, TrialTask(4, params), _keep_going)
+    assert outcome.status == "complete", outcome.reason
+    assert (
+        outcome.measured["latency_ms"] > 0
+        and "p10 of chunk medians" in outcome.measured["protocol"]
+    )
+    assert outcome.timings_s["measure"] > 0 and outcome.provenance["measured_on"]
+
+    # predicted far within a 1 µs budget by a target that believes in nanoseconds, but
+    # measured over it: ruled out before training, on the measurement
+    fooled = replace(
+        context,
+        target=toy_target(scale=1e-6),
+        measurer=HostMeasurer(),
+        budgets=Budgets({"latency_ms": 0.001}),
+    )
+    outcome = run_trial(fooled, TrialTask(5, params), _keep_going)
+    assert outcome.status == "infeasible"
+    assert outcome.reason.startswith("over budget (measured): latency_ms")
+    assert outcome.costs["latency_ms"] < 0.001 < outcome.measured["latency_ms"]
+    assert "train" not in outcome.timings_s

@@ -1,6 +1,7 @@
 """The web page in headless Chromium (Debian chromium + chromium-driver, never a downloaded
-browser): enter the token, upload a spec, watch the study progress, stop it, resume it with the
-button and see the trial count grow."""
+browser): enter the token, open optuna-dashboard through its login, upload a spec, watch the
+study progress, see a second study wait as queued and take it out of the queue, stop the first,
+resume it with the button and see the trial count grow."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.search.test_service_support import TOKEN, Service, spec_yaml
+from tests.search.test_service_security import Secured
+from tests.search.test_service_support import TOKEN, spec_yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_fashion_mnist")]
 
@@ -73,7 +75,7 @@ def test_upload_watch_stop_resume_in_the_browser(
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    service = Service(tmp_path).start()
+    service = Secured(tmp_path, "--max-runs", "1").start()
     try:
         browser.get(service.url + "/")
         css = lambda sel: browser.find_element(By.CSS_SELECTOR, sel)  # noqa: E731
@@ -85,6 +87,20 @@ def test_upload_watch_stop_resume_in_the_browser(
         browser.refresh()
         wait("the table without asking again", lambda: css("#main").is_displayed(), 20)
         assert not css("#token-form").is_displayed()
+
+        # the dashboard link logs in on the dashboard's port: an HttpOnly cookie, not readable
+        wait("the dashboard link", lambda: css("#dashboard-link").is_displayed(), 20)
+        css("#dashboard-link").click()
+        wait("a second tab", lambda: len(browser.window_handles) == 2, 30)
+        page = browser.current_window_handle
+        browser.switch_to.window(next(h for h in browser.window_handles if h != page))
+        wait("optuna-dashboard", lambda: "/dashboard" in browser.current_url, 60)
+        assert f":{service.dashboard_port}/" in browser.current_url
+        wait("its page", lambda: "Optuna" in browser.title, 60)
+        assert TOKEN not in browser.execute_script("return document.cookie")
+        browser.close()
+        browser.switch_to.window(page)
+        assert TOKEN not in browser.execute_script("return document.cookie")
 
         spec = tmp_path / "web.yaml"
         spec.write_text(spec_yaml("web", trials=8))
@@ -106,8 +122,17 @@ def test_upload_watch_stop_resume_in_the_browser(
             lambda: browser.find_elements(By.CSS_SELECTOR, "#plot circle.point"),
             60,
         )
+        # a second study waits for the run slot; Stop takes it out of the queue
+        assert service.submit("web-queued", trials=1).json()["state"] == "queued"
+        queued = 'tr[data-study="web-queued"]'
+        wait("the queued row", lambda: css(queued).get_attribute("data-state") == "queued", 30)
+        assert css(f"{queued} .state").text.startswith("queued")
+        assert "queued" in css("#status").text
         if SCREENSHOT_DIR:
             browser.save_screenshot(str(Path(SCREENSHOT_DIR) / "edgetune-running.png"))
+        css(f"{queued} button.stop").click()
+        wait("the dequeued row", lambda: css(queued).get_attribute("data-state") == "stopped", 30)
+        assert state() == "running"
         css(f"{row} button.stop").click()
         wait("the stopped state", lambda: state() == "stopped", 120)
         stopped_at = done()

@@ -1,0 +1,65 @@
+"""The host's cost model corrects itself during a study: every measured candidate is a
+calibration row.
+
+Every few measured candidates the host target is refitted from its suite measurements plus
+every candidate of this machine measured so far (kept with the target, so the next study starts
+from the refit), and the driver hands the refitted target to the trials it starts next. Each
+candidate is predicted before its own row is fitted, so the study's record of predicted against
+measured latency is a prequential error. Targets measured by an agent server are not refitted
+during a study (their suites are measured on the device; refit them with ``edgetune
+calibrate``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from search.errors import EdgetuneError
+
+if TYPE_CHECKING:
+    from search.trial import TrialOutcome
+    from targets.base import Target
+
+REFIT_EVERY = 4
+"""Measured candidates between two refits."""
+
+
+class HostRefit:
+    """Collects measured candidates and refits the host target from them."""
+
+    def __init__(self, target: Target, *, enabled: bool, log: Callable[[str], None]) -> None:
+        self.target = target
+        self.enabled = enabled and target.name == "host"
+        self.log = log
+        self.pending: list[tuple[bytes, float]] = []
+        self.refits = 0
+
+    def add(self, outcome: TrialOutcome) -> Target | None:
+        """Take a told outcome; the refitted target when this one completes a batch."""
+        if not self.enabled or outcome.onnx is None or "latency_ms" not in outcome.measured:
+            return None
+        self.pending.append((outcome.onnx, float(outcome.measured["latency_ms"])))
+        return self.flush() if len(self.pending) >= REFIT_EVERY else None
+
+    def flush(self) -> Target | None:
+        """Keep the pending candidates as rows and refit; None if there were none."""
+        if not self.enabled or not self.pending:
+            return None
+        from targets.host import record_candidates, refit_host
+
+        n, pending, self.pending = len(self.pending), self.pending, []
+        try:
+            record_candidates(pending)
+            self.target = refit_host()
+        except (EdgetuneError, OSError) as exc:  # a refit is a bonus: the study goes on
+            self.enabled = False
+            self.log(f"the host cost model is not refitted during this study: {exc}")
+            return None
+        self.refits += 1
+        mdape = self.target.provenance.fidelity.get("mdape")
+        self.log(
+            f"host cost model refitted with {n} more measured candidates "
+            f"(held-out MdAPE {mdape:.1f}%)" if isinstance(mdape, float) else "host refitted"
+        )
+        return self.target

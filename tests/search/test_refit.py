@@ -1,0 +1,80 @@
+"""The host's cost model corrects itself: measured candidates become calibration rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from search.refit import REFIT_EVERY, HostRefit
+from search.trial import TrialOutcome
+from spaces.config import PruningSpace, QuantizationSpace, Space
+from spaces.joint import JointSpace
+from spaces.student import Student, build_student
+
+pytestmark = pytest.mark.slow  # calibrates this machine once per test session
+
+
+def _candidates(n: int) -> list[tuple[bytes, Student]]:
+    """ONNX students of the search's own recipe, with their layer graphs and bits."""
+    import optuna
+
+    from search.onnx_export import to_onnx
+    from search.workloads.models import resnet8
+
+    shape = (1, 28, 28)
+    teacher = resnet8(shape).eval()
+    space = JointSpace(
+        teacher,
+        shape,
+        Space(
+            quantization=QuantizationSpace(weight_bits=(4, 8, 32), activation_bits=(8, 32)),
+            pruning=PruningSpace(max_ratio=0.6, step=0.2, round_to=4),
+        ),
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=7))
+    out = []
+    for _ in range(n):
+        student = build_student(
+            teacher,
+            space.suggest(study.ask()),
+            space,
+            calib=torch.randn(8, *shape),
+            reduce_range=False,
+        )
+        assert student.model is not None
+        out.append((to_onnx(student.model, shape).SerializeToString(), student))
+    return out
+
+
+def test_measured_candidates_refit_the_host_and_persist(edgetune_home: Path) -> None:
+    import targets
+    from cost_models import fidelity
+    from targets.host import cached_host
+    from targets.measurer import HostMeasurer
+
+    host = targets.get("host")  # calibrated once per session
+    candidates = _candidates(2 * REFIT_EVERY)
+    measured = HostMeasurer().measure([b for b, _ in candidates], seconds=3.0)
+    before = [host.predict(s.graph, s.policy.bits).latency_ms for _, s in candidates]
+
+    logs: list[str] = []
+    refit = HostRefit(host, enabled=True, log=logs.append)
+    refitted = None
+    for (onnx_bytes, _), m in zip(candidates, measured, strict=True):
+        outcome = TrialOutcome(0, "complete", measured=m.as_dict(), onnx=onnx_bytes)
+        refitted = refit.add(outcome) or refitted
+    assert refit.refits == 2 and refitted is not None, logs
+    assert refitted.provenance.n_measurements == host.provenance.n_measurements + len(candidates)
+    assert (
+        f"{len(candidates)} of the rows are measured search candidates" in refitted.provenance.notes
+    )
+
+    after = [refitted.predict(s.graph, s.policy.bits).latency_ms for _, s in candidates]
+    lat = [m.latency_ms for m in measured]
+    # fitted on them, it predicts them at least about as well as before
+    assert fidelity(after, lat)["mdape"] <= fidelity(before, lat)["mdape"] * 1.05 + 1.0
+    # kept with the target: the next study starts from it
+    cached = cached_host()
+    assert cached is not None and cached.constants == refitted.constants
