@@ -10,6 +10,8 @@ any other target the report says that its latency is the cost model's prediction
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,6 +132,37 @@ def onnx_accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, batch: i
 def export(
     study: optuna.Study, spec: Spec, out: Path, *, number: int | None, log: Any = print
 ) -> dict[str, Any]:
+    """Export trial ``number`` (default: the best feasible) into the new folder ``out``:
+    written in a temporary folder beside it and renamed into place, so ``out`` holds all of
+    ``model.onnx``, ``report.md`` and ``summary.json`` or does not exist."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(
+            f"--out: {out} already exists and is not an empty folder; export into a new folder "
+            "or remove it first"
+        )
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        summary = _export_files(study, spec, tmp, out, number=number, log=log)
+        if out.is_dir():
+            out.rmdir()  # empty: checked above
+        tmp.rename(out)  # all three files appear at once, or none
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def _export_files(
+    study: optuna.Study,
+    spec: Spec,
+    out: Path,
+    final: Path,
+    *,
+    number: int | None,
+    log: Any,
+) -> dict[str, Any]:
+    """Write the export into ``out``; paths in the summary name ``final``."""
     import targets
     from cost_models import from_onnx
     from search.onnx_export import packed_size_bytes, to_onnx
@@ -150,7 +183,6 @@ def export(
     rebuilt = rebuild(spec, trial, record, teacher, parts["x_calib"], reduce_range=reduce_range)
     student = rebuilt.model
     assert student is not None
-    out.mkdir(parents=True, exist_ok=True)
     model = to_onnx(student, shape)
     teacher_model = to_onnx(teacher, shape)
     path = out / "model.onnx"
@@ -191,7 +223,7 @@ def export(
         "study": study.study_name,
         "trial": trial.number,
         "target": spec.target,
-        "onnx": str(path.resolve()),
+        "onnx": str((final / path.name).resolve()),
         "accuracy_onnx": acc_onnx,
         "accuracy_torch": acc_torch,
         "accuracy_val_search": record.accuracy,

@@ -150,6 +150,7 @@ def start_study(
     from search import study as studies
     from search.seeding import feasible_seeds
 
+    studies.require_new(studies.storage_for(storage), storage, name)  # before loading anything
     prepared = prepare(spec, log)
     ctx = prepared.context
     teacher, space = ctx.teacher_and_space()

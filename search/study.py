@@ -133,11 +133,7 @@ def create(spec: Spec, url: str, name: str) -> optuna.Study:
     from search.spec import spec_to_json
 
     storage = storage_for(url)
-    if name in _study_names(storage, url):
-        raise StudyError(
-            f"study {name!r} already exists in {url}; continue it with "
-            f"`edgetune resume {name}`, or pass --study NEW_NAME"
-        )
+    require_new(storage, url, name)
     study = optuna.create_study(
         storage=storage,
         study_name=name,
@@ -147,6 +143,16 @@ def create(spec: Spec, url: str, name: str) -> optuna.Study:
     )
     StudyRecord(spec_to_json(spec)).write(study)
     return study
+
+
+def require_new(storage: optuna.storages.BaseStorage, url: str, name: str) -> None:
+    """StudyError if ``name`` is taken in the storage (checked before a search loads anything,
+    and again when it creates the study)."""
+    if name in _study_names(storage, url):
+        raise StudyError(
+            f"study {name!r} already exists in {url}; continue it with "
+            f"`edgetune resume {name}`, or pass --study NEW_NAME"
+        )
 
 
 def _study_names(storage: optuna.storages.BaseStorage, url: str) -> list[str]:

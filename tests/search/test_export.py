@@ -11,7 +11,7 @@ import torch
 
 from search.budgets import Budgets
 from search.driver import Driver
-from search.errors import StudyError
+from search.errors import ExportError, StudyError
 from search.executors import InProcessExecutor
 from search.export import choose_trial, rebuild
 from search.lifecycle import Prepared
@@ -88,3 +88,28 @@ def test_export_refuses_a_trial_without_weights(context: TrialContext, artifacts
         choose_trial(study, context.spec, 7)
     assert TrialRecord.read(study.trials[0]) is not None
     assert Budgets.resolve(context.spec.constraints, {"latency_ms": 1.0, "size_kb": 1.0}).limits
+
+
+def test_export_refuses_a_folder_that_holds_files(context: TrialContext, tmp_path: Path) -> None:
+    from search.export import export
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.onnx").write_text("an earlier export")
+    with pytest.raises(ExportError, match="already exists and is not an empty folder"):
+        export(optuna.create_study(), context.spec, out, number=None)
+    assert [p.name for p in out.iterdir()] == ["model.onnx"]  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left
+
+
+def test_a_search_refuses_a_taken_name_before_loading_anything(tmp_path: Path) -> None:
+    from search import study as studies
+    from search.lifecycle import start_study
+    from search.spec import parse_spec
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.create_study(storage=studies.storage_for(url), study_name="taken")
+    # the weights do not exist: loading them would fail with another error
+    spec = parse_spec({"name": "taken", "model": {"name": "resnet8", "weights": "/nope.pt"}})
+    with pytest.raises(StudyError, match="already exists"):
+        start_study(spec, url, "taken", log=print)

@@ -104,6 +104,23 @@ def test_bad_specs_get_a_clear_4xx_and_change_nothing(service: Service) -> None:
     assert service.get("/api/studies/evil").status_code == 404
 
 
+def test_the_fuzz_corpus_over_http_gets_4xx_and_changes_nothing(service: Service) -> None:
+    """Every malformed spec of the committed corpus, posted to the running service on
+    loopback: a 4xx with a one-line detail, never a 5xx, and no study or run appears."""
+    from tests.search.test_spec_fuzz import CASES
+
+    before = service.get("/api/studies").json()["studies"]
+    for case in CASES:
+        content_type = "application/json" if case.suffix == ".json" else "application/yaml"
+        res = service.post(
+            "/api/studies", content=case.read_bytes(), headers={"Content-Type": content_type}
+        )
+        assert 400 <= res.status_code < 500, (case.name, res.status_code, res.text[:300])
+        detail = res.json()["detail"]
+        assert isinstance(detail, str) and "\n" not in detail and "Traceback" not in detail
+    assert service.get("/api/studies").json()["studies"] == before
+
+
 def test_targets(service: Service) -> None:
     res = service.get("/api/targets")
     assert res.status_code == 200
