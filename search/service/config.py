@@ -115,15 +115,15 @@ def load_token(host: str, token_file: Path | None, home: Path) -> tuple[str, str
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(32) + "\n")
         token, source = path.read_text().strip(), str(path)
-        if path.stat().st_mode & 0o077:
-            raise ServiceError(
-                f"{path}: the generated token is readable by other users; run `chmod 600 "
-                f"{path}` (or delete it to make a new one)"
-            )
     if len(token) < MIN_TOKEN_CHARS:
         raise ServiceError(
             f"{source}: the token must be at least {MIN_TOKEN_CHARS} characters, got "
             f"{len(token)}; make one with `openssl rand -hex 32`"
+        )
+    if token_file is None and source != "EDGETUNE_TOKEN" and Path(source).stat().st_mode & 0o077:
+        raise ServiceError(
+            f"{source}: the generated token is readable by other users; run `chmod 600 "
+            f"{source}` (or delete it to make a new one)"
         )
     return token, source
 
