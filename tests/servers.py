@@ -103,11 +103,16 @@ def wait_for_port(port: int, timeout_s: float = 30.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
+MARKER = "EDGETUNE_TEST_RAY_CLUSTER"
+
+
 class RayCluster:
     """A Ray cluster of ``ray start`` nodes on 127.0.0.1, with token authentication.
 
-    Each node's processes are recorded when it starts, and stopped by their own ids (with
-    their children), so a test never touches another Ray on the machine.
+    Every process of the cluster carries a marker in its environment (the nodes' daemons
+    inherit it from ``ray start``); each node's processes are those with the marker that
+    appeared when it started, and they are stopped by their own ids (with their children). So a
+    test never touches another Ray on the machine, even one that starts at the same moment.
     """
 
     def __init__(self) -> None:
@@ -121,6 +126,7 @@ class RayCluster:
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": self.token,
             "RAY_USAGE_STATS_ENABLED": "0",
+            MARKER: self.token,
         }
 
     @property
@@ -131,10 +137,12 @@ class RayCluster:
         import psutil
 
         pids = set()
-        for p in psutil.process_iter(["cmdline"]):
-            cmd = " ".join(p.info.get("cmdline") or [])
-            if "ray" in cmd and p.pid != os.getpid():
-                pids.add(p.pid)
+        for p in psutil.process_iter():
+            try:
+                if p.pid != os.getpid() and p.environ().get(MARKER) == self.token:
+                    pids.add(p.pid)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
         return pids
 
     def add_node(self, *, cpus: int = 1, head: bool = False) -> int:

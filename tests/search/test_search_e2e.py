@@ -89,7 +89,10 @@ def test_search_resume_show_export(spec_file: Path, tmp_path: Path) -> None:
     assert best, "the feasible seeds must give at least one feasible candidate"
     for row in best:
         assert row["feasible"] is True
-        assert row["latency_ms"] <= out["budgets"]["latency_ms"]
+        # measured on this machine beside the teacher: within 70% of the teacher's latency in
+        # that same run (its raw figure may exceed 70% of the teacher's first measurement
+        # when the machine was slower then)
+        assert "latency_ratio" in row and row["latency_ratio"] <= 0.70
         assert row["size_kb"] <= out["budgets"]["size_kb"]
         assert set(row) >= {"trial", "accuracy", "energy_mj", "peak_memory_kb", "params"}
 
