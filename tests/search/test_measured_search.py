@@ -51,8 +51,11 @@ def test_a_study_measured_by_the_agent_server(tmp_path: Path, edgetune_home: Pat
         for r in measured:
             assert r.provenance["measured_on"] == agent.url
             assert r.scored["latency_ms"] == r.measured["latency_ms"]
-            if r.feasible:
-                assert r.measured["latency_ms"] <= out["budgets"]["latency_ms"]
+            assert r.measured["ratio_to_teacher"] == pytest.approx(
+                r.measured["latency_ms"] / r.measured["teacher_latency_ms"]
+            )
+            if r.feasible:  # within 70% of the teacher measured beside it
+                assert r.measured["ratio_to_teacher"] <= 0.70
         assert "POST /measure" in agent.logs()
         # a second device-side check: the export measures there too, not on this machine
         summary = (
