@@ -25,7 +25,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from experiments.bench_util import edgetune  # noqa: E402
+from experiments.bench_util import copy_trial, edgetune  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 TEACHER = ROOT / "experiments" / "fashion_mnist" / "resnet8_teacher.pt"
@@ -80,16 +80,7 @@ def synthesize(storage: str, source: str, name: str, n: int) -> None:
     for i in range(n):
         t = done[i % len(done)]
         batch.append(
-            optuna.trial.create_trial(
-                state=t.state,
-                params=t.params,
-                distributions=t.distributions,
-                values=t.values,
-                user_attrs={k: v for k, v in t.user_attrs.items() if k != "artifact"},
-                system_attrs={
-                    k: v for k, v in t.system_attrs.items() if k.startswith("constraints:")
-                },
-            )
+            copy_trial(t)
         )
     dst.add_trials(batch)
 

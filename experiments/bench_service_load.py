@@ -34,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from experiments.bench_scaling import synthesize  # noqa: E402
+from experiments.bench_util import copy_trial  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 TEACHER = ROOT / "experiments" / "fashion_mnist" / "resnet8_teacher.pt"
@@ -102,16 +103,7 @@ def writer(storage: str, name: str, stop: threading.Event, added: list[int]) -> 
     while not stop.wait(0.5):
         t = source[i % len(source)]
         study.add_trial(
-            optuna.trial.create_trial(
-                state=t.state,
-                params=t.params,
-                distributions=t.distributions,
-                values=t.values,
-                user_attrs={k: v for k, v in t.user_attrs.items() if k != "artifact"},
-                system_attrs={
-                    k: v for k, v in t.system_attrs.items() if k.startswith("constraints:")
-                },
-            )
+            copy_trial(t)
         )
         i += 1
         added[0] = i

@@ -55,3 +55,18 @@ def ort_int8_static(fp32: Path, out: Path, samples: list[Any]) -> Path:
         weight_type=QuantType.QInt8,
     )
     return out
+
+
+def copy_trial(trial: Any) -> Any:
+    """A new finished trial with ``trial``'s state, params, values, records and constraints
+    (not its artifact): for synthetic studies shaped like a real one."""
+    import optuna
+
+    return optuna.trial.create_trial(
+        state=trial.state,
+        params=trial.params,
+        distributions=trial.distributions,
+        values=trial.values,
+        user_attrs={k: v for k, v in trial.user_attrs.items() if k != "artifact"},
+        system_attrs={k: v for k, v in trial.system_attrs.items() if k.startswith("constraints:")},
+    )

@@ -22,13 +22,13 @@ from search.budgets import (
     teacher_costs,
 )
 from search.errors import SpecError, StudyError
+from search.onnx_export import onnx_bytes
 from search.record import StudyRecord
 from search.spec import COST_KEYS, Spec, spec_to_json
 from search.trial import TrialContext
 
 if TYPE_CHECKING:
     import optuna
-    from torch import nn
 
     from targets.base import Target
     from targets.measurer import Measurer
@@ -60,12 +60,6 @@ def choose_measurer(spec: Spec, target: Target) -> Measurer | None:
     return measurer
 
 
-def onnx_bytes(model: nn.Module, spec: Spec) -> bytes:
-    from search.onnx_export import to_onnx
-
-    return to_onnx(model, spec.model.input_shape).SerializeToString()
-
-
 def measure_latency_ms(measurer: Measurer, models: list[bytes]) -> list[float]:
     """Latency of each ONNX model on the measurer's device, in one interleaved run."""
     return [r.latency_ms for r in measurer.measure(models, seconds=4.0, min_runs=200)]
@@ -91,7 +85,7 @@ def prepare(spec: Spec, log: Callable[[str], None]) -> Prepared:
     measured: dict[str, float] = {}
     teacher_onnx = None
     if measurer is not None:
-        teacher_onnx = onnx_bytes(teacher, spec)
+        teacher_onnx = onnx_bytes(teacher, spec.model.input_shape)
         (measured["latency_ms"],) = measure_latency_ms(measurer, [teacher_onnx])
         record["latency_ms"] = measured["latency_ms"]
         record["latency_ms_predicted"] = predicted["latency_ms"]
@@ -136,7 +130,7 @@ def cheapest_scored(prepared: Prepared) -> dict[str, float]:
                 teacher, p, space, calib=ctx.workload.x_calib, reduce_range=ctx.reduce_range
             ).model
             assert model is not None
-            corners.append(onnx_bytes(model, ctx.spec))
+            corners.append(onnx_bytes(model, ctx.spec.model.input_shape))
         *latencies, teacher_ms = measure_latency_ms(ctx.measurer, [*corners, ctx.teacher_onnx])
         cheapest["latency_ms"] = min(latencies)
         cheapest["latency_ratio"] = min(latencies) / teacher_ms

@@ -197,6 +197,11 @@ def _drop_unused(model: onnx.ModelProto) -> None:
     graph.initializer.extend(keep)
 
 
+def onnx_bytes(model: nn.Module, input_shape: Sequence[int]) -> bytes:
+    """:func:`to_onnx`, serialized: what a measurer runs."""
+    return to_onnx(model, input_shape).SerializeToString()
+
+
 def to_onnx(student: nn.Module, input_shape: Sequence[int]) -> onnx.ModelProto:
     """The student as an ONNX model in QDQ form (input ``input``, output ``output``, batch
     dimension dynamic). Raises ExportError if a wrapped layer cannot be found or checked."""

@@ -180,10 +180,10 @@ def _run(
     measured: dict[str, Any] = {}
     onnx_bytes = None
     if context.measurer is not None:
-        from search.onnx_export import to_onnx
+        from search.onnx_export import onnx_bytes as serialized
 
         t = time.perf_counter()
-        onnx_bytes = to_onnx(student.model, spec.model.input_shape).SerializeToString()
+        onnx_bytes = serialized(student.model, spec.model.input_shape)
         measured = measure_beside_teacher(context.measurer, onnx_bytes, context.teacher_onnx)
         timings["measure"] = time.perf_counter() - t
         over = context.budgets.broken(scored_costs(costs, measured))

@@ -17,7 +17,8 @@ from targets.onnx_builder import OnnxBuilder
 AGENT = Path(__file__).resolve().parents[2] / "targets" / "agent.py"
 
 
-def _model(width: int, depth: int) -> bytes:
+def conv_chain(width: int, depth: int) -> bytes:
+    """A chain of ``depth`` 3x3 convs of ``width`` channels at 14x14, as ONNX bytes."""
     b = OnnxBuilder((width, 14, 14))
     x = "input"
     for _ in range(depth):
@@ -26,7 +27,7 @@ def _model(width: int, depth: int) -> bytes:
 
 
 def test_measure_orders_models_by_cost_and_reports_noise() -> None:
-    small, big, mid = _model(4, 1), _model(32, 4), _model(16, 2)
+    small, big, mid = conv_chain(4, 1), conv_chain(32, 4), conv_chain(16, 2)
     res = measure([small, big, mid], names=["small", "big", "mid"], seconds=1.0, min_runs=50)
     assert [r["name"] for r in res] == ["small", "big", "mid"]
     by = {r["name"]: r for r in res}
@@ -42,23 +43,23 @@ def test_measure_orders_models_by_cost_and_reports_noise() -> None:
 
 
 def test_single_model_is_measured_plainly() -> None:
-    (r,) = measure([_model(8, 1)], seconds=0.3, min_runs=200)
+    (r,) = measure([conv_chain(8, 1)], seconds=0.3, min_runs=200)
     assert r["n_runs"] >= 200
     assert r["reference"] is None and r["latency_ms"] == r["raw_latency_ms"]
 
 
 def test_reference_ms_rescales_to_calibration_speed() -> None:
-    m, ref = _model(16, 2), _model(16, 2)  # the same model: its ratio to the reference is 1
+    m, ref = conv_chain(16, 2), conv_chain(16, 2)  # the same model: its ratio to the reference is 1
     (r,) = measure([m], seconds=0.5, min_runs=50, reference=ref, reference_ms=10.0)
     assert r["latency_ms"] == pytest.approx(10.0, rel=0.25)
 
 
 def test_report_and_cli(tmp_path: Path) -> None:
-    report = measure_report([_model(8, 1), _model(8, 2)], seconds=0.2, min_runs=20)
+    report = measure_report([conv_chain(8, 1), conv_chain(8, 2)], seconds=0.2, min_runs=20)
     dev = report["device"]
     assert dev["intra_op_num_threads"] == 1 and dev["onnxruntime"] and dev["cpu_model"]
     for i in range(2):
-        (tmp_path / f"m{i}.onnx").write_bytes(_model(8, i + 1))
+        (tmp_path / f"m{i}.onnx").write_bytes(conv_chain(8, i + 1))
     out = tmp_path / "meas.json"
     proc = subprocess.run(
         [

@@ -30,9 +30,9 @@ from cost_models import KernelCoefficients, KernelConstants, KernelCostModel
 from targets.base import AgentRef, Provenance, Target, target_to_dict
 from targets.errors import TargetError
 from targets.measurer import measurer_for
-from targets.onnx_builder import OnnxBuilder
 from targets.remote import AgentMeasurer
 from tests.servers import free_port
+from tests.targets.test_agent import conv_chain
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "targets" / "agent.py"
@@ -51,14 +51,6 @@ class Agent:
 
     def logs(self) -> str:
         return self.out.read_text() + self.err.read_text()
-
-
-def _model(width: int, depth: int) -> bytes:
-    b = OnnxBuilder((width, 14, 14))
-    x = "input"
-    for _ in range(depth):
-        x = b.conv(x, width, width, 3)
-    return b.build(x, f"m{width}x{depth}").SerializeToString()
 
 
 def _token_file(path: Path, token: str = TOKEN, mode: int = 0o600) -> Path:
@@ -159,7 +151,7 @@ def test_measures_through_the_targets_measurer(agent: Agent) -> None:
     target = _target("remote-device", AgentRef(agent.url, str(agent.token_file)))
     measurer = measurer_for(target)
     assert isinstance(measurer, AgentMeasurer) and measurer.where == agent.url
-    small, big = measurer.measure([_model(4, 1), _model(32, 4)], seconds=0.4, min_runs=20)
+    small, big = measurer.measure([conv_chain(4, 1), conv_chain(32, 4)], seconds=0.4, min_runs=20)
     assert 0 < small.latency_ms < big.latency_ms
     for m in (small, big):
         assert m.n_runs >= 20 and m.latency_ms <= m.median_ms
@@ -167,7 +159,7 @@ def test_measures_through_the_targets_measurer(agent: Agent) -> None:
 
 
 def test_measurements_never_overlap(agent: Agent) -> None:
-    body = {"models": [_b64(_model(8, 2))], "seconds": 0.3, "min_runs": 10}
+    body = {"models": [_b64(conv_chain(8, 2))], "seconds": 0.3, "min_runs": 10}
     answers: list[tuple[int, dict[str, Any]]] = []
     threads = [
         threading.Thread(target=lambda: answers.append(_request(agent.url + "/measure", body)))
@@ -185,7 +177,7 @@ def test_measurements_never_overlap(agent: Agent) -> None:
 
 def test_refusals_are_one_line_json(agent: Agent) -> None:
     measure = agent.url + "/measure"
-    good = {"models": [_b64(_model(4, 1))], "seconds": 0.1, "min_runs": 5}
+    good = {"models": [_b64(conv_chain(4, 1))], "seconds": 0.1, "min_runs": 5}
     assert _request(measure, good, token=None)[0] == 401
     assert _request(measure, good, token=WRONG)[0] == 403
     over = {**good, "models": [_b64(secrets.token_bytes(1_200_000))]}
@@ -217,7 +209,7 @@ def test_refusals_are_one_line_json(agent: Agent) -> None:
 def test_client_errors_name_the_url_and_what_to_do(agent: Agent, tmp_path: Path) -> None:
     wrong = AgentMeasurer(AgentRef(agent.url, str(_token_file(tmp_path / "wrong", WRONG))))
     with pytest.raises(TargetError, match=r"refused the token .*403") as caught:
-        wrong.measure([_model(4, 1)], seconds=0.1, min_runs=5)
+        wrong.measure([conv_chain(4, 1)], seconds=0.1, min_runs=5)
     assert agent.url in str(caught.value) and WRONG not in str(caught.value)
     right = AgentMeasurer(AgentRef(agent.url, str(agent.token_file)))
     with pytest.raises(TargetError, match=r"over the limits .*--max-model-mb 1,"):
@@ -228,7 +220,7 @@ def test_client_errors_name_the_url_and_what_to_do(agent: Agent, tmp_path: Path)
     with pytest.raises(TargetError, match=r"too large \(413.*--max-model-mb"):
         right.measure([secrets.token_bytes(1_200_000)], seconds=0.1, min_runs=5)
     with pytest.raises(TargetError, match=r"refused the request \(400: model 1 cannot run"):
-        right.measure([_model(4, 1), b"not onnx"], seconds=0.1, min_runs=5)
+        right.measure([conv_chain(4, 1), b"not onnx"], seconds=0.1, min_runs=5)
     closed = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TargetError, match=r"connection refused.*agent.py serve") as caught:
         AgentMeasurer(AgentRef(closed, str(agent.token_file))).info()
