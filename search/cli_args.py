@@ -44,6 +44,19 @@ def _study_name(raw: str) -> str:
     return raw
 
 
+def _access_flags(p: argparse.ArgumentParser) -> None:
+    """Who may call a server: its token, and the Host names it answers (``serve`` and
+    ``dashboard`` alike)."""
+    p.add_argument("--token-file", type=Path, help="file holding the bearer token")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME[:PORT]",
+        help="a Host name to answer besides the bound address (repeatable), e.g. a proxy's",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgetune", description="Joint compression search for edge devices."
@@ -122,28 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="default: $EDGETUNE_STORAGE, else .edgetune/studies.db")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8089)
-    p.add_argument("--token-file", type=Path, help="file holding the bearer token")
-    p.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="NAME[:PORT]",
-        help="a Host name to answer besides the bound address (repeatable), e.g. a proxy's",
-    )
+    _access_flags(p)
 
     p = add("serve", "Serve the HTTP API and web page: submit, watch, stop, resume.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--storage", help="default: $EDGETUNE_STORAGE, else .edgetune/studies.db")
     p.add_argument("--ray-address", dest="ray_address")
-    p.add_argument("--token-file", type=Path, help="file holding the bearer token")
-    p.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="NAME[:PORT]",
-        help="a Host name to answer besides the bound address (repeatable), e.g. a proxy's",
-    )
+    _access_flags(p)
     p.add_argument(
         "--allow-module",
         action="append",

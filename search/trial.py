@@ -13,6 +13,7 @@ reason, so the study goes on.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import time
@@ -263,19 +264,27 @@ def measure_beside_teacher(
 def trial_provenance(context: TrialContext, target: Target) -> dict[str, Any]:
     """What a trial's figures came from: the target's calibration, where it was measured, the
     worker's CPU and the library versions."""
+    calibration = target.provenance
+    return {
+        "target": target.name,
+        "calibration": {"date": calibration.date, "source": calibration.source},
+        "measured_on": context.measurer.where if context.measurer else None,
+        **_worker_machine(),
+    }
+
+
+@functools.cache
+def _worker_machine() -> dict[str, Any]:
+    """The worker's CPU and library versions: read once per process, not once per trial (a
+    trial the cost model rules out takes milliseconds)."""
     import onnxruntime
     import torch
 
     from targets.agent import device_info
     from targets.host import cpu_flags_digest
 
-    calibration = target.provenance
-    info = device_info(threads=1)
     return {
-        "target": target.name,
-        "calibration": {"date": calibration.date, "source": calibration.source},
-        "measured_on": context.measurer.where if context.measurer else None,
-        "worker_cpu": info.get("cpu_model"),
+        "worker_cpu": device_info(threads=1).get("cpu_model"),
         "worker_cpu_flags": cpu_flags_digest(),
         "onnxruntime": onnxruntime.__version__,
         "torch": torch.__version__,
