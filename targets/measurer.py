@@ -21,7 +21,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from targets.base import Target
 
 PROTOCOL = "onnxruntime, batch 1, 1 thread; p10 of chunk medians, models interleaved"
 
@@ -79,7 +82,7 @@ def device_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def measurer_for(target: Any) -> Measurer | None:
+def measurer_for(target: Target) -> Measurer | None:
     """The measurer of a target: this machine for ``host``, its agent server when the target
     names one, else None (the cost model is all there is)."""
     if target.name == "host":
