@@ -12,6 +12,10 @@ from tests.servers import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "experiments" / "fashion_mnist" / "resnet8_teacher.pt"
+# The tiny spec's latency budget, a share of the teacher's measured latency. Its cheapest
+# candidate measured 57% on one CPU and 70% on another (a 0.16 ms network is dominated by
+# per-operator overhead): the budget must hold on any CI machine, not only this one.
+LATENCY_SHARE = 0.85
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -23,7 +27,7 @@ name: {name}
 model: {{name: resnet8, weights: {weights}, input_shape: [1, 28, 28]}}
 data: {{finetune_size: 512, val_size: 512, calibration_size: 64, batch_size: 64}}
 target: host
-constraints: {{latency_ms: 70%, size_kb: 15%}}
+constraints: {{latency_ms: {LATENCY_SHARE:.0%}, size_kb: 15%}}
 space:
   quantization: {{weight_bits: [4, 8, 32], activation_bits: [8, 32]}}
   pruning: {{max_ratio: 0.6, step: 0.2, round_to: 4}}

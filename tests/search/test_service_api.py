@@ -17,6 +17,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.conftest import LATENCY_SHARE
 from tests.search.test_service_support import TOKEN, Service, spec_yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_fashion_mnist")]
@@ -94,7 +95,7 @@ def test_bad_specs_get_a_clear_4xx_and_change_nothing(service: Service) -> None:
     )
     assert res.status_code == 422 and "outside the service's data folder" in res.text
 
-    res = post(spec_yaml("neg", 1).replace("latency_ms: 70%", "latency_ms: -3"))
+    res = post(spec_yaml("neg", 1).replace(f"latency_ms: {LATENCY_SHARE:.0%}", "latency_ms: -3"))
     assert res.status_code == 422
     assert "constraints.latency_ms: must be > 0, got -3" in res.json()["detail"]
     res = post("name: [unclosed")

@@ -57,6 +57,8 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 def wait(what: str, ok: Callable[[], Any], timeout_s: float = 600) -> Any:
+    from selenium.common.exceptions import WebDriverException
+
     deadline = time.monotonic() + timeout_s
     last: Any = None
     while time.monotonic() < deadline:
@@ -64,7 +66,7 @@ def wait(what: str, ok: Callable[[], Any], timeout_s: float = 600) -> Any:
             last = ok()
             if last:
                 return last
-        except Exception as exc:  # the table is redrawn every 2 s: an element may go stale
+        except WebDriverException as exc:  # the table is redrawn every 2 s: an element may go stale
             last = exc
         time.sleep(0.5)
     raise TimeoutError(f"page: {what} not seen in {timeout_s} s (last: {last!r})")
@@ -114,7 +116,10 @@ def test_upload_watch_stop_resume_in_the_browser(
             return int(css(f"{row} .done").text)
 
         def state() -> str:
-            return str(css(row).get_attribute("data-state"))
+            now = str(css(row).get_attribute("data-state"))
+            if now == "failed":  # say why at once, not after the wait's timeout
+                raise AssertionError(f"study web failed: {service.detail('web')}")
+            return now
 
         wait("a finished trial", lambda: done() >= 1 and state() == "running")
         wait(
