@@ -18,8 +18,9 @@ from cost_models.analytic import (
 from cost_models.base import CostModel, Measurement
 from cost_models.baseline import compare_heldout, fit_flops_constant, total_macs
 from cost_models.builder import GraphBuilder
+from cost_models.energy import EnergyConstants, energy_mj, published_energy
 from cost_models.fidelity import fidelity, spearman
-from cost_models.fit import fit_kernel_constants, fit_linear, nnls
+from cost_models.fit import fit_energy_constants, fit_kernel_constants, fit_linear, nnls
 from cost_models.graph import (
     FLOAT_BITS,
     LAYER_KINDS,
@@ -40,6 +41,7 @@ __all__ = [
     "Bits",
     "CostModel",
     "Costs",
+    "EnergyConstants",
     "GraphBuilder",
     "Kernel",
     "KernelCoefficients",
@@ -52,7 +54,9 @@ __all__ = [
     "Measurement",
     "Precision",
     "compare_heldout",
+    "energy_mj",
     "fidelity",
+    "fit_energy_constants",
     "fit_flops_constant",
     "fit_kernel_constants",
     "fit_linear",
@@ -63,6 +67,7 @@ __all__ = [
     "nnls",
     "peak_memory_kb",
     "predict",
+    "published_energy",
     "size_kb",
     "spearman",
     "total_macs",

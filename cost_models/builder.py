@@ -2,8 +2,12 @@
 
 For networks known only by a description: NAS-Bench-201 cells, the MLPerf Tiny reference models,
 rows of a per-layer latency table. Shapes are NCHW at batch 1, padding is "same" (``(k-1)//2``),
-and MACs and parameters are counted as :func:`cost_models.from_torch` counts them (batch norm
-folded into a bias, activations after a conv fused into it).
+and MACs and parameters are counted as :func:`cost_models.from_torch` counts them (see
+:mod:`cost_models.graph`). A conv has its batch norm folded into its bias; :meth:`bn` adds a
+batch norm that is not (after an add, at the network start...). :meth:`relu`/:meth:`act` after
+a conv, linear or add read by it alone is fused into it by :meth:`build` (except SiLU), as the
+graph builders do. A NAS-Bench-201 cell, for instance: ``x = b.add(b.conv(b.relu(n0), c, 3),
+b.conv(b.relu(n1), c, 1))`` then ``b.bn(x)``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cost_models.graph import Layer, LayerGraph
+from cost_models.ops import NEVER_FUSED_ACTS, act_kind, act_name, broadcast, prod
 
 __all__ = ["GraphBuilder"]
 
@@ -53,19 +58,50 @@ class GraphBuilder:
 
     def relu(self, x: str) -> str:
         s = self._shapes[x]
-        n = 1
-        for d in s:
-            n *= d
-        return self._add("relu", (x,), s, macs=n)
+        return self._add("relu", (x,), s, macs=prod(s))
+
+    def act(self, x: str, op: str) -> str:
+        """A standalone activation ``op`` (``"sigmoid"``, ``"hardswish"``, ``"silu"``,
+        ``"relu6"``...): an ``act`` layer naming it (a ``relu`` layer for ``"relu"``)."""
+        a = act_name(op)
+        kind = act_kind(a)
+        s = self._shapes[x]
+        return self._add(kind, (x,), s, macs=prod(s), act=a if kind == "act" else "")
+
+    def _broadcast(self, kind: str, a: str, b: str) -> tuple[int, ...]:
+        sa, sb = self._shapes[a], self._shapes[b]
+        out = broadcast(sa, sb)
+        if any(d not in (1, o) for s in (sa, sb) for d, o in zip(s[::-1], out[::-1], strict=False)):
+            raise ValueError(f"{kind} of shapes {sa} and {sb}, which do not broadcast")
+        return out
 
     def add(self, a: str, b: str) -> str:
-        s = self._shapes[a]
-        if s != self._shapes[b]:
-            raise ValueError(f"add of different shapes {s} and {self._shapes[b]}")
-        n = 1
-        for d in s:
-            n *= d
-        return self._add("add", (a, b), s, macs=n)
+        """``a + b``; the shapes may broadcast."""
+        s = self._broadcast("add", a, b)
+        return self._add("add", (a, b), s, macs=prod(s))
+
+    def mul(self, a: str, b: str | None = None) -> str:
+        """``a * b`` (squeeze-and-excitation: ``b`` of shape ``(1, C, 1, 1)``), or ``a`` times a
+        constant when ``b`` is None."""
+        if b is None:
+            s = self._shapes[a]
+            return self._add("mul", (a,), s, macs=prod(s))
+        s = self._broadcast("mul", a, b)
+        return self._add("mul", (a, b), s, macs=prod(s))
+
+    def concat(self, *xs: str) -> str:
+        """Concatenation along channels."""
+        first = self._shapes[xs[0]]
+        if any(self._shapes[x][:1] + self._shapes[x][2:] != first[:1] + first[2:] for x in xs):
+            raise ValueError(f"concat of shapes {[self._shapes[x] for x in xs]}: only the "
+                             f"channels may differ")
+        s = (first[0], sum(self._shapes[x][1] for x in xs), *first[2:])
+        return self._add("concat", tuple(xs), s, macs=prod(s))
+
+    def bn(self, x: str) -> str:
+        """A batch norm that is not folded into a conv: per-channel scale and shift."""
+        s = self._shapes[x]
+        return self._add("bn", (x,), s, macs=prod(s), params=4 * s[1])
 
     def pool(self, x: str, kind: str, k: int, *, stride: int = 1) -> str:
         """``maxpool``/``avgpool`` k×k ("same" padding when stride is 1, none otherwise)."""
@@ -92,23 +128,26 @@ class GraphBuilder:
         return name
 
     def build(self) -> LayerGraph:
-        """The graph, with each ReLU whose producer is a conv, linear or add read by that ReLU
-        alone fused into its producer (the :mod:`cost_models.graph` convention)."""
+        """The graph, with each activation (but SiLU) whose producer is a conv, linear or add
+        read by that activation alone fused into its producer (the :mod:`cost_models.graph`
+        convention: the producer's ``act`` names it)."""
         from dataclasses import replace
 
         readers: dict[str, int] = {}
         for la in self.layers:
             for src in la.inputs:
                 readers[src] = readers.get(src, 0) + 1
-        kinds = {la.name: la.kind for la in self.layers}
         alias: dict[str, str] = {}
-        out = []
+        out: dict[str, Layer] = {}
         for la in self.layers:
             la = replace(la, inputs=tuple(alias.get(s, s) for s in la.inputs))
-            src = la.inputs[0] if la.inputs else ""
-            if (la.kind == "relu" and kinds.get(src) in ("conv", "dwconv", "linear", "add")
-                    and readers.get(src) == 1):
-                alias[la.name] = src
+            pl = out.get(la.inputs[0]) if la.inputs else None
+            act = "relu" if la.kind == "relu" else la.act if la.kind == "act" else ""
+            if (act and act not in NEVER_FUSED_ACTS and pl is not None and not pl.act
+                    and pl.kind in ("conv", "dwconv", "linear", "add")
+                    and readers.get(pl.name) == 1):
+                out[pl.name] = replace(pl, act=act)
+                alias[la.name] = pl.name
                 continue
-            out.append(la)
-        return LayerGraph(layers=tuple(out), input_shape=tuple(self.input_shape))
+            out[la.name] = la
+        return LayerGraph(layers=tuple(out.values()), input_shape=tuple(self.input_shape))

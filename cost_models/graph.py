@@ -1,10 +1,42 @@
 """The layer graph: what every cost model reads, whether it came from torch or from ONNX.
 
 A :class:`LayerGraph` lists the compute layers of a network at batch 1, in topological order,
-with their shapes, MACs and parameter counts, and which layers feed each one. Batch norm is
-folded into the conv before it, and an activation right after a conv, linear or add layer is
-fused into it (as onnxruntime does), so neither is a layer of its own. Reshapes and flattens are free
-and not listed.
+with their shapes, MACs and parameter counts, and which layers feed each one (``inputs``, in
+the op's argument order; constants are not listed). Batch norm right after a conv/linear whose
+output has no other reader is folded into it, and an activation right after a conv, linear or
+add layer whose output has no other reader is fused into it (as onnxruntime does; ``act`` names
+it), so neither is a layer of its own. Reshape, flatten, view, squeeze, unsqueeze, dropout and
+identity are free and not listed.
+
+Dead code is not listed either (:mod:`cost_models.dead_code`), as the devices' compilers remove
+it: a product by an all-zero constant (NAS-Bench-201's ``none`` edge, ``x * 0``) is a zero
+tensor, an op reading only zero tensors is a folded constant (taken as zero: BN(0), its bias,
+added to an activation costs nothing), ``a + zero`` is ``a``, a concat lists only its non-zero
+parts in ``inputs``, and ops the output does not need are dropped. A network whose output is
+constant has no layers (every cost model prices it at its fixed overhead).
+
+The kinds (:data:`LAYER_KINDS`) and how their MACs are counted (``E`` = output elements):
+
+* ``conv``/``dwconv`` (``groups > 1``, depthwise or grouped): ``E × in_channels/groups × kernel
+  area``, exact for any kernel, stride, padding and dilation; ``kernel``/``stride`` are the
+  largest side. A 1-D conv (and pool, gap) has shapes ``(1, C, 1, L)``, ``kernel`` its length.
+* ``linear`` (Gemm/MatMul by a constant): ``E × in_features``; ``matmul`` (of two
+  activations): ``E × K`` (M×N×K per batch).
+* ``maxpool``/``avgpool``: ``E × kernel area``; ``gap`` (mean over all spatial axes):
+  input elements; ``reduce`` (a mean over other axes): input elements.
+* ``add`` (shapes may broadcast), ``mul`` (two activations, e.g. squeeze-and-excitation's
+  ``(N,C,H,W)×(N,C,1,1)``, or an activation by a constant: one input), ``concat`` (all
+  producers in ``inputs``, in order), ``pad`` (``act`` "" for a constant pad, else its mode:
+  ``reflect``, ``edge``, ``wrap``), ``softmax``, ``transpose`` (a copy): ``E``.
+* ``bn`` (a batch norm that is not folded: per-channel scale and shift): ``E``; ``params`` =
+  4 × channels (scale, bias, mean and variance, as the ONNX node stores them).
+* ``resize`` (Resize/Upsample/interpolate): ``E`` × 1 for nearest, × 4 for (bi)linear, × 16
+  for cubic (the input points read per output).
+* ``relu`` (a ReLU that is not fused): ``E``; ``act`` (any other activation that is not
+  fused): ``E``, with ``Layer.act`` naming the op: ``sigmoid``, ``hardsigmoid``,
+  ``hardswish``, ``silu``, ``clip`` (ReLU6), ``tanh``, ``leakyrelu``, ``gelu``... SiLU is
+  ``act`` ``silu`` in both builders (torch exports it as ``Mul(x, Sigmoid(x))``, which
+  :func:`from_onnx` reads back as one ``silu``), and is never fused into its producer.
 
 Bit-widths are separate from the graph: a :data:`Bits` mapping gives each layer's
 :class:`Precision` by layer name; a layer not in the mapping is float (32/32).
@@ -21,7 +53,9 @@ The QDQ ONNX convention (written by ``search.onnx_export``, read by :func:`from_
   ``DequantizeLinear`` with a per-tensor UINT8 (or INT16) scale and zero point; with 32 the
   input stays float;
 * an ``Add`` with ``act_bits`` 8 has its two inputs and its output in QDQ form, so onnxruntime
-  can fuse it into ``QLinearAdd``.
+  can fuse it into ``QLinearAdd``; so do the other ops with an int8 kernel (``Mul``, ``Concat``,
+  ``Sigmoid``, ``Softmax``, ``MatMul``...) as ``quantize_static`` writes them. A layer without
+  weights reads ``act_bits`` 8 when all its activation inputs are in QDQ form.
 """
 
 from __future__ import annotations
@@ -32,7 +66,9 @@ from dataclasses import dataclass, field
 FLOAT_BITS = 32
 
 # The kinds of layer a cost model must know. Anything else raises UnsupportedLayerError.
-LAYER_KINDS = ("conv", "dwconv", "linear", "add", "maxpool", "avgpool", "gap", "relu")
+LAYER_KINDS = ("conv", "dwconv", "linear", "add", "maxpool", "avgpool", "gap", "relu", "bn",
+               "mul", "concat", "act", "reduce", "resize", "pad", "matmul", "softmax",
+               "transpose")
 
 
 @dataclass(frozen=True)
@@ -49,7 +85,8 @@ class Layer:
     stride: int = 1
     groups: int = 1
     inputs: tuple[str, ...] = field(default=())  # producer layer names; "" is the graph input
-    act: str = ""  # the activation fused into this layer: "relu", "clip" (ReLU6), ...; "" none
+    act: str = ""  # the activation fused into this layer ("relu", "clip" for ReLU6...; "" none);
+    # for an ``act`` layer, the activation it is
 
     @property
     def out_elems(self) -> int:
@@ -99,6 +136,9 @@ class Costs:
     energy_mj: float
     peak_memory_kb: float
     size_kb: float
+    approximated: tuple[str, ...] = ()
+    """Layers priced without fitted coefficients (from the bytes they move and the target's
+    fitted bandwidth): the latency and energy are rougher for them. Empty when none were."""
 
     def as_dict(self) -> dict[str, float]:
         return {

@@ -21,7 +21,8 @@ of the host micro-benchmark suite on x86-64:
   (The NHWC transposes onnxruntime adds around quantized regions are counted in ``q8``/``dq8``.)
 * conv + ReLU is one kernel (the graph already fuses it); any other fused activation (Clip for
   ReLU6, HardSwish...) on a float output is one more pass over it (class ``act:f32``); an 8-bit
-  output clips in its quantizer for free.
+  output clips in its quantizer for free (ReLU, ReLU6), but any other activation (HardSigmoid,
+  HardSwish, Sigmoid...) runs in float between a DQ and a Q: one ``act:f32`` as well.
 * a fused int8 conv runs on MLAS's *symmetric* indirect-conv kernels (mode ``q8s``, faster)
   when its weights are symmetric, as edgetune and ``quantize_static`` write them, and the
   shapes fit the x86 kernels: a dense conv with input channels a multiple of 4 and output
@@ -49,6 +50,33 @@ of the host micro-benchmark suite on x86-64:
 * the graph output of an 8-bit layer is taken to be in QDQ form (as ``quantize_static``
   writes it), so an int8 classifier is a fused ``QGemm`` followed by a ``dq8``.
 
+* the other kinds (see :mod:`cost_models.graph`) run one kernel each, of class ``"<kind>:f32"``
+  (an ``act`` layer: ``"<act>:f32"``, e.g. ``sigmoid:f32``, ``hardswish:f32``), with the
+  conversions above around it when it reads or is read at 8 bits, and ``elems`` = all its
+  inputs' elements + its output's. In a QDQ graph onnxruntime fuses (read off its optimized
+  graphs) ``Mul``, ``Concat``, ``Softmax``, ``MatMul`` of two activations, ``Sigmoid``,
+  ``LeakyRelu`` and SiLU into ``QLinearMul``/``QLinearConcat``/``QLinearSoftmax``/
+  ``QLinearMatMul``/``QLinearSigmoid``/``QLinearLeakyRelu`` (SiLU: ``QLinearSigmoid`` +
+  ``QLinearMul``) and runs ``Resize``/``Transpose`` on uint8: those get mode ``q8``
+  (:data:`Q8_KINDS`, :data:`Q8_ACTS`) when their ``act_bits`` are 8 and their output is
+  re-quantized, as an ``add`` does. BatchNormalization, Pad, ReduceMean, HardSigmoid,
+  HardSwish, Tanh... have no int8 kernel: they run in float between a ``dq8`` and a ``q8``.
+  In fp32, onnxruntime's NCHWc pass keeps in NCHWc (no ``reorder``): a ``bn`` on an NCHWc
+  tensor with a multiple of ``B`` channels (it runs as an NCHWc depthwise 1x1 conv: class
+  ``bn:f32``; any other ``bn`` runs the plain kernel, ``bn:f32p``); an ``add``/``mul`` of two
+  NCHWc tensors of the same shape (a broadcast runs in NCHW); a Sigmoid/Tanh/HardSigmoid/
+  HardSwish/SiLU ``act`` on an NCHWc tensor; a ``concat`` along channels of NCHWc parts of a
+  multiple of ``B`` channels each. Resize (at opset 21, as edgetune exports; onnxruntime runs
+  opset <= 19 resizes as an NCHWc ``Upsample``), Pad, Transpose, Softmax, ReduceMean, MatMul and
+  LeakyRelu run in NCHW. An fp32 add can be fused
+  into an NCHWc ``bn`` as into a conv, and a ReLU/Sigmoid/Tanh/HardSigmoid/HardSwish after a
+  fused add or an NCHWc ``bn`` (read by it alone) is fused into that kernel (``<act>:fused``).
+  An fp32 ``mul`` by a constant right after a float conv that it alone reads is folded into
+  the conv's weights (onnxruntime's
+  ``ConvMulFusion``), and an fp32 zero ``pad`` (``act`` ""; a reflect/edge/wrap pad names its
+  mode in ``act``) read by a float conv alone into the conv's pads (``PadFusion``): neither
+  has a kernel.
+
 Each kernel has a class ``"<kind>:<mode>"`` (``conv:f32``, ``pwconv:q8s``, ``conv:rt``...) or a
 conversion class (``q8``, ``dq8``, ``q16``, ``dq16``, ``dqw8``, ``dqw4``, ``act:f32``), a MAC
 count, an element count (input + output elements; for conversions the converted elements), for
@@ -65,6 +93,8 @@ from cost_models.graph import FLOAT_BITS, LAYER_KINDS, Bits, Layer, LayerGraph, 
 __all__ = [
     "NCHWC_BLOCK",
     "NCHWC_BLOCKS",
+    "Q8_ACTS",
+    "Q8_KINDS",
     "WEIGHTED_KERNEL_KINDS",
     "WEIGHTED_KINDS",
     "Kernel",
@@ -91,6 +121,38 @@ class Kernel:
     elems: int = 0
     pixels: int = 0  # output positions (H x W) of a conv; 0 for other kernels
     tail_macs: int = 0  # MACs in a scalar remainder loop (channels past the last full vector)
+
+
+# kinds whose kernel elems are its first input + its output (fitted constants rely on it)
+_CLASSIC_KINDS = ("conv", "dwconv", "linear", "add", "maxpool", "avgpool", "gap", "relu")
+# kinds with an int8 kernel in onnxruntime's QDQ fusions: QLinearMul, QLinearConcat,
+# QLinearSoftmax, QLinearMatMul; Resize and Transpose run on uint8 (their Q/DQ dropped)
+Q8_KINDS = ("mul", "concat", "softmax", "matmul", "resize", "transpose")
+# activations with an int8 kernel: QLinearSigmoid, QLinearLeakyRelu, QLinearSigmoid +
+# QLinearMul (SiLU); others (HardSigmoid, HardSwish, Tanh...) run in float between DQ and Q
+Q8_ACTS = ("sigmoid", "leakyrelu", "silu")
+# fp32 activations that run elementwise on an NCHWc tensor (no reorder; LeakyRelu needs one)
+NCHWC_ACTS = ("sigmoid", "tanh", "hardsigmoid", "hardswish", "silu")
+# activations an NCHWc conv applies after a fused add (conv + sum + activation in one kernel)
+NCHWC_FUSED_ACTS = ("relu", "sigmoid", "tanh", "hardsigmoid", "hardswish")
+
+
+def _nchwc_layer(
+    layer: Layer, nchwc: dict[str, bool], shapes: dict[str, tuple[int, ...]], block: int
+) -> bool:
+    """Whether a float layer other than a conv or pool runs in (and writes) NCHWc."""
+    srcs = layer.inputs or ("",)
+    all_in = all(nchwc.get(s, False) for s in srcs)
+    if layer.kind in ("add", "mul"):  # elementwise on blocked tensors: no broadcast
+        return all_in and len(srcs) == 2 and shapes[srcs[0]] == shapes[srcs[1]]
+    if layer.kind == "relu" or (layer.kind == "act" and layer.act in NCHWC_ACTS):
+        return all_in
+    if layer.kind == "bn":  # runs as an NCHWc depthwise 1x1 conv
+        return all_in and layer.in_shape[1] % block == 0
+    if layer.kind == "concat":  # along channels, each part a whole number of blocks
+        chans = [shapes[s][1] if len(shapes[s]) > 1 else 0 for s in srcs]
+        return all_in and all(c % block == 0 for c in chans) and sum(chans) == layer.out_shape[1]
+    return False
 
 
 def weight_container_bits(weight_bits: int) -> int:
@@ -231,9 +293,30 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
                 p.act_bits == 8 and requantized(layer)
                 and all(fused.get(s, False) for s in layer.inputs or ("",))
             )
+        elif layer.kind in Q8_KINDS or (layer.kind == "act" and layer.act in Q8_ACTS):
+            fused[layer.name] = p.act_bits == 8 and requantized(layer)
         else:
             fused[layer.name] = False
+    # fp32 Mul by a constant right after a float conv read by it alone: folded into the weights;
+    # an fp32 zero Pad read by a float conv alone: folded into the conv's pads
+    folded = {
+        la.name: "" for la in graph.layers
+        if la.kind == "pad" and not la.act and prec[la.name].act_bits == FLOAT_BITS
+        and len(users[la.name]) == 1 and users[la.name][0].kind in ("conv", "dwconv")
+        and not fused[users[la.name][0].name]
+        and prec[users[la.name][0].name].act_bits == FLOAT_BITS
+    } | {
+        la.name: la.inputs[0] for la in graph.layers
+        if la.kind == "mul" and len(la.inputs) == 1 and not fused[la.name]
+        and prec[la.name].act_bits == FLOAT_BITS and la.inputs[0] in by_name
+        and by_name[la.inputs[0]].kind in ("conv", "dwconv") and not by_name[la.inputs[0]].act
+        and len(users[la.inputs[0]]) == 1 and not fused[la.inputs[0]]
+        and prec[la.inputs[0]].weight_bits == FLOAT_BITS
+    }
 
+    shapes: dict[str, tuple[int, ...]] = {"": graph.input_shape}
+    for layer in graph.layers:
+        shapes[layer.name] = layer.out_shape
     # NCHWc domain of fp32 layers (see the module docstring)
     nchwc: dict[str, bool] = {"": False}
     fused_into: dict[str, str] = {}
@@ -252,25 +335,29 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
                 not fused[layer.name] and layer.in_shape[1] % block == 0
                 and all(s == "" or nchwc.get(s, False) for s in srcs)
             )
-        elif layer.kind in ("add", "relu"):
-            srcs = layer.inputs or ("",)
-            nchwc[layer.name] = float_layer and all(nchwc.get(s, False) for s in srcs)
+        elif folded.get(layer.name):  # a mul folded into its conv
+            nchwc[layer.name] = nchwc[folded[layer.name]]
+        elif layer.name in folded:  # a pad folded into the conv that reads it
+            nchwc[layer.name] = nchwc.get(layer.inputs[0], False)
         else:
-            nchwc[layer.name] = False
+            nchwc[layer.name] = float_layer and _nchwc_layer(layer, nchwc, shapes, block)
         if layer.kind == "add" and nchwc[layer.name]:
             for s in layer.inputs:
-                src_layer = by_name.get(s)
-                if (src_layer is not None and src_layer.kind in ("conv", "dwconv")
-                        and len(users[s]) == 1 and s not in fused_into.values()):
-                    fused_into[layer.name] = s
+                conv = folded.get(s) or s
+                src_layer = by_name.get(conv)
+                if (src_layer is not None and len(users[s]) == 1
+                        and (src_layer.kind in ("conv", "dwconv") or src_layer.kind == "bn")
+                        and nchwc.get(conv, False) and conv not in fused_into.values()
+                        and (conv == s or len(users[conv]) == 1)):
+                    fused_into[layer.name] = conv
                     break
-        if (layer.kind == "relu" and nchwc[layer.name] and layer.inputs
-                and layer.inputs[0] in fused_into and len(users[layer.inputs[0]]) == 1):
-            fused_into[layer.name] = fused_into[layer.inputs[0]]
-
-    shapes: dict[str, tuple[int, ...]] = {"": graph.input_shape}
-    for layer in graph.layers:
-        shapes[layer.name] = layer.out_shape
+        act = "relu" if layer.kind == "relu" else layer.act if layer.kind == "act" else ""
+        first = layer.inputs[0] if layer.inputs else ""
+        if act in NCHWC_FUSED_ACTS and nchwc[layer.name] and len(users[first]) == 1:
+            if first in fused_into:
+                fused_into[layer.name] = fused_into[first]
+            elif first in by_name and by_name[first].kind == "bn" and nchwc[first]:
+                fused_into[layer.name] = first  # the NCHWc conv a batch norm runs as
 
     out: list[Kernel] = []
     converted: set[tuple[str, str]] = set()
@@ -283,6 +370,8 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
     for layer in graph.layers:
         p = prec[layer.name]
         is_fused = fused[layer.name]
+        if layer.name in folded:
+            continue
         for src in layer.inputs or ("",):
             src_quant = src != "" and fused.get(src, False)
             if is_fused:
@@ -313,7 +402,7 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             out.append(Kernel(f"dqw{wbits}", layer.name, elems=layer.params))
         elif layer.name in fused_into:
             mode = "fused"
-        elif layer.kind in ("conv", "dwconv") and not nchwc[layer.name]:
+        elif layer.kind in ("conv", "dwconv", "bn") and not nchwc[layer.name]:
             mode = "f32p"
         else:
             mode = "f32"
@@ -332,13 +421,20 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             macs = layer.macs - tail
         # MLAS runs 1x1 convs on their own code paths (no im2col; a pointwise NCHWc kernel)
         kind = "pwconv" if layer.kind == "conv" and layer.kernel == 1 else layer.kind
+        elems = layer.in_elems + layer.out_elems
+        if layer.kind not in _CLASSIC_KINDS:  # every input counts
+            kind = layer.act if layer.kind == "act" else kind
+            elems = sum(_elems(shapes[s]) for s in layer.inputs or ("",)) + layer.out_elems
         out.append(
-            Kernel(f"{kind}:{mode}", layer.name, macs=macs,
-                   elems=layer.in_elems + layer.out_elems, pixels=pixels, tail_macs=tail)
+            Kernel(f"{kind}:{mode}", layer.name, macs=macs, elems=elems, pixels=pixels,
+                   tail_macs=tail)
         )
-        if layer.act not in ("", "relu") and mode not in ("q8", "q8s"):
+        float_pass = layer.act not in ("", "relu") and (
+            layer.act != "clip" or mode not in ("q8", "q8s"))
+        if layer.kind != "act" and float_pass:
             # a float kernel applies ReLU in its inner loop, any other activation (Clip for
-            # ReLU6, HardSwish...) in a pass over the output; a quantized output clips anyway
+            # ReLU6, HardSwish...) in a pass over the output; a quantized output clips (ReLU6)
+            # in its quantizer, any other activation runs in float between DQ and Q
             out.append(Kernel("act:f32", layer.name, elems=layer.out_elems))
     if graph.layers and fused[graph.layers[-1].name]:
         convert(graph.layers[-1].name, "dq8", graph.layers[-1].name)

@@ -1,25 +1,34 @@
 """torch ``nn.Module`` -> :class:`LayerGraph`, with ``torch.fx`` tracing and shape propagation.
 
-Mapping (batch 1, NCHW):
+Mapping (batch 1, NCHW; the MACs of each kind are listed in :mod:`cost_models.graph`):
 
-* ``Conv2d`` -> ``conv`` when ``groups == 1``, else ``dwconv``: every grouped conv (depthwise
-  or not) counts as ``dwconv``, because onnxruntime runs all grouped convs with the same
-  grouped kernel; its MACs are exact (``out_elems × in_channels/groups × kh × kw``). ``kernel``
-  is the kernel height.
-* ``Linear`` -> ``linear``; ``MaxPool2d``/``AvgPool2d`` -> ``maxpool``/``avgpool``;
-  ``AdaptiveAvgPool2d(1)`` and ``x.mean((2, 3))`` -> ``gap``; ``+``, ``torch.add`` and any
-  module whose class is named ``Add`` -> ``add``.
-* BatchNorm is folded into the conv/linear before it (which then has a bias); an activation
+* ``Conv2d``/``Conv1d`` -> ``conv`` when ``groups == 1``, else ``dwconv``: every grouped conv
+  (depthwise or not) counts as ``dwconv``, because onnxruntime runs all grouped convs with the
+  same grouped kernel. Any kernel size, stride, padding and dilation; MACs are exact
+  (``out_elems × in_channels/groups × kernel area``). ``kernel``/``stride`` are the largest
+  kernel side/stride. A 1-D conv (and 1-D pool) has its ``(N, C, L)`` shapes written
+  ``(N, C, 1, L)``, so every cost model reads it as a ``1 × L`` 2-D conv.
+* ``Linear`` (and ``matmul`` by a parameter) -> ``linear``; ``MaxPool``/``AvgPool`` 1d/2d ->
+  ``maxpool``/``avgpool``; ``AdaptiveAvgPool(1)`` and ``mean`` over all spatial dims -> ``gap``;
+  ``mean`` over other dims -> ``reduce``; ``+``, ``torch.add`` and any module whose class is
+  named ``Add`` -> ``add`` (shapes may broadcast); ``*``/``torch.mul`` -> ``mul`` (two
+  activations, or one activation and a constant); ``torch.cat`` -> ``concat``;
+  ``F.interpolate``/``Upsample`` -> ``resize``; ``F.pad``/``*Pad1d/2d`` -> ``pad``; softmax ->
+  ``softmax``; ``permute``/``transpose`` -> ``transpose``; ``@``/``matmul``/``bmm`` of two
+  activations -> ``matmul``.
+* BatchNorm is folded into the conv/linear right before it when that output has no other
+  reader (the conv then has a bias); any other BatchNorm is a ``bn`` layer. An activation
   (ReLU, ReLU6, Hardswish, ...) right after a conv, linear or add whose output nothing else
-  reads is fused into it (onnxruntime fuses conv+add+ReLU in fp32, and drops the ReLU before a
-  QuantizeLinear in int8); any other activation is a ``relu`` layer. Flatten/reshape/view/dropout/
-  identity are free.
-* A wrapper module with a ``.layer`` attribute that is a ``Conv2d``/``Linear`` (the
+  reads is fused into it (``act`` names it), except SiLU, which never is (see
+  :data:`cost_models.ops.NEVER_FUSED_ACTS`); any other ReLU is a ``relu`` layer, any other
+  activation an ``act`` layer whose ``act`` names it (``sigmoid``, ``hardswish``, ``silu``...).
+  Flatten/reshape/view/squeeze/unsqueeze/dropout/identity are free.
+* A wrapper module with a ``.layer`` attribute that is a ``Conv1d``/``Conv2d``/``Linear`` (the
   quantization knob's ``QuantConv2d``/``QuantLinear``) is that layer, named after the wrapper.
+* Dead code is no layer (:mod:`cost_models.dead_code`): ``x * 0`` (a scalar zero or an
+  all-zero buffer), ``torch.zeros_like`` and any op reading only zeros are zero tensors, ``a +
+  zero`` is ``a``, and ops the output does not need are dropped.
 * Anything else raises :class:`UnsupportedLayerError`.
-
-MACs of non-weighted layers (counted the same way by :func:`cost_models.from_onnx`): add = out
-elements, pools = out elements × kernel area, gap = in elements, relu = elements.
 """
 
 from __future__ import annotations
@@ -27,8 +36,19 @@ from __future__ import annotations
 import operator
 from typing import TYPE_CHECKING, Any
 
+from cost_models.dead_code import torch_liveness
 from cost_models.errors import UnsupportedLayerError
 from cost_models.graph import Layer, LayerGraph
+from cost_models.ops import (
+    NEVER_FUSED_ACTS,
+    act_kind,
+    act_name,
+    as_4d,
+    pad_mode,
+    prod,
+    resize_factor,
+    spatial_axes,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -36,21 +56,27 @@ if TYPE_CHECKING:
 __all__ = ["from_torch"]
 
 _ACT_MODULES = ("ReLU", "ReLU6", "Hardswish", "Hardsigmoid", "SiLU", "Sigmoid", "GELU",
-                "LeakyReLU", "Tanh", "ELU", "Mish", "PReLU")
-_FREE_MODULES = ("Flatten", "Dropout", "Dropout2d", "Identity", "Unflatten")
+                "LeakyReLU", "Tanh", "ELU", "Mish", "PReLU", "Hardtanh")
+_FREE_MODULES = ("Flatten", "Dropout", "Dropout1d", "Dropout2d", "Identity", "Unflatten")
+_PAD_MODULES = ("ZeroPad1d", "ZeroPad2d", "ConstantPad1d", "ConstantPad2d", "ReflectionPad1d",
+                "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d")
 _ACT_FUNCS = ("relu", "relu_", "relu6", "hardswish", "hardsigmoid", "silu", "sigmoid", "gelu",
-              "leaky_relu", "tanh", "elu", "mish", "clamp")
+              "leaky_relu", "tanh", "elu", "mish", "clamp", "hardtanh")
 _FREE_FUNCS = ("flatten", "reshape", "view", "dropout", "contiguous", "squeeze", "unsqueeze",
                "size", "dim")
-SUPPORTED = ("Conv2d", "Linear", "BatchNorm1d/2d", "MaxPool2d", "AvgPool2d",
-             "AdaptiveAvgPool2d(1)", "Add (module or +)", *_ACT_MODULES, *_FREE_MODULES)
+_MUL = ("mul", "mul_", "__mul__", "imul")
+_MATMUL = ("matmul", "bmm", "__matmul__")
+SUPPORTED = ("Conv2d", "Conv1d", "Linear", "BatchNorm1d/2d", "MaxPool1d/2d", "AvgPool1d/2d",
+             "AdaptiveAvgPool1d/2d(1)", "Add (module or +)", "* (mul)", "torch.cat",
+             "interpolate/Upsample", "pad", "softmax", "permute/transpose", "matmul", "mean",
+             *_ACT_MODULES, *_FREE_MODULES)
 
 
 def _unwrap(mod: Any) -> Any:
     from torch import nn
 
     inner = getattr(mod, "layer", None)
-    if isinstance(inner, (nn.Conv2d, nn.Linear)):
+    if isinstance(inner, (nn.Conv1d, nn.Conv2d, nn.Linear)):
         return inner
     return mod
 
@@ -67,12 +93,16 @@ def _is_leaf(mod: Any) -> bool:
     )
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+def _attr(gm: Any, target: str) -> Any:
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
-def from_torch(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGraph:
-    """The layer graph of ``model`` for one input of shape ``(C, H, W)``."""
+def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
+    """The layer graph of ``model`` for one input of shape ``(C, H, W)`` (``(C, L)`` for a
+    1-D network, ``(F,)`` for an MLP)."""
     import torch
     from torch import fx
 
@@ -97,25 +127,27 @@ def from_torch(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGrap
         model.train(was_training)
 
     modules = dict(model.named_modules())
+    _merge_repeated_activations(gm, modules)
+    dc = torch_liveness(gm)  # dead code: zero tensors and the ops the output does not need
     layers: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     src: dict[Any, str] = {}  # fx node -> producer layer name ("" = graph input)
-    fusible: dict[Any, bool] = {}  # fx node -> raw conv/linear output read only by this node
+    fusible: dict[Any, bool] = {}  # fx node -> raw conv/linear/add output read only by this node
+
+    def users(node: Any) -> int:
+        return dc.readers.get(node, 0)
 
     def shape(node: Any) -> tuple[int, ...]:
         meta = node.meta.get("tensor_meta")
         return tuple(int(d) for d in meta.shape)
 
-    def elems(s: tuple[int, ...]) -> int:
-        n = 1
-        for d in s:
-            n *= d
-        return n
-
     def arg_node(node: Any, i: int = 0) -> Any:
         a = node.args[i] if len(node.args) > i else None
-        if not isinstance(a, fx.Node):
-            raise UnsupportedLayerError(f"{node.name}: expected a tensor argument, got {a!r}")
+        if not isinstance(a, fx.Node) or a not in src:
+            raise UnsupportedLayerError(
+                f"{node.name}: expected an activation tensor as argument {i}, got {a!r}; "
+                f"edgetune's cost models read ops on activations only"
+            )
         return a
 
     def add_layer(node: Any, name: str, kind: str, ins: tuple[Any, ...], **kw: Any) -> None:
@@ -127,107 +159,182 @@ def from_torch(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGrap
         src[node] = name
         fusible[node] = False
 
-    def activation(node: Any, x: Any, name: str, act: str) -> None:
-        if fusible.get(x) and len(x.users) == 1:
-            # named as the ONNX op it exports to (ReLU6 and clamp are Clip)
-            act = act.lower().replace("_", "")
-            layers[src[x]]["act"] = "clip" if act in ("relu6", "clamp", "hardtanh") else act
+    def activation(node: Any, x: Any, name: str, op: str) -> None:
+        act = act_name(op)  # named as the ONNX op it exports to (ReLU6 and clamp are Clip)
+        if act not in NEVER_FUSED_ACTS and fusible.get(x) and users(x) == 1:
+            layers[src[x]]["act"] = act
             src[node] = src[x]
             fusible[node] = False
             return
-        add_layer(node, name, "relu", (x,), macs=elems(shape(x)))
+        kind = act_kind(act)
+        add_layer(node, name, kind, (x,), macs=prod(shape(x)), act=act if kind == "act" else "")
+
+    def batchnorm(node: Any, x: Any, name: str) -> None:
+        rec = layers.get(src[x])
+        if rec is not None and fusible.get(x) and rec["kind"] in ("conv", "dwconv", "linear"):
+            if not rec["bias"]:
+                rec["bias"] = True
+                rec["params"] += rec["cout"]
+            src[node] = src[x]
+            fusible[node] = users(node) == 1
+            return
+        c = shape(x)[1]
+        add_layer(node, name, "bn", (x,), macs=prod(shape(x)), params=4 * c)
+
+    def binary(node: Any, name: str, kind: str) -> None:
+        a, b = node.args[0], node.args[1]
+        acts = tuple(v for v in (a, b) if isinstance(v, fx.Node) and v in src)
+        if kind == "add" and len(acts) == 1 and any(dc.zero(v) for v in (a, b)):
+            free(node, acts[0])  # a + zero is a (see cost_models.dead_code)
+            fusible[node] = bool(fusible.get(acts[0])) and users(node) == 1
+            return
+        if not acts:
+            raise UnsupportedLayerError(f"{name}: {kind} of two constants is not a layer")
+        if kind == "add" and len(acts) < 2:
+            raise UnsupportedLayerError(
+                f"operation {name!r}: adding a constant to an activation is not supported; "
+                f"fold it into the layer before (a bias) or add an activation"
+            )
+        add_layer(node, name, kind, acts, macs=prod(shape(node)))
+        fusible[node] = kind == "add" and users(node) == 1
 
     def free(node: Any, x: Any) -> None:
         src[node] = src[x]
         fusible[node] = False
 
+    def conv(node: Any, name: str, inner: Any) -> None:
+        x = arg_node(node)
+        ks = tuple(int(k) for k in inner.kernel_size)
+        cout, groups = inner.out_channels, inner.groups
+        add_layer(
+            node, name, "conv" if groups == 1 else "dwconv", (x,),
+            in_shape=as_4d(shape(x)), out_shape=as_4d(shape(node)),
+            macs=prod(shape(node)) * (inner.in_channels // groups) * prod(ks),
+            params=inner.weight.numel() + (cout if inner.bias is not None else 0),
+            kernel=max(ks), stride=max(int(s) for s in inner.stride), groups=groups,
+            bias=inner.bias is not None, cout=cout,
+        )
+        fusible[node] = users(node) == 1
+
+    def pool(node: Any, name: str, kind: str, ks: tuple[int, ...], strides: tuple[int, ...]) -> None:
+        x = arg_node(node)
+        add_layer(node, name, kind, (x,), in_shape=as_4d(shape(x)), out_shape=as_4d(shape(node)),
+                  macs=prod(shape(node)) * prod(ks), kernel=max(ks), stride=max(strides))
+
+    def gap(node: Any, name: str) -> None:
+        x = arg_node(node)
+        add_layer(node, name, "gap", (x,), in_shape=as_4d(shape(x)),
+                  out_shape=as_4d(shape(node)), macs=prod(shape(x)))
+
+    def resize(node: Any, name: str, mode: str) -> None:
+        add_layer(node, name, "resize", (arg_node(node),),
+                  macs=prod(shape(node)) * resize_factor(mode))
+
+    def elementwise(node: Any, name: str, kind: str, act: str = "") -> None:
+        add_layer(node, name, kind, (arg_node(node),), macs=prod(shape(node)), act=act)
+
+    def matmul(node: Any) -> None:
+        a, b = node.args[0], node.args[1]
+        if isinstance(b, fx.Node) and b.op == "get_attr" and a in src:
+            w = _attr(gm, str(b.target))
+            fin = int(w.shape[0])
+            add_layer(node, node.name, "linear", (a,), macs=prod(shape(node)) * fin,
+                      params=int(w.numel()), bias=False, cout=int(w.shape[-1]))
+            fusible[node] = users(node) == 1
+            return
+        x, y = arg_node(node, 0), arg_node(node, 1)
+        add_layer(node, node.name, "matmul", (x, y), macs=prod(shape(node)) * shape(x)[-1])
+
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             src[node] = ""
             fusible[node] = False
-        elif node.op in ("output", "get_attr"):
-            continue
+        elif node.op in ("output", "get_attr") or node not in dc.live:
+            continue  # constants, zero tensors and dead code are not layers
         elif node.op == "call_module":
             mod = modules[node.target]
             inner = _unwrap(mod)
             cname = type(inner).__name__
             name = str(node.target)
-            if isinstance(inner, torch.nn.Conv2d):
-                x = arg_node(node)
-                kh, kw = _pair(inner.kernel_size)
-                cout, groups = inner.out_channels, inner.groups
-                add_layer(
-                    node, name, "conv" if groups == 1 else "dwconv", (x,),
-                    macs=elems(shape(node)) * (inner.in_channels // groups) * kh * kw,
-                    params=inner.weight.numel() + (cout if inner.bias is not None else 0),
-                    kernel=kh, stride=_pair(inner.stride)[0], groups=groups,
-                    bias=inner.bias is not None, cout=cout,
-                )
-                fusible[node] = len(node.users) == 1
+            if isinstance(inner, (torch.nn.Conv1d, torch.nn.Conv2d)):
+                conv(node, name, inner)
             elif isinstance(inner, torch.nn.Linear):
                 x = arg_node(node)
                 fin, fout = inner.in_features, inner.out_features
-                add_layer(node, name, "linear", (x,), macs=fin * fout,
+                add_layer(node, name, "linear", (x,), macs=prod(shape(node)) * fin,
                           params=fin * fout + (fout if inner.bias is not None else 0),
                           bias=inner.bias is not None, cout=fout)
-                fusible[node] = len(node.users) == 1
+                fusible[node] = users(node) == 1
             elif isinstance(inner, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
-                x = arg_node(node)
-                rec = layers.get(src[x])
-                if rec is None or not fusible.get(x):
-                    raise UnsupportedLayerError(
-                        f"layer {name!r} (BatchNorm) must directly follow a conv or linear "
-                        f"layer to be folded; it follows {x.name!r}"
-                    )
-                if not rec["bias"]:
-                    rec["bias"] = True
-                    rec["params"] += rec["cout"]
-                src[node] = src[x]
-                fusible[node] = len(node.users) == 1
+                batchnorm(node, arg_node(node), name)
             elif cname in _ACT_MODULES:
                 activation(node, arg_node(node), name, cname)
             elif cname in _FREE_MODULES:
                 free(node, arg_node(node))
-            elif cname in ("MaxPool2d", "AvgPool2d"):
-                x = arg_node(node)
-                kh, kw = _pair(inner.kernel_size)
-                stride = _pair(inner.stride if inner.stride is not None else inner.kernel_size)
-                add_layer(node, name, "maxpool" if cname == "MaxPool2d" else "avgpool", (x,),
-                          macs=elems(shape(node)) * kh * kw, kernel=kh, stride=stride[0])
-            elif cname == "AdaptiveAvgPool2d" and _pair(inner.output_size) == (1, 1):
-                x = arg_node(node)
-                add_layer(node, name, "gap", (x,), macs=elems(shape(x)))
+            elif cname in ("MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d"):
+                nd = int(cname[-2])
+                ks = _tuple(inner.kernel_size, nd)
+                strides = _tuple(inner.stride if inner.stride is not None else ks, nd)
+                pool(node, name, "maxpool" if cname.startswith("Max") else "avgpool", ks, strides)
+            elif cname.startswith("AdaptiveAvgPool") and set(
+                _tuple(inner.output_size, int(cname[-2]))
+            ) == {1}:
+                gap(node, name)
+            elif cname in ("Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d"):
+                resize(node, name, str(inner.mode))
+            elif cname in _PAD_MODULES:
+                elementwise(node, name, "pad", pad_mode(cname[:-6]))
+            elif cname == "Softmax":
+                elementwise(node, name, "softmax")
             elif cname == "Add":
-                a, b = arg_node(node, 0), arg_node(node, 1)
-                add_layer(node, name, "add", (a, b), macs=elems(shape(node)))
-                fusible[node] = len(node.users) == 1
+                binary(node, name, "add")
             else:
                 raise UnsupportedLayerError(
                     f"layer {name!r} has type {type(mod).__name__}, which edgetune's cost "
-                    f"models do not support; supported: {', '.join(SUPPORTED)}"
+                    f"models do not support; supported: {', '.join(SUPPORTED)}. Replace it "
+                    f"or describe the network with cost_models.GraphBuilder"
                 )
         else:  # call_function / call_method
             fname = getattr(node.target, "__name__", str(node.target))
             is_add = node.target in (operator.add, operator.iadd, torch.add) or fname in (
                 "add", "add_", "__add__", "iadd")
-            if is_add and all(isinstance(a, fx.Node) for a in node.args[:2]):
-                a, b = arg_node(node, 0), arg_node(node, 1)
-                add_layer(node, node.name, "add", (a, b), macs=elems(shape(node)))
-                fusible[node] = len(node.users) == 1
+            if is_add:
+                binary(node, node.name, "add")
+            elif node.target in (operator.mul, operator.imul, torch.mul) or fname in _MUL:
+                binary(node, node.name, "mul")
+            elif node.target is operator.matmul or fname in _MATMUL:
+                matmul(node)
             elif fname in _ACT_FUNCS:
                 activation(node, arg_node(node), node.name, fname)
             elif fname in _FREE_FUNCS or node.target is getattr:
                 free(node, arg_node(node))
-            elif fname == "mean" and _mean_hw(node):
+            elif fname == "mean":
                 x = arg_node(node)
-                add_layer(node, node.name, "gap", (x,), macs=elems(shape(x)))
-            elif fname == "adaptive_avg_pool2d" and _pair(node.args[1]) == (1, 1):
-                x = arg_node(node)
-                add_layer(node, node.name, "gap", (x,), macs=elems(shape(x)))
+                if _mean_dims(node, len(shape(x))):
+                    gap(node, node.name)
+                else:
+                    add_layer(node, node.name, "reduce", (x,), macs=prod(shape(x)))
+            elif fname.startswith("adaptive_avg_pool") and set(
+                _tuple(node.args[1], int(fname[-2]))
+            ) == {1}:
+                gap(node, node.name)
+            elif fname in ("cat", "concat", "concatenate"):
+                parts = tuple(a for a in node.args[0] if isinstance(a, fx.Node) and a in src)
+                add_layer(node, node.name, "concat", parts, macs=prod(shape(node)))
+            elif fname == "interpolate":
+                resize(node, node.name, str(node.kwargs.get("mode", "nearest")))
+            elif fname == "pad":
+                mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode")
+                elementwise(node, node.name, "pad", pad_mode(str(mode or "constant")))
+            elif fname == "softmax":
+                elementwise(node, node.name, "softmax")
+            elif fname in ("permute", "transpose"):
+                elementwise(node, node.name, "transpose")
             else:
                 raise UnsupportedLayerError(
                     f"operation {node.name!r} ({fname}) is not supported by edgetune's cost "
-                    f"models; supported: {', '.join(SUPPORTED)}, flatten/reshape/view"
+                    f"models; supported: {', '.join(SUPPORTED)}, flatten/reshape/view. Replace "
+                    f"it or describe the network with cost_models.GraphBuilder"
                 )
 
     keys = ("name", "kind", "in_shape", "out_shape", "macs", "params", "kernel", "stride",
@@ -257,8 +364,40 @@ def _propagate_shapes(gm: Any, shape: tuple[int, ...]) -> None:
         ShapeProp(gm).propagate(torch.zeros(shape))
 
 
-def _mean_hw(node: Any) -> bool:
+def _merge_repeated_activations(gm: Any, modules: dict[str, Any]) -> None:
+    """The same activation applied twice to one tensor (NAS-Bench-201's ReLU-Conv-BN edges out
+    of one node) is computed once, as torch's ONNX export and onnxruntime do (common
+    subexpression elimination)."""
+    seen: dict[tuple[Any, ...], Any] = {}
+    for node in list(gm.graph.nodes):
+        if not node.args:
+            continue
+        if node.op == "call_module":
+            mod = modules[node.target]
+            if type(mod).__name__ not in _ACT_MODULES:
+                continue
+            key: tuple[Any, ...] = ("m", repr(mod), node.args)
+        elif node.op in ("call_function", "call_method"):
+            fname = getattr(node.target, "__name__", str(node.target))
+            if fname not in _ACT_FUNCS:
+                continue
+            key = ("f", act_name(fname), node.args, tuple(sorted(node.kwargs.items())))
+        else:
+            continue
+        if key in seen:
+            node.replace_all_uses_with(seen[key])
+            gm.graph.erase_node(node)
+        else:
+            seen[key] = node
+
+
+def _tuple(v: Any, n: int) -> tuple[int, ...]:
+    return tuple(int(d) for d in v) if isinstance(v, (tuple, list)) else (int(v),) * n
+
+
+def _mean_dims(node: Any, rank: int) -> bool:
+    """Whether a ``mean`` node averages over exactly the spatial dims (a global average pool)."""
     dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
     if isinstance(dims, int):
         dims = (dims,)
-    return isinstance(dims, (tuple, list)) and sorted(int(d) % 4 for d in dims) == [2, 3]
+    return isinstance(dims, (tuple, list)) and spatial_axes(dims, rank)

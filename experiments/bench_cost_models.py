@@ -98,12 +98,10 @@ def cli_check(column_device: str, *, n_fit: int = 100, n_test: int = 1000) -> di
     """Acceptance (b): `edgetune calibrate` on 100 whole-network ONNX + latency rows of one NB201
     device column, then predictions on 1,000 other rows beside the FLOPs baseline fitted on the
     same 100 rows."""
-    import onnx
 
     from cost_models.baseline import fit_flops_constant, total_macs
     from cost_models.fidelity import fidelity
     from experiments.nb201 import nb201_onnx
-    from targets.base import load_target_file
     from targets.devices import NB201_DEVICES, NB201_FIT, NB201_TEST, int8_bits, nb201_rows
 
     spec = NB201_DEVICES[column_device]
@@ -117,37 +115,11 @@ def cli_check(column_device: str, *, n_fit: int = 100, n_test: int = 1000) -> di
     pool = [r for r in rows if r[0] not in shipped_used and _graph(r[1]).layers]
     random.Random(1).shuffle(pool)
     fit_rows, test_rows = pool[:n_fit], pool[n_fit : n_fit + n_test]
-    name = f"check-{column_device}"
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        lines = ["model,latency_ms"]
-        for i, arch, lat in fit_rows:
-            m = nb201_onnx(arch)
-            if spec.int8:  # an int8 device: every layer int8 (as the measurements were taken)
-                raise RuntimeError("int8 NB201 columns are checked in-process, not via ONNX")
-            onnx.save(m, str(tmp / f"nb{i}.onnx"))
-            lines.append(f"nb{i}.onnx,{lat}")
-        (tmp / "m.csv").write_text("\n".join(lines) + "\n")
-        env = {**os.environ, "EDGETUNE_HOME": str(tmp / "home")}
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "search.cli",
-                "calibrate",
-                name,
-                "--measurements",
-                str(tmp / "m.csv"),
-                "--json",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"edgetune calibrate failed: {proc.stderr}")
-        target = load_target_file(tmp / "home" / "targets" / f"{name}.json")
+    if spec.int8:  # an int8 device: every layer int8 (as the measurements were taken)
+        raise RuntimeError("int8 NB201 columns are checked in-process, not via ONNX")
+    target = calibrate_cli(
+        f"check-{column_device}", [(nb201_onnx(arch), lat) for _, arch, lat in fit_rows]
+    )
     meas = [lat for _, _, lat in test_rows]
     pred = [
         target.predict(_graph(a), int8_bits(_graph(a)) if spec.int8 else {}).latency_ms
@@ -170,6 +142,34 @@ def cli_check(column_device: str, *, n_fit: int = 100, n_test: int = 1000) -> di
         "flops_baseline": base,
         "beats_baseline_on_every_figure": beats,
     }
+
+
+def calibrate_cli(name: str, rows: list[tuple[Any, float]]) -> Any:
+    """``edgetune calibrate NAME --measurements CSV`` in a fresh EDGETUNE_HOME, on (ONNX
+    model, latency_ms) rows written as a CSV beside their model files; the fitted target."""
+    import onnx
+
+    from targets.base import load_target_file
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        lines = ["model,latency_ms"]
+        for i, (model, lat) in enumerate(rows):
+            onnx.save(model, str(tmp / f"m{i}.onnx"))
+            lines.append(f"m{i}.onnx,{lat}")
+        (tmp / "m.csv").write_text("\n".join(lines) + "\n")
+        env = {**os.environ, "EDGETUNE_HOME": str(tmp / "home")}
+        proc = subprocess.run(
+            [sys.executable, "-m", "search.cli", "calibrate", name, "--measurements",
+             str(tmp / "m.csv"), "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"edgetune calibrate failed: {proc.stderr}")
+        return load_target_file(tmp / "home" / "targets" / f"{name}.json")
 
 
 def _fmt(f: dict[str, Any]) -> str:

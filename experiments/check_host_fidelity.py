@@ -24,9 +24,16 @@ from typing import Any
 RESULTS = Path(__file__).parent / "results"
 
 
-def _nets(n: int, seed: int) -> list[tuple[str, Any, tuple[int, int, int]]]:
+BASE_FAMILIES = ("resnet", "dscnn", "mbv2")
+
+
+def _nets(
+    n: int, seed: int, families: tuple[str, ...] = BASE_FAMILIES
+) -> list[tuple[str, Any, tuple[int, int, int]]]:
     import torch
     from torch import nn
+
+    from experiments.held_out_nets import build
 
     class Add(nn.Module):
         def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -78,9 +85,12 @@ def _nets(n: int, seed: int) -> list[tuple[str, Any, tuple[int, int, int]]]:
 
     out = []
     for i in range(n):
-        fam = ("resnet", "dscnn", "mbv2")[i % 3]
+        fam = families[i % len(families)]
         hw = rng.choice((28, 28, 32))
         cin = 1 if hw == 28 else 3
+        if fam not in BASE_FAMILIES:
+            out.append((f"{fam}{i}_hw{hw}", build(fam, rng, cin, seed * 100 + i), (cin, hw, hw)))
+            continue
         if fam == "resnet":
             c0, c1, c2, c3 = w(16), w(16), w(32), w(64)
             m = nn.Sequential(
@@ -208,6 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--recalibrate", action="store_true")
     p.add_argument(
+        "--families",
+        default=",".join(BASE_FAMILIES),
+        help="comma-separated: resnet, dscnn, mbv2 and those of experiments.held_out_nets "
+        "(mbv3, dense, preact, nb201); results go to host_fidelity_<families>_seed<SEED>.json "
+        "unless they are the first three",
+    )
+    p.add_argument(
         "--workdir",
         type=Path,
         default=None,
@@ -226,13 +243,14 @@ def main(argv: list[str] | None = None) -> int:
         help="reuse the exported models in --workdir, but measure them again",
     )
     args = p.parse_args(argv)
+    families = tuple(f.strip() for f in args.families.split(",") if f.strip())
 
     import onnx
 
     from cost_models.fidelity import fidelity
     from cost_models.onnx_graph import from_onnx
     from targets import get
-    from targets.agent import noise_ceiling
+    from targets.agent import device_info, noise_ceiling
     from targets.host import calibrate_host, measure_on_host
 
     target = calibrate_host(force=True) if args.recalibrate else get("host")
@@ -248,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         else:
             files = []
-            for name, model, shape in _nets(args.n, args.seed):
+            for name, model, shape in _nets(args.n, args.seed, families):
                 if args.reuse_models and (tmp / f"{name}_int8.onnx").is_file():
                     files.extend([tmp / f"{name}_fp32.onnx", tmp / f"{name}_int8.onnx"])
                 else:
@@ -332,7 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         f"noise ceiling: {nc['within_10pct']:.0%} of models agree within 10% between two "
         f"interleaved passes (median diff {nc['median_diff_pct']:.1f}%)"
     )
-    out = RESULTS / f"host_fidelity_seed{args.seed}.json"
+    tag = "" if families == BASE_FAMILIES else "_".join(families) + "_"
+    summary["families"] = list(families)
+    summary["cpu"] = {k: device_info()[k] for k in ("cpu_model", "cpu_flags")}
+    out = RESULTS / f"host_fidelity_{tag}seed{args.seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
     print(f"wrote {out}")

@@ -118,10 +118,15 @@ def describe_excess(excess: Mapping[str, float]) -> str:
 
 
 def teacher_costs(teacher: nn.Module, spec: Spec, target: Target) -> dict[str, float]:
-    """The teacher's predicted costs on the target: what relative budgets are shares of."""
-    from cost_models import from_torch
+    """The teacher's predicted costs on the target, as the target runs it (in int8 on a device
+    that runs nothing else): what relative budgets are shares of. Its size is always the
+    float teacher's."""
+    from cost_models import from_torch, size_kb
 
-    return target.predict(from_torch(teacher, spec.model.input_shape), {}).as_dict()
+    graph = from_torch(teacher, spec.model.input_shape)
+    costs = target.predict(graph, {}).as_dict()
+    costs["size_kb"] = size_kb(graph, {})
+    return costs
 
 
 def corner_params(space: JointSpace, spec: Spec) -> list[dict[str, Any]]:
@@ -179,6 +184,12 @@ class CheckResult:
     teacher: dict[str, float]
     cheapest: dict[str, float]
     budgets: Budgets
+    restricted: tuple[str, ...] = ()
+    """How the space was cut to the precisions the target prices, and why."""
+    energy: str = ""
+    """How the target's energy figures are made (``Target.energy_label``)."""
+    approximated: tuple[str, ...] = ()
+    """The teacher's layers priced without fitted coefficients (from the bytes they move)."""
 
     @property
     def broken(self) -> dict[str, float]:
@@ -191,10 +202,14 @@ class CheckResult:
             "budgets": self.budgets.as_dict(),
             "feasible": not self.broken,
             "over_budget": {k: round(v, 4) for k, v in self.broken.items()},
+            "restricted": list(self.restricted),
+            "energy": self.energy,
+            "approximated": list(self.approximated),
         }
 
     def text(self) -> str:
-        lines = ["cost | teacher | cheapest candidate | budget"]
+        lines = [f"space: {note}" for note in self.restricted]
+        lines.append("cost | teacher | cheapest candidate | budget")
         limits = self.budgets.limits
         for k in COST_KEYS:
             budget = f"{limits[k]:.4g}" if k in limits else "-"
@@ -209,15 +224,30 @@ class CheckResult:
             )
         else:
             lines.append("the budgets can be met (by the cheapest corner of the space at least)")
+        if self.energy:
+            lines.append(f"energy: {self.energy}")
+        if self.approximated:
+            lines.append(
+                f"priced from the bytes they move (no fitted coefficients on this target): "
+                f"{', '.join(self.approximated)}"
+            )
         return "\n".join(lines)
 
 
 def check_spec(spec: Spec, target: Target, model: nn.Module) -> CheckResult:
     """The teacher's costs, the cheapest candidate's and the budgets. Costs depend on the
     architecture only, so ``model`` may be untrained (the teacher's accuracy is not needed)."""
+    from cost_models import from_torch
+    from search.precision import restrict_to_target
     from spaces.joint import JointSpace
 
+    restriction = restrict_to_target(spec, target)
+    spec = restriction.spec
     teacher = teacher_costs(model, spec, target)
+    rough = target.predict(from_torch(model, spec.model.input_shape), {}).approximated
     budgets = Budgets.resolve(spec.constraints, teacher, margin=target.prediction_margin())
     space = JointSpace(model, spec.model.input_shape, spec.space, batch_size=spec.data.batch_size)
-    return CheckResult(teacher, cheapest_costs(space, model, spec, target), budgets)
+    cheapest = cheapest_costs(space, model, spec, target)
+    return CheckResult(
+        teacher, cheapest, budgets, restriction.notes, target.energy_label, rough
+    )

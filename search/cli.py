@@ -265,14 +265,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(dumps(rows if len(rows) > 1 else rows[0]), file=_OUT, flush=True)
         return 0
     for row in rows:
+        rough = row["approximated"]
         print(
             f"{row['model']}: "
             + ", ".join(
                 f"{k} {row[k]:.4g}"
                 for k in ("latency_ms", "energy_mj", "peak_memory_kb", "size_kb")
+            )
+            + (
+                f" ({len(rough)} layer(s) priced from the bytes they move, no fitted "
+                f"coefficients: {', '.join(rough[:5])})"
+                if rough
+                else ""
             ),
             file=_OUT,
         )
+    print(f"energy: {target.energy_label}", file=_OUT)
     return 0
 
 

@@ -212,7 +212,8 @@ def _export_files(
     acc_torch = accuracy(student, data.normalize(data.x_test), data.y_test)
     log(f"measured in {time.perf_counter() - t:.1f} s")
 
-    predicted = target.predict(rebuilt.graph, rebuilt.policy.bits).as_dict()
+    costs = target.predict(rebuilt.graph, rebuilt.policy.bits)
+    predicted = costs.as_dict()
     graph, bits = from_onnx(model)
     predicted_from_onnx = target.predict(graph, bits).as_dict()
     teacher_pred = dict(study_record.teacher) if study_record else {}
@@ -235,6 +236,8 @@ def _export_files(
         "size_kb_packed": packed_size_bytes(student) / 1024,
         "predicted": predicted,
         "predicted_from_onnx": predicted_from_onnx,
+        "energy_model": target.energy_label,
+        "approximated_layers": list(costs.approximated),
         "budgets": dict(study_record.budgets) if study_record else {},
         "teacher_search": teacher_pred,
         "teacher": {

@@ -66,16 +66,22 @@ def measure_latency_ms(measurer: Measurer, models: list[bytes]) -> list[float]:
 
 
 def prepare(spec: Spec, log: Callable[[str], None]) -> Prepared:
-    """Load the teacher, data and target; compute teacher logits, its figures and the budgets.
+    """Load the teacher, data and target; cut the space to the precisions the target prices;
+    compute teacher logits, its figures and the budgets.
 
     With a measurer, the teacher is measured on the device, and relative latency budgets are
     shares of that measurement (the teacher record keeps the prediction beside it)."""
     import targets
+    from search.precision import restrict_to_target
     from search.workloads import build_workload, load_data, load_teacher
     from spaces.distillation import accuracy
 
     t = time.perf_counter()
     target = targets.get(spec.target)
+    restriction = restrict_to_target(spec, target)
+    spec = restriction.spec
+    for note in restriction.notes:
+        log(f"space: {note}")
     measurer = choose_measurer(spec, target)
     teacher = load_teacher(spec)
     workload = build_workload(spec, teacher, load_data(spec.data))
@@ -147,6 +153,7 @@ def start_study(
     studies.require_new(studies.storage_for(storage), storage, name)  # before loading anything
     prepared = prepare(spec, log)
     ctx = prepared.context
+    spec = ctx.spec  # cut to the precisions the target prices
     teacher, space = ctx.teacher_and_space()
     require_reachable(ctx.budgets, cheapest_scored(prepared))
     seeds = feasible_seeds(space, teacher, spec, ctx.target, ctx.budgets, spec.search.seed_trials)

@@ -114,6 +114,16 @@ def _budget_sentence(summary: dict[str, Any]) -> str:
     return f" As measured here, it {verdict} its latency budget ({b['budget']}; {b['excess']:+.0%})."
 
 
+def _approximated_sentence(summary: dict[str, Any]) -> str:
+    layers = summary.get("approximated_layers") or []
+    if not layers:
+        return ""
+    return (
+        f" {len(layers)} layer(s) ({', '.join(layers[:5])}) have no fitted coefficients on "
+        "this target and are priced from the bytes they move: their latency and energy are rough."
+    )
+
+
 def export_text(summary: dict[str, Any], report: Any) -> str:
     """What ``edgetune export`` prints."""
     t = summary["teacher"]
@@ -173,6 +183,8 @@ bits a device would store.
 |---|---|---|---|---|
 | from the torch student | {pred["latency_ms"]:.4g} | {pred["energy_mj"]:.4g} | {pred["peak_memory_kb"]:.4g} | {pred["size_kb"]:.4g} |
 | from model.onnx | {pred_onnx["latency_ms"]:.4g} | {pred_onnx["energy_mj"]:.4g} | {pred_onnx["peak_memory_kb"]:.4g} | {pred_onnx["size_kb"]:.4g} |
+
+Energy: {summary.get("energy_model") or "-"}.{_approximated_sentence(summary)}
 
 {fidelity_text(summary.get("latency_fidelity"))}.
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from cost_models.analytic import KernelCostModel
 from cost_models.base import CostModel
-from cost_models.errors import EdgetuneError
-from cost_models.graph import Bits, Costs, LayerGraph
+from cost_models.errors import EdgetuneError, UnsupportedLayerError
+from cost_models.graph import FLOAT_BITS, Bits, Costs, LayerGraph, Precision
 from cost_models.layerwise import LayerTypeCostModel
 from targets.errors import TargetError
 
@@ -68,8 +69,60 @@ class Target:
         return float(mdape) / 100.0 if isinstance(mdape, int | float) and mdape > 0 else 0.0
 
     def predict(self, graph: LayerGraph, bits: Bits) -> Costs:
-        """The four costs of ``graph`` at ``bits`` on this target."""
+        """The four costs of ``graph`` at ``bits`` on this target. On a device that runs no
+        float (int8 only), a layer ``bits`` leaves float runs at the device's precision, as
+        its converter quantizes every layer: 8-bit weights, its narrowest activations."""
+        if FLOAT_BITS not in self.act_bits:
+            act = min(self.act_bits)
+            bits = {
+                **{
+                    la.name: Precision(8 if la.kind in _WEIGHTED else FLOAT_BITS, act)
+                    for la in graph.layers
+                },
+                **bits,
+            }
         return self.cost_model.predict(graph, bits, self.constants)
+
+    @property
+    def energy_label(self) -> str:
+        """How this target's energy figures are made: ``calibrated (...)`` from measured
+        energy, or ``modelled (...)`` from published per-operation energies and a power
+        figure, with their sources."""
+        return str(self.constants.energy_label)
+
+    @cached_property
+    def act_bits(self) -> tuple[int, ...]:
+        """The activation bit-widths this target's cost model prices (32 is float): a probe
+        network of the common layers is priced at each, every layer at that precision (with
+        8-bit weights below 32). A device calibrated for int8 only gives ``(8,)``."""
+        graph = _probe_graph()
+        out = []
+        for act in (8, 16, FLOAT_BITS):
+            weight = FLOAT_BITS if act == FLOAT_BITS else 8
+            bits = {
+                la.name: Precision(weight if la.kind in _WEIGHTED else FLOAT_BITS, act)
+                for la in graph.layers
+            }
+            try:
+                self.cost_model.predict(graph, bits, self.constants)
+            except UnsupportedLayerError:
+                continue
+            out.append(act)
+        return tuple(out)
+
+
+_WEIGHTED = ("conv", "dwconv", "linear")
+
+
+def _probe_graph() -> LayerGraph:
+    """A 3x3 conv, a 1x1 conv, a residual add, global pooling and a classifier."""
+    from cost_models.builder import GraphBuilder
+
+    b = GraphBuilder((1, 8, 16, 16))
+    x = b.relu(b.conv("", 16, 3))
+    y = b.relu(b.add(b.conv(x, 16, 1), x))
+    b.linear(b.gap(y), 10)
+    return b.build()
 
 
 def target_to_dict(target: Target) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from cost_models.energy import power_only
 from cost_models.errors import CalibrationError
 from cost_models.layerwise import LayerTypeCostModel, default_constants
 from targets.base import Target, target_to_dict
@@ -84,8 +85,10 @@ def calibrate_file(
 ) -> tuple[Target, Path]:
     """``edgetune calibrate NAME --measurements FILE [--like TARGET]``: fit and store NAME.
 
-    The cost model (and power figure) start from NAME's own target if it exists, else from
-    ``like``, else a generic per-layer-type CPU model.
+    The cost model (and energy constants) start from NAME's own target if it exists, else
+    from ``like``, else a generic per-layer-type CPU model. ``power_w`` replaces the energy
+    constants with that static power alone (energy = power × latency); measured
+    ``energy_mj`` in the file replaces them with constants fitted to it (``calibrated``).
     """
     from targets import registry
 
@@ -117,16 +120,13 @@ def calibrate_file(
         cm = LayerTypeCostModel()
         base = default_constants(GENERIC_POWER_W, GENERIC_POWER_SOURCE)
         description, runtime = "a user-calibrated device (generic per-layer-type model)", "user"
-    if power_w is not None:
-        if not hasattr(base, "power_source"):
-            base = replace(base, power_w=power_w)
-        else:
-            base = replace(
-                base,
-                power_w=power_w,
-                energy="power_x_latency",
-                power_source=f"given on the command line (--power-w {power_w})",
-            )
+    if power_w is not None:  # the device's power under load: energy = power × latency
+        base = replace(
+            base,
+            energy_constants=power_only(
+                power_w, f"given on the command line (--power-w {power_w})"
+            ),
+        )
     device = ""
     if Path(path).suffix.lower() == ".json":
         device = json.dumps(json.loads(Path(path).read_text()).get("device", {}))[:500]

@@ -10,7 +10,15 @@ which is passed in here as ``nb201_graph``: targets do not import experiments).
 Held-out fidelity: NB201 devices fit on ``NB201_FIT`` rows and are judged on ``NB201_TEST``
 other rows (seeded sample); the per-layer LUT holds out 25% of its layers; MLPerf Tiny holds
 out 25% of the *systems* (all four models of each), since the four models are the only
-architectures there. Power figures are named with their source in each target.
+architectures there.
+
+Energy (:mod:`cost_models.energy`): the Cortex-M targets fit their energy constants (static
+power, pJ per int8 MAC, pJ per byte; NNLS) to the MLPerf Tiny rows with measured energy, with
+each row's measured latency (*calibrated*). The others have no energy measurement: their
+constants are *modelled*, published per-operation energies (Horowitz, ISSCC 2014, 45 nm)
+scaled to the SoC's process node (``DeviceSpec.node_nm``, named with its source) plus the
+device's power figure as static power. That figure is the device's power under load, so it
+already holds part of the dynamic power: the modelled energy errs high.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cost_models.energy import EnergyConstants, published_energy
 from cost_models.errors import CalibrationError
 from cost_models.graph import LayerGraph, Precision
 from cost_models.layerwise import LayerTypeCostModel, default_constants, with_precision
@@ -59,6 +68,20 @@ class DeviceSpec:
     power_source: str
     column: str = ""  # NB201 column
     int8: bool = False  # measured int8: the target has int8 classes (and no fp32 ones)
+    node_nm: float = 0.0  # the SoC's process node, for modelled per-operation energies
+    node_source: str = ""
+    float_bits: int = 32  # 16 where float layers run in half precision
+
+    def energy(self) -> EnergyConstants:
+        """Modelled energy constants: the power figure as static power, per-op energies
+        scaled to ``node_nm``."""
+        return published_energy(
+            self.power_w,
+            node_nm=self.node_nm,
+            float_bits=self.float_bits,
+            note=f"static power {self.power_w:g} W: {self.power_source}; process "
+            f"{self.node_nm:g} nm: {self.node_source}",
+        )
 
 
 NB201_DEVICES = {
@@ -70,6 +93,8 @@ NB201_DEVICES = {
         "5 V x 600 mA 'typical bare-board active current consumption' of the Raspberry Pi "
         "4 B (raspberrypi.com documentation, power supply table) = 3.0 W",
         column="raspberry_pi_4_ms",
+        node_nm=28,
+        node_source="Broadcom BCM2711, 28 nm (Raspberry Pi 4 product brief)",
     ),
     "pixel-3": DeviceSpec(
         "pixel-3",
@@ -78,6 +103,8 @@ NB201_DEVICES = {
         2.0,
         PHONE_POWER,
         column="pixel_3_cpu_ms",
+        node_nm=10,
+        node_source="Qualcomm Snapdragon 845, Samsung 10 nm LPP (Qualcomm product page)",
     ),
     "jetson-nano": DeviceSpec(
         "jetson-nano",
@@ -87,6 +114,8 @@ NB201_DEVICES = {
         "NVIDIA Jetson Nano's 10 W power mode (its maximum; NVIDIA Jetson Nano developer kit "
         "user guide: 5 W and 10 W modes), an upper bound",
         column="jetson_nano_fp32_ms",
+        node_nm=20,
+        node_source="NVIDIA Tegra X1, TSMC 20 nm (NVIDIA Tegra X1 white paper)",
     ),
     "jetson-nano-fp16": DeviceSpec(
         "jetson-nano-fp16",
@@ -95,6 +124,9 @@ NB201_DEVICES = {
         10.0,
         "NVIDIA Jetson Nano's 10 W power mode (its maximum), an upper bound",
         column="jetson_nano_fp16_ms",
+        node_nm=20,
+        node_source="NVIDIA Tegra X1, TSMC 20 nm (NVIDIA Tegra X1 white paper)",
+        float_bits=16,
     ),
     "edge-tpu": DeviceSpec(
         "edge-tpu",
@@ -105,6 +137,8 @@ NB201_DEVICES = {
         "page), at full load",
         column="edge_tpu_int8_ms",
         int8=True,
+        node_nm=28,
+        node_source="not published by Google; 28 nm assumed (a guess, not a figure)",
     ),
     "snapdragon-855-cpu": DeviceSpec(
         "snapdragon-855-cpu",
@@ -115,6 +149,8 @@ NB201_DEVICES = {
         PHONE_POWER,
         column="snapdragon855_cpu_int8_ms",
         int8=True,
+        node_nm=7,
+        node_source="Qualcomm Snapdragon 855, TSMC 7 nm (Qualcomm product page)",
     ),
 }
 MCU_DEVICES = {
@@ -142,6 +178,8 @@ NOTE10 = DeviceSpec(
     "TFLite CPU (Once-for-All latency LUT)",
     2.0,
     PHONE_POWER,
+    node_nm=7,
+    node_source="Exynos 9825 (Samsung 7 nm EUV) or Snapdragon 855 (TSMC 7 nm), by region",
 )
 SHIPPED = (*NB201_DEVICES, "samsung-note10-cpu", *MCU_DEVICES)
 
@@ -280,7 +318,8 @@ def build_shipped(
         src = f"{data_dir().name}/nb201_latency.csv, column {spec.column}"
         config = CalibrationConfig(
             cost_model=cm,
-            base=default_constants(spec.power_w, spec.power_source),
+            base=default_constants(spec.power_w, spec.power_source,
+                                   energy_constants=spec.energy()),
             description=spec.description,
             runtime=spec.runtime,
             source=src,
@@ -293,7 +332,8 @@ def build_shipped(
         lrows = [Row(i, f"lut row {i}", (g, {}, lat)) for i, g, lat in lut_rows()]
         config = CalibrationConfig(
             cost_model=cm,
-            base=default_constants(NOTE10.power_w, NOTE10.power_source),
+            base=default_constants(NOTE10.power_w, NOTE10.power_source,
+                                   energy_constants=NOTE10.energy()),
             description=NOTE10.description,
             runtime=NOTE10.runtime,
             seed=seed,
@@ -327,12 +367,14 @@ def build_shipped(
             seed=seed,
             group=lambda r: r.label.split("/")[0],
             finalize=lambda c: with_precision(c, "int8", "fp32", ratio),
+            fp32_per_int8=ratio,
             source=f"{data_dir().name}/mlperf_tiny_results.csv, closed division, Cortex-{core}, "
             f"no accelerator",
             notes=f"latency scaled to {MCU_MHZ[name]:.0f} MHz (x MHz / {MCU_MHZ[name]:.0f}); "
             f"25% of systems held out (all 4 models each); fp32 classes = int8 x "
             f"{ratio:.2f}, the median float/int8 latency ratio of the paired Bosch "
-            f"float/int8 systems; energy from the measured uJ/inference rows",
+            f"float/int8 systems; energy constants fitted (NNLS) to the measured uJ/inference "
+            f"rows with their measured latency (fp32 MAC energy = int8 x {ratio:.2f})",
         )
         return calibrate_rows(name, rows, config)
     raise CalibrationError(f"unknown shipped target {name!r}; valid: {', '.join(SHIPPED)}")

@@ -18,6 +18,7 @@ from cost_models.base import CostModel
 from cost_models.baseline import compare_heldout
 from cost_models.errors import CalibrationError
 from cost_models.fidelity import fidelity
+from cost_models.fit import fit_energy_constants
 from targets.base import Provenance, Target
 from targets.measurements import Row
 
@@ -30,7 +31,10 @@ class CalibrationConfig:
 
     Held out: ``heldout_rows`` (row numbers) if given, else a seeded ``holdout`` share of the
     rows, or of the groups ``group`` puts them in (so held-out architectures are unseen).
-    ``finalize`` transforms fitted constants (e.g. adds fp32 classes from a measured ratio).
+    ``finalize`` transforms fitted constants (e.g. adds fp32 classes from a measured ratio);
+    it runs after the energy fit. ``fp32_per_int8``: where rows with energy are int8 only,
+    the float MAC's energy = this × the fitted int8 MAC's (see
+    :func:`cost_models.fit.fit_energy_constants`).
     """
 
     cost_model: CostModel
@@ -45,6 +49,7 @@ class CalibrationConfig:
     seed: int = 0
     heldout_rows: Sequence[int] | None = None
     group: Callable[[Row], str] | None = None
+    fp32_per_int8: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout < 1:
@@ -65,10 +70,23 @@ def _ranges(nums: Sequence[int]) -> str:
     return ",".join(out)
 
 
-def _fit_power(rows: Sequence[Row]) -> float:
-    """W = median over rows of measured energy (mJ) / measured latency (ms)."""
-    ratios = sorted(r.energy_mj / r.measurement[2] for r in rows if r.energy_mj is not None)
-    return ratios[len(ratios) // 2]
+def _fit(rows: Sequence[Row], config: CalibrationConfig) -> Any:
+    """Latency constants fitted to ``rows``; energy constants fitted too (NNLS with each row's
+    measured latency) where at least 3 rows have ``energy_mj``; then ``finalize``."""
+    cm = config.cost_model
+    constants = cm.fit([r.measurement for r in rows], config.base)
+    with_energy = [r for r in rows if r.energy_mj is not None]
+    if len(with_energy) >= 3:
+        base = constants.energy_constants
+        energy = fit_energy_constants(
+            [(*r.measurement, r.energy_mj or 0.0) for r in with_energy],
+            float_bits=base.float_bits,
+            fp32_per_int8=config.fp32_per_int8,
+            note=f"fitted (NNLS) to {len(with_energy)} measured energy_mj rows of "
+            f"{config.source} with their measured latency",
+        )
+        constants = replace(constants, energy_constants=energy)
+    return config.finalize(constants) if config.finalize else constants
 
 
 def _split(rows: Sequence[Row], config: CalibrationConfig) -> tuple[list[Row], list[Row]]:
@@ -99,7 +117,8 @@ def _heldout_fidelity(
     train: list[Row], test: list[Row], part: Any, cost_model: CostModel
 ) -> dict[str, Any]:
     """Latency fidelity of ``part`` (fitted on ``train``) on ``test``, and energy fidelity
-    where rows have ``energy_mj`` (power fitted on the fitting rows' energy)."""
+    (predicted latency and the energy constants fitted on the fitting rows) where rows have
+    ``energy_mj``."""
     fid = compare_heldout(
         [r.measurement for r in train],
         [r.measurement for r in test],
@@ -108,13 +127,10 @@ def _heldout_fidelity(
     fid["held_out_rows"] = _ranges([r.row for r in test])
     e_train = [r for r in train if r.energy_mj is not None]
     e_test = [r for r in test if r.energy_mj is not None]
-    if e_train and len(e_test) >= 2:
-        pw = _fit_power(e_train)
+    if len(e_train) >= 3 and len(e_test) >= 2:
         ef = fidelity(
-            [
-                cost_model.predict(r.measurement[0], r.measurement[1], part).latency_ms * pw
-                for r in e_test
-            ],
+            [cost_model.predict(r.measurement[0], r.measurement[1], part).energy_mj
+             for r in e_test],
             [r.energy_mj or 0.0 for r in e_test],
         )
         fid["energy"] = {k: ef[k] for k in ("within_10pct", "spearman", "mdape")}
@@ -125,28 +141,13 @@ def _heldout_fidelity(
 def calibrate_rows(name: str, rows: Sequence[Row], config: CalibrationConfig) -> Target:
     """Target ``name`` fitted to ``rows``: fit on the fitting part, measure fidelity on the
     held-out part (beside the FLOPs baseline fitted on the same fitting rows), then refit on
-    all rows. Where rows have ``energy_mj``, power_w is fitted too (energy ``calibrated``).
+    all rows. Where rows have ``energy_mj``, the energy constants are fitted too (energy
+    ``calibrated``); otherwise they are the base's.
     """
     cm = config.cost_model
-    fin = config.finalize or (lambda c: c)
     train, test = _split(rows, config)
-    part = fin(cm.fit([r.measurement for r in train], config.base))
-    fid = _heldout_fidelity(train, test, part, cm)
-    constants = fin(cm.fit([r.measurement for r in rows], config.base))
-    with_energy = [r for r in rows if r.energy_mj is not None]
-    if with_energy:
-        if not hasattr(constants, "energy"):
-            raise CalibrationError(
-                f"{config.source}: has energy_mj, but cost model {cm.name!r} cannot calibrate "
-                f"energy; use --like with a layer-type target or drop the column"
-            )
-        constants = replace(
-            constants,
-            power_w=_fit_power(with_energy),
-            energy="calibrated",
-            power_source=f"fitted to {len(with_energy)} measured energy_mj rows "
-            f"of {config.source} (median energy / latency)",
-        )
+    fid = _heldout_fidelity(train, test, _fit(train, config), cm)
+    constants = _fit(rows, config)
     return Target(
         name=name,
         description=config.description,

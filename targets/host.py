@@ -11,7 +11,7 @@ constants are then refitted on all rows. The result is cached as JSON in
 (hostname, CPU model, onnxruntime version) and the fidelity, and reused while the machine, the
 onnxruntime version and the cost model's version match; otherwise it is recalibrated. The
 suite measurements are cached beside it (``host_measurements.json``) for :func:`refit_host`.
-A calibration measures the suite's 588 models for ``CALIBRATION_SECONDS``, plus the sessions'
+A calibration measures the suite's 604 models for ``CALIBRATION_SECONDS``, plus the sessions'
 set-up.
 
 The kernels onnxruntime runs depend on the CPU: MLAS's NCHWc layout blocks channels by 8 with
@@ -27,9 +27,11 @@ calibration is stored (``reference_ms``). :func:`measure_on_host` measures other
 way and rescales them to the calibration's machine speed (the plain measurement is
 ``raw_latency_ms``): use it to compare a measurement with a prediction.
 
-Energy is not measured (the agent reads no power counters): energy = latency × ``POWER_W``, one
-core's share of a server CPU's TDP (``POWER_SOURCE`` names the figure). It is an
-order-of-magnitude figure, not a measurement of the machine.
+Energy is not measured (the agent reads no power counters): it is *modelled*
+(:func:`host_energy`): static power ``POWER_W``, one core's share of a server CPU's TDP
+(``POWER_SOURCE`` names the figure), plus published per-operation energies scaled to that
+CPU's process node (``NODE_NM``). An order-of-magnitude figure, not a measurement of the
+machine. A cached calibration gets the current modelled energy when it is loaded.
 """
 
 from __future__ import annotations
@@ -39,12 +41,14 @@ import json
 import os
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from cost_models.analytic import KernelConstants, KernelCostModel, latency_ms
 from cost_models.base import Measurement
 from cost_models.baseline import compare_heldout
+from cost_models.energy import EnergyConstants, published_energy
 from cost_models.errors import CalibrationError
 from cost_models.fit import fit_kernel_constants
 from cost_models.kernels import NCHWC_BLOCK
@@ -57,6 +61,7 @@ __all__ = [
     "cache_path",
     "cached_host",
     "calibrate_host",
+    "host_energy",
     "host_target",
     "measure_on_host",
     "nchwc_block_size",
@@ -66,14 +71,25 @@ __all__ = [
 
 DESCRIPTION = "this machine's CPU, onnxruntime CPU EP, batch 1, one thread"
 RUNTIME = "onnxruntime CPUExecutionProvider, intra_op=1, inter_op=1, sequential, ORT_ENABLE_ALL"
-MODEL_VERSION = "kernel-8"  # NCHWc block size; reorder rules for depthwise and float-weight convs
+MODEL_VERSION = "kernel-9"  # standalone BN, Mul, Concat, activations, Resize, Pad, Softmax, MatMul
 POWER_W = 280.0 / 64
 POWER_SOURCE = (
     "one core's share of a server CPU's TDP: AMD EPYC 7763 default TDP 280 W / 64 cores = "
     "4.375 W per busy core (AMD product specifications). A generic figure, not a measurement "
     "of this machine's power"
 )
+NODE_NM = 7.0
+NODE_SOURCE = "AMD EPYC 7763 (Zen 3): TSMC 7 nm core dies (AMD product specifications)"
 CALIBRATION_SECONDS = 110.0
+
+
+def host_energy() -> EnergyConstants:
+    """The host's modelled energy constants: ``POWER_W`` as static power, per-operation
+    energies scaled to ``NODE_NM`` (generic figures, not this machine's)."""
+    return published_energy(
+        POWER_W, node_nm=NODE_NM, note=f"static power {POWER_W:g} W: {POWER_SOURCE}; process "
+        f"{NODE_NM:g} nm: {NODE_SOURCE}",
+    )
 
 
 def cache_path() -> Path:
@@ -115,7 +131,7 @@ def cached_host() -> Target | None:
         return None
     if not _same_machine(target.provenance.machine, _machine()):
         return None
-    return target
+    return replace(target, constants=replace(target.constants, energy_constants=host_energy()))
 
 
 def _cpu_flags() -> set[str]:
@@ -201,14 +217,15 @@ def _fit_and_check(
     test = [m for n, m in rows if n.rsplit("_", 1)[0] in held]
     w_train = [_row_weight(n) for n, _ in rows if n.rsplit("_", 1)[0] not in held]
     part = fit_kernel_constants(
-        train, power_w=POWER_W, nchwc_block=nchwc_block, row_weights=w_train, ridge=RIDGE
+        train, energy_constants=host_energy(), nchwc_block=nchwc_block, row_weights=w_train,
+        ridge=RIDGE,
     )
     fid = compare_heldout(train, test, lambda m: latency_ms(m[0], m[1], part))
     fid["held_out"] = "25% of suite architectures (all their precision schemes)"
     fid["held_out_rows"] = ",".join(sorted(held))
     constants = fit_kernel_constants(
         [m for _, m in rows],
-        power_w=POWER_W,
+        energy_constants=host_energy(),
         nchwc_block=nchwc_block,
         row_weights=[_row_weight(n) for n, _ in rows],
         ridge=RIDGE,
@@ -365,7 +382,7 @@ def _build(models: list[tuple[str, Any]], results: list[dict[str, Any]], t0: flo
             machine=_machine(),
             fidelity=fid,
             notes=f"calibration took {time.time() - t0:.0f} s; {len(candidates)} of the rows are "
-            f"measured search candidates; energy: {POWER_SOURCE}",
+            f"measured search candidates; energy: {host_energy().label}",
             reference_ms=float(results[0]["reference_ms"]),
         ),
     )

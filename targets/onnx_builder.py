@@ -173,6 +173,29 @@ class OnnxBuilder:
             )
         return y
 
+    def node(self, op: str, xs: list[str], *, act_bits: int = 32, consts: tuple[Any, ...] = (),
+             **attrs: Any) -> str:
+        """One op without weights on activations ``xs`` (each through Q -> DQ at ``act_bits``
+        8/16), then constant inputs ``consts`` (numpy arrays; None for an empty input):
+        ``Mul``, ``Concat``, ``Sigmoid``, ``HardSwish``, ``Resize``, ``Pad``, ``Softmax``..."""
+        from onnx import helper
+
+        y = self._name(op.lower())
+        ins = [self.quant_act(x, act_bits) for x in xs]
+        ins += ["" if c is None else self._init(self._name(y + "_c"), c) for c in consts]
+        self.nodes.append(helper.make_node(op, ins, [y], **attrs))
+        return y
+
+    def bn(self, x: str, c: int, *, act_bits: int = 32) -> str:
+        """A standalone BatchNormalization over ``c`` channels (not folded into a conv)."""
+        import numpy as np
+
+        r = np.random.default_rng(self.rng.randrange(1 << 30))
+        scale, bias = (1 + 0.1 * r.standard_normal(c)).astype(np.float32), np.zeros(c, np.float32)
+        mean, var = (0.1 * r.standard_normal(c)).astype(np.float32), np.ones(c, np.float32)
+        return self.node("BatchNormalization", [x], act_bits=act_bits,
+                         consts=(scale, bias, mean, var))
+
     def linear(self, x: str, fin: int, fout: int, *, prec: tuple[int, int] = (32, 32)) -> str:
         import numpy as np
         from onnx import helper

@@ -78,7 +78,8 @@ def forget(name: str) -> None:
 
 
 def predict_onnx(paths: Sequence[str | Path], target: Target | str) -> list[dict[str, Any]]:
-    """Predicted costs of fp32 or QDQ ONNX files on ``target``, one dict per file."""
+    """Predicted costs of fp32 or QDQ ONNX files on ``target``, one dict per file, with the
+    layers priced without fitted coefficients (``approximated``) and how energy is made."""
     import onnx
 
     from cost_models.onnx_graph import from_onnx
@@ -87,15 +88,26 @@ def predict_onnx(paths: Sequence[str | Path], target: Target | str) -> list[dict
     out = []
     for path in paths:
         graph, bits = from_onnx(onnx.load(str(path)))
-        out.append({"model": str(path), "target": t.name, **t.predict(graph, bits).as_dict()})
+        costs = t.predict(graph, bits)
+        out.append(
+            {
+                "model": str(path),
+                "target": t.name,
+                **costs.as_dict(),
+                "approximated": list(costs.approximated),
+                "energy": t.energy_label,
+            }
+        )
     return out
 
 
 def _energy(t: Target) -> dict[str, Any]:
-    c = t.constants
-    kind = getattr(c, "energy", "power_x_latency")
-    source = getattr(c, "power_source", None) or t.provenance.notes
-    return {"method": kind, "power_w": c.power_w, "source": source}
+    """How the target gets energy: ``method`` is ``calibrated`` (fitted to measured energy),
+    ``modelled`` (published per-operation energies and a power figure) or
+    ``power_x_latency`` (a power figure alone); ``label`` is what a report prints after
+    "energy: "; the constants follow."""
+    e = t.constants.energy_constants
+    return {"method": e.method, "label": e.label, **e.to_dict()}
 
 
 def _describe(t: Target) -> dict[str, Any]:

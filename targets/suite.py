@@ -6,7 +6,9 @@ bit-widths. The suite covers single layers (conv k1/3/5/7, stride 1/2, depthwise
 pools, add), residual blocks and short chains shaped like ResNet-8, DS-CNN and MobileNetV2
 layers at 7x7..32x32, each in several precision schemes: fp32, int8 QDQ, weight-only int8,
 int4 weights, int16 activations, and mixed (some layers quantized, some not, so that Q/DQ
-boundaries are measured too).
+boundaries are measured too). Small networks with the other ops a layer graph may hold
+(a standalone BatchNormalization, a squeeze-and-excitation Mul, hard-swish and sigmoid
+activations, Concat, Resize, Pad, Softmax) come in fp32 and int8 only: 16 models.
 """
 
 from __future__ import annotations
@@ -118,6 +120,41 @@ def _mbv2_chain(b: OnnxBuilder, c: int, widths: list[int], expand: list[int], p:
     return b.linear(x, cin, 10, prec=p(k))
 
 
+def _op_net(b: OnnxBuilder, c: int, net: str, p: PrecFn) -> str:
+    """A small network around the ops beyond conv/pool/add (every op reads QDQ activations in
+    the int8 scheme): ``bn`` (a BatchNormalization after an add, then a Sigmoid), ``se`` (a
+    squeeze-and-excitation Mul with a hard sigmoid, then a hard-swish), ``cat`` (Concat,
+    nearest Resize, Pad) or ``head`` (Softmax after a classifier)."""
+    import numpy as np
+
+    a = 8 if p(0)[1] == 8 else 32
+    x = b.conv("input", c, 16, 3, prec=p(0))
+    if net == "bn":
+        y = b.add(b.conv(x, 16, 16, 3, relu=False, prec=p(1)), x, act_bits=a)
+        y = b.node("Sigmoid", [b.bn(y, 16, act_bits=a)], act_bits=a)
+        return b.quant_act(b.conv(y, 16, 16, 1, prec=p(2)), a)
+    if net == "se":
+        h = b.conv(x, 16, 16, 3, groups=16, prec=p(1))
+        s = b.conv(b.conv(b.pool(h, "gap", act_bits=a), 16, 8, 1, prec=p(2)), 8, 16, 1,
+                   relu=False, prec=p(3))
+        y = b.node("Mul", [h, b.node("HardSigmoid", [s], act_bits=a)], act_bits=a)
+        y = b.node("HardSwish", [y], act_bits=a)
+        return b.quant_act(b.conv(y, 16, 16, 1, relu=False, prec=p(4)), a)
+    if net == "cat":
+        y = b.conv(x, 16, 16, 3, stride=2, prec=p(1))
+        up = b.node("Resize", [y], act_bits=a, mode="nearest",
+                    consts=(None, np.array([1, 1, 2, 2], np.float32)))
+        y = b.node("Concat", [up, x], act_bits=a, axis=1)
+        y = b.node("Pad", [y], act_bits=a, consts=(np.array([0, 0, 1, 1, 0, 0, 1, 1]),))
+        return b.quant_act(b.conv(y, 32, 16, 3, prec=p(2)), a)
+    y = b.linear(b.pool(x, "gap", act_bits=a), 16, 10, prec=p(1))
+    return b.quant_act(b.node("Softmax", [y], act_bits=a, axis=1), a)
+
+
+def _op_spec(b: OnnxBuilder, p: PrecFn, *, c: int, net: str) -> str:
+    return _op_net(b, c, net, p)
+
+
 def _single_spec(b: OnnxBuilder, p: PrecFn, *, kind: str, c: int, cout: int, k: int, s: int) -> str:
     return _single(b, kind, c, cout, k, s, p)
 
@@ -183,11 +220,20 @@ def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelPro
         ex = [rng.choice((2, 4, 6)) for _ in range(4)]
         add_spec(f"mbv2_hw{hw}", (cin, hw, hw), partial(_mbv2_spec, cin=cin, ws=mw, ex=ex))
 
+    n_main = len(specs)
+    # Networks with the other ops (standalone BN, SE Mul, Concat, activations, Resize, Pad,
+    # Softmax), in fp32 and int8 only: 2 sizes x 4 nets x 2 schemes = 16 models (8 if small).
+    for hw in (14,) if size == "small" else (14, 28):
+        for net in ("bn", "se", "cat", "head"):
+            add_spec(f"ops{net}_hw{hw}", (8, hw, hw), partial(_op_spec, c=8, net=net))
+
     schemes = ["fp32", "int8", "w8", "w4", "a16", "mixed", "w4a8"]
     out: list[tuple[str, onnx.ModelProto]] = []
     for i, (name, shape, fn) in enumerate(specs):
         for scheme in schemes:
             if size == "small" and scheme not in ("fp32", "int8", "mixed"):
+                continue
+            if i >= n_main and scheme not in ("fp32", "int8"):
                 continue
             b = OnnxBuilder(shape, seed=seed * 1000 + i)
             y = fn(b, _prec_fn(scheme, random.Random(seed + i)))

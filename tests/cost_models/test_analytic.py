@@ -281,3 +281,68 @@ def test_nchwc_block_is_a_constant_of_the_target() -> None:
                                          KernelCoefficients("conv:f32", fixed_ms=0.0)))
     assert latency_ms(g, {}, reorder) == pytest.approx(2.0)  # reorder in and out
     assert latency_ms(g, {}, replace(reorder, nchwc_block=16)) == pytest.approx(1.0)
+
+
+def _elementwise_constants(*drop: str) -> KernelConstants:
+    coeffs = (
+        KernelCoefficients("add:f32", fixed_ms=0.001, ns_per_elem=2.0),
+        KernelCoefficients("relu:f32", fixed_ms=0.003, ns_per_elem=4.0),
+        KernelCoefficients("linear:f32", fixed_ms=0.002, ns_per_mac=7.0),
+        KernelCoefficients("gap:f32", fixed_ms=0.001, ns_per_elem=2.0),
+        KernelCoefficients("conv:f32", fixed_ms=0.002, ns_per_mac=0.5, ns_per_elem=1.0),
+        KernelCoefficients("reorder", ns_per_elem=3.0),
+    )
+    return KernelConstants(0.0, 1.0, tuple(c for c in coeffs if c.cls not in drop))
+
+
+def _mul_graph() -> LayerGraph:
+    s = (1, 16, 4, 4)
+    return LayerGraph((
+        Layer("r", "relu", s, s, macs=256, inputs=("",)),
+        Layer("m", "mul", s, s, macs=256, inputs=("r", "")),
+    ), s)
+
+
+def test_a_class_the_target_lacks_is_priced_from_bytes() -> None:
+    """Rule: fixed = median fixed_ms of add/relu at that precision (2 µs), ns per element =
+    median of their ns_per_elem (3 ns: 0.75 ns/byte at 4 bytes per fp32 element)."""
+    g = _mul_graph()
+    c = predict(g, {}, _elementwise_constants())
+    mul = next(k for k in kernels(g, {}) if k.layer == "m")
+    assert mul.cls == "mul:f32"
+    relu = 0.003 + 4.0 * 512 * 1e-6
+    assert c.latency_ms == pytest.approx(relu + 0.002 + 3.0 * mul.elems * 1e-6)
+    assert c.approximated == ("m",)
+    assert predict(g, {}, _elementwise_constants()).latency_ms > relu  # never counted as zero
+
+
+def test_a_removed_fitted_class_is_approximated_and_named() -> None:
+    full = predict(GRAPH, {}, _elementwise_constants())
+    assert full.approximated == ()
+    got = predict(GRAPH, {}, _elementwise_constants("gap:f32"))
+    assert got.approximated == ("gap",)
+    assert got.latency_ms == pytest.approx(full.latency_ms - 0.001 - 2.0 * 260e-6
+                                           + 0.002 + 3.0 * 260e-6)
+
+
+def test_a_precision_the_target_never_ran_still_raises() -> None:
+    g = LayerGraph(GRAPH.layers[:1], GRAPH.input_shape)
+    fp32_only = _elementwise_constants()
+    with pytest.raises(UnsupportedLayerError, match=r"int8.*never calibrated"):
+        predict(g, {"conv": Precision(8, 8)}, fp32_only)
+
+
+def test_size_and_memory_count_params_of_layers_without_weights() -> None:
+    s = (1, 8, 4, 4)
+    g = LayerGraph((
+        Layer("bn", "bn", s, s, macs=128, params=32, inputs=("",)),
+        Layer("m", "mul", s, s, macs=128, inputs=("bn", "")),
+        Layer("cat", "concat", s, (1, 24, 4, 4), inputs=("bn", "m", "")),
+    ), s)
+    assert size_kb(g, {}) * 1024 == pytest.approx(32 * 4)  # a batch norm's 4 x C floats
+    q = {"m": Precision(act_bits=8), "cat": Precision(act_bits=8)}
+    # a mul quantizes both inputs and its output (3), a concat its 3 inputs and output (4)
+    assert size_kb(g, q) * 1024 == pytest.approx(32 * 4 + (3 + 4) * 5)
+    # weights 128 B (the bn's) + peak at the concat: input 128x4 B (the bn reads it as
+    # float), bn and m outputs 128x1 B (read at 8 bits), concat output 384x4 B
+    assert peak_memory_kb(g, q) * 1024 == pytest.approx(128 + 512 + 128 + 128 + 1536)

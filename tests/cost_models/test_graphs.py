@@ -176,12 +176,12 @@ def test_unsupported_onnx_op_raises() -> None:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Softmax", ["x"], ["y"], name="sm")],
+        [helper.make_node("LpNormalization", ["x"], ["y"], name="sm")],
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
     )
-    with pytest.raises(UnsupportedLayerError, match=r"'sm'.*'Softmax'.*supported: Conv"):
+    with pytest.raises(UnsupportedLayerError, match=r"'sm'.*'LpNormalization'.*supported: Conv"):
         from_onnx(helper.make_model(graph))
 
 

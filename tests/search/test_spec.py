@@ -23,7 +23,7 @@ def minimal(**sections: object) -> dict[str, object]:
 def test_example_spec_loads_with_relative_budgets_and_absolute_weights() -> None:
     spec = load_spec(EXAMPLE)
     budgets = spec.constraints.budgets()
-    assert budgets["latency_ms"].relative and budgets["latency_ms"].value == pytest.approx(0.6)
+    assert budgets["latency_ms"].relative and budgets["latency_ms"].value == pytest.approx(0.7)
     assert budgets["size_kb"].relative and budgets["size_kb"].value == pytest.approx(0.125)
     assert spec.model.weights is not None and spec.model.weights.is_absolute()
     assert spec.model.weights.parent == EXAMPLE.parent

@@ -79,3 +79,16 @@ def test_predict_onnx_and_describe(tmp_path: Path) -> None:
     assert row["size_kb"] == pytest.approx(10 * 4 / 1024)
     names = [d["name"] for d in targets.describe_targets()]
     assert "host" in names
+
+
+def test_listing_says_how_each_target_gets_energy() -> None:
+    rows = {d["name"]: d for d in targets.describe_targets()}
+    m4, pi = rows["cortex-m4"]["energy"], rows["raspberry-pi-4"]["energy"]
+    assert m4["method"] == "calibrated" and m4["label"].startswith("calibrated (")
+    assert pi["method"] == "modelled" and pi["label"].startswith("modelled (")
+    assert "Horowitz" in pi["label"] and pi["static_power_w"] == 3.0 and pi["pj_per_byte"] > 0
+    # a hand-set target with a bare power figure: power x latency, labelled modelled
+    from targets.registry import _describe
+
+    toy = _describe(_target())["energy"]
+    assert toy["method"] == "power_x_latency" and toy["label"].startswith("modelled (")

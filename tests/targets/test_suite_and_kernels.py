@@ -14,6 +14,24 @@ from cost_models.kernels import WEIGHTED_KERNEL_KINDS  # noqa: E402
 from targets.host import nchwc_block_size  # noqa: E402
 from targets.suite import suite  # noqa: E402
 
+# onnxruntime's int8 kernels of the suite's other ops, and the float ones (Resize on uint8 keeps
+# its op type, so it is matched by the remaining float Resize count)
+_Q8_OPS = {"QLinearMul": "mul:q8", "QLinearConcat": "concat:q8", "QLinearSigmoid": "sigmoid:q8",
+           "QLinearSoftmax": "softmax:q8"}
+_FLOAT_OPS = {"Mul": "mul:f32", "Concat": "concat:f32", "Sigmoid": "sigmoid:f32",
+              "Softmax": "softmax:f32", "Pad": "pad:f32", "BatchNormalization": "bn:f32p",
+              "HardSigmoid": "hardsigmoid"}
+
+
+def test_suite_has_new_ops() -> None:
+    classes = set()
+    for _, model in suite(size="small"):
+        graph, bits = from_onnx(model)
+        classes |= {k.cls for k in kernels(graph, bits)}
+    assert {"bn:f32", "bn:f32p", "mul:f32", "mul:q8", "concat:f32", "concat:q8",
+            "sigmoid:fused", "sigmoid:q8", "hardswish:f32", "resize:f32", "resize:q8", "pad:f32",
+            "softmax:f32", "softmax:q8"} <= classes
+
 
 def _ort_ops(model: Any, tmp_path: object) -> list[tuple[str, str]]:
     path = f"{tmp_path}/opt.onnx"
@@ -45,18 +63,32 @@ def test_kernel_list_matches_onnxruntime(tmp_path: object) -> None:
             continue
         ops = _ort_ops(model, tmp_path)
         graph, bits = from_onnx(model)
-        ks = [k.cls for k in kernels(graph, bits, nchwc_block=block)]
+        kl = kernels(graph, bits, nchwc_block=block)
+        ks = [k.cls for k in kl]
+        # a hard sigmoid fused into an int8 conv runs in float: a HardSigmoid op
+        acts = {la.name: la.act for la in graph.layers}
+        hsig = sum(k.cls == "act:f32" and acts[k.layer] == "hardsigmoid" and bits != {}
+                   for k in kl)
         got = {
             "qlinear": sum(
                 k.split(":")[0] in WEIGHTED_KERNEL_KINDS and k.endswith((":q8", ":q8s"))
                 for k in ks
             ),
-            "nchwc": sum(k in ("conv:f32", "pwconv:f32", "dwconv:f32") for k in ks),
+            # an NCHWc batch norm runs as an NCHWc depthwise 1x1 conv
+            "nchwc": sum(k in ("conv:f32", "pwconv:f32", "dwconv:f32", "bn:f32") for k in ks),
             "reorder": ks.count("reorder"),
+            "qlinear_other": sum(k in _Q8_OPS.values() for k in ks),
+            # the CPU EP runs HardSwish as its function body, HardSigmoid + Mul
+            "float_other": sorted([k for k in ks if k in _FLOAT_OPS.values()]
+                                  + ["mul:f32"] * ks.count("hardswish:f32")
+                                  + ["hardsigmoid"] * (ks.count("hardswish:f32") + hsig)),
         }
         want = {
             "qlinear": sum(o in ("QLinearConv", "QGemm") for o, _ in ops),
             "nchwc": sum(o == "Conv" and d.endswith("nchwc") for o, d in ops),
             "reorder": sum(o.startswith("Reorder") for o, _ in ops),
+            "qlinear_other": sum(o in _Q8_OPS for o, _ in ops),
+            "float_other": sorted(_FLOAT_OPS[o] for o, _ in ops if o in _FLOAT_OPS),
+            # (HardSigmoid counted as "hardsigmoid", see _FLOAT_OPS)
         }
         assert got == want, f"{name} (NCHWc block {block})"
