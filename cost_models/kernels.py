@@ -8,7 +8,16 @@ of the host micro-benchmark suite on x86-64:
   one fused ``QLinearConv``/``QGemm`` (mode ``q8``); its input must be quantized and its output
   stays quantized;
 * an ``add`` with ``act_bits`` 8 becomes ``QLinearAdd`` (``q8``); pools and ReLUs with ``act_bits`` 8
-  whose producer is fused and whose consumers all read 8 bits run on uint8 (``q8``);
+  whose producer is fused and whose consumers all read 8 bits run on uint8 (``q8``): an average
+  pool as ``QLinearAveragePool``, whatever its window, stride and padding. Such a ReLU (one its
+  producer cannot absorb, e.g. a NAS-Bench-201 edge's ReLU on a tensor other layers read) has no
+  kernel: onnxruntime drops it into the ``QuantizeLinear`` after it, and the
+  ``DequantizeLinear`` -> ``QuantizeLinear`` pair from its producer's scale to its own (a
+  calibrating quantizer gives it a scale of its own) runs: a ``dq8`` and a ``q8`` kernel over its
+  elements (onnxruntime gives each reader of a quantized tensor its own ``DequantizeLinear``);
+* a max or average pool's ``elems`` are its input's elements plus every window tap it reads
+  (output elements x kernel area, its MACs): a 3x3 stride-1 pool reads 9 taps per output, a
+  2x2 stride-2 one 4;
 * any other conv/linear with quantized weights (weight-only int8, int4 weights, 16-bit
   activations, or an int8 layer whose output is not re-quantized) runs as a *runtime*
   ``DequantizeLinear`` of its weights (kernel ``dqw8``/``dqw4``) plus an fp32 kernel that
@@ -19,10 +28,16 @@ of the host micro-benchmark suite on x86-64:
   layer reading a float tensor needs a ``q8`` kernel, a float layer reading a quantized tensor a
   ``dq8`` kernel. Each boundary tensor is converted once, however many layers read it.
   (The NHWC transposes onnxruntime adds around quantized regions are counted in ``q8``/``dq8``.)
-* conv + ReLU is one kernel (the graph already fuses it); any other fused activation (Clip for
-  ReLU6, HardSwish...) on a float output is one more pass over it (class ``act:f32``); an 8-bit
-  output clips in its quantizer for free (ReLU, ReLU6), but any other activation (HardSigmoid,
-  HardSwish, Sigmoid...) runs in float between a DQ and a Q: one ``act:f32`` as well.
+* conv + ReLU is one kernel (the graph already fuses it). A float conv (NCHWc or plain, float
+  weights) applies HardSigmoid, Sigmoid, Tanh and LeakyRelu in its kernel too (an NCHWc
+  ``Conv`` or a ``FusedConv`` with that ``activation``), and an NCHWc conv HardSwish as well: no
+  kernel of their own. A plain float conv's HardSwish runs as the op's function body,
+  ``HardSigmoid`` then ``Mul``: two passes over the output (class ``act:f32`` each). ReLU6
+  (Clip) on a float output costs one ``act:f32`` pass (onnxruntime fuses it into the conv too;
+  the pass prices its clipping there). Other convs (weight-only quantized, ``rt``) pay one
+  ``act:f32`` per activation but ReLU. An 8-bit output clips in its quantizer for free (ReLU,
+  ReLU6), but any other activation (HardSigmoid, HardSwish, Sigmoid...) runs in float between
+  a DQ and a Q: one ``act:f32`` as well.
 * a fused int8 conv runs on MLAS's *symmetric* indirect-conv kernels (mode ``q8s``, faster)
   when its weights are symmetric, as edgetune and ``quantize_static`` write them, and the
   shapes fit the x86 kernels: a dense conv with input channels a multiple of 4 and output
@@ -43,7 +58,8 @@ of the host micro-benchmark suite on x86-64:
   channels x kernel area) to 4, as MLAS packs them. A ``reorder`` kernel converts a tensor
   into (for a conv with >= ``B`` input channels) or out of NCHWc. An fp32 add whose input is
   the sole output of an NCHWc conv is fused into it (``add:fused``), and so is a ReLU after
-  that add (``relu:fused``). Unfused pools with a multiple of ``B`` channels run in NCHWc if
+  that add (``relu:fused``); a ReLU after an fp32 add that no conv absorbs (its output is
+  the add's ``act``) runs as a ``Relu`` of its own (``relu:f32``). Unfused pools with a multiple of ``B`` channels run in NCHWc if
   they read an NCHWc tensor or the graph input; adds and ReLUs do when all their inputs are
   NCHWc. A dense conv with < ``B`` input channels reads plain NCHW; a depthwise conv always
   reads NCHWc.
@@ -62,8 +78,9 @@ of the host micro-benchmark suite on x86-64:
   re-quantized, as an ``add`` does. BatchNormalization, Pad, ReduceMean, HardSigmoid,
   HardSwish, Tanh... have no int8 kernel: they run in float between a ``dq8`` and a ``q8``.
   In fp32, onnxruntime's NCHWc pass keeps in NCHWc (no ``reorder``): a ``bn`` on an NCHWc
-  tensor with a multiple of ``B`` channels (it runs as an NCHWc depthwise 1x1 conv: class
-  ``bn:f32``; any other ``bn`` runs the plain kernel, ``bn:f32p``); an ``add``/``mul`` of two
+  tensor, whatever its channel count (it runs as an NCHWc depthwise 1x1 conv with its channels
+  padded to ``B``: class ``bn:f32``; a ``bn`` on a plain tensor, e.g. a concat of parts that
+  are not whole blocks, runs the plain kernel, ``bn:f32p``); an ``add``/``mul`` of two
   NCHWc tensors of the same shape (a broadcast runs in NCHW); a Sigmoid/Tanh/HardSigmoid/
   HardSwish/SiLU ``act`` on an NCHWc tensor; a ``concat`` along channels of NCHWc parts of a
   multiple of ``B`` channels each. Resize (at opset 21, as edgetune exports; onnxruntime runs
@@ -89,6 +106,14 @@ from dataclasses import dataclass
 
 from cost_models.errors import UnsupportedLayerError
 from cost_models.graph import FLOAT_BITS, LAYER_KINDS, Bits, Layer, LayerGraph, Precision
+from cost_models.kernel_layout import (
+    gemm_padded_macs,
+    nchwc_conv,
+    nchwc_layer,
+    padded_macs,
+    sym_conv,
+    sym_padded_macs,
+)
 
 __all__ = [
     "NCHWC_BLOCK",
@@ -131,28 +156,10 @@ Q8_KINDS = ("mul", "concat", "softmax", "matmul", "resize", "transpose")
 # activations with an int8 kernel: QLinearSigmoid, QLinearLeakyRelu, QLinearSigmoid +
 # QLinearMul (SiLU); others (HardSigmoid, HardSwish, Tanh...) run in float between DQ and Q
 Q8_ACTS = ("sigmoid", "leakyrelu", "silu")
-# fp32 activations that run elementwise on an NCHWc tensor (no reorder; LeakyRelu needs one)
-NCHWC_ACTS = ("sigmoid", "tanh", "hardsigmoid", "hardswish", "silu")
+# activations a float conv (NCHWc or not) applies in its kernel: no pass over the output
+FLOAT_CONV_ACTS = ("relu", "hardsigmoid", "sigmoid", "tanh", "leakyrelu")
 # activations an NCHWc conv applies after a fused add (conv + sum + activation in one kernel)
 NCHWC_FUSED_ACTS = ("relu", "sigmoid", "tanh", "hardsigmoid", "hardswish")
-
-
-def _nchwc_layer(
-    layer: Layer, nchwc: dict[str, bool], shapes: dict[str, tuple[int, ...]], block: int
-) -> bool:
-    """Whether a float layer other than a conv or pool runs in (and writes) NCHWc."""
-    srcs = layer.inputs or ("",)
-    all_in = all(nchwc.get(s, False) for s in srcs)
-    if layer.kind in ("add", "mul"):  # elementwise on blocked tensors: no broadcast
-        return all_in and len(srcs) == 2 and shapes[srcs[0]] == shapes[srcs[1]]
-    if layer.kind == "relu" or (layer.kind == "act" and layer.act in NCHWC_ACTS):
-        return all_in
-    if layer.kind == "bn":  # runs as an NCHWc depthwise 1x1 conv
-        return all_in and layer.in_shape[1] % block == 0
-    if layer.kind == "concat":  # along channels, each part a whole number of blocks
-        chans = [shapes[s][1] if len(shapes[s]) > 1 else 0 for s in srcs]
-        return all_in and all(c % block == 0 for c in chans) and sum(chans) == layer.out_shape[1]
-    return False
 
 
 def weight_container_bits(weight_bits: int) -> int:
@@ -194,59 +201,6 @@ def consumers(graph: LayerGraph) -> dict[str, list[Layer]]:
         for src in layer.inputs:
             out.setdefault(src, []).append(layer)
     return out
-
-
-def _round_up(n: int, multiple: int) -> int:
-    """``n`` rounded up to a multiple of ``multiple`` (how MLAS pads channel counts)."""
-    return -(-n // multiple) * multiple
-
-
-def _nchwc_conv(layer: Layer, block: int) -> bool:
-    cin, cout = layer.in_shape[1], layer.out_shape[1]
-    if layer.kind == "dwconv" or layer.groups > 1:
-        return layer.groups == cin == cout and cin % 4 == 0
-    return cin < block or cin % 4 == 0
-
-
-def _padded_macs(layer: Layer, block: int) -> int:
-    """MACs of an NCHWc conv: channels padded to the NCHWc block (input channels only when
-    the input is itself in NCHWc, i.e. has >= ``block`` channels)."""
-    cin, cout = layer.in_shape[1], layer.out_shape[1]
-    if layer.groups > 1:
-        return layer.macs * _round_up(cout, block) // cout
-    cin_pad = cin if cin < block else _round_up(cin, block)
-    return layer.macs * _round_up(cout, block) * cin_pad // (cout * cin)
-
-
-def _gemm_padded_macs(layer: Layer) -> int:
-    """MACs of an im2col + GEMM conv (fp32 or u8s8) with the GEMM's N (output channels)
-    padded to 16 and K (input channels x kernel area) to 4, as the MLAS kernels pack them."""
-    cin, cout = layer.in_shape[1], layer.out_shape[1]
-    pixels = layer.out_elems // cout
-    if layer.groups > 1:
-        return layer.macs * _round_up(cout, 16) // cout
-    k_dim = layer.macs // (pixels * cout)  # cin x kernel area
-    return pixels * _round_up(cout, 16) * _round_up(k_dim, 4) if cin else layer.macs
-
-
-def _sym_conv(layer: Layer) -> bool:
-    """onnxruntime runs a fused u8s8 conv with symmetric (zero-point 0) weights on MLAS's
-    indirect "symmetric" kernels when the shapes allow (x86 AVX2/VNNI: a dense conv with input
-    channels a multiple of 4 and output channels a multiple of 8 and at least 16; a depthwise
-    conv with channels a multiple of 16); otherwise on im2col + u8s8 GEMM (dense) or the generic
-    depthwise kernel. The symmetric kernels are the faster ones."""
-    cin, cout = layer.in_shape[1], layer.out_shape[1]
-    if layer.kind == "dwconv" or layer.groups > 1:
-        return layer.groups == cin == cout and cin % 16 == 0
-    return cin % 4 == 0 and cout % 8 == 0 and cout >= 16
-
-
-def _sym_padded_macs(layer: Layer) -> int:
-    """MACs of the symmetric dense kernel: output channels packed in blocks of 16."""
-    if layer.groups > 1:
-        return layer.macs
-    cout = layer.out_shape[1]
-    return layer.macs * _round_up(cout, 16) // cout
 
 
 def _elems(shape: tuple[int, ...]) -> int:
@@ -327,7 +281,7 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             nchwc[layer.name] = (
                 not fused[layer.name]
                 and p.weight_bits == FLOAT_BITS
-                and _nchwc_conv(layer, block)
+                and nchwc_conv(layer, block)
             )
         elif layer.kind in ("maxpool", "avgpool", "gap"):
             srcs = layer.inputs or ("",)
@@ -340,7 +294,7 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
         elif layer.name in folded:  # a pad folded into the conv that reads it
             nchwc[layer.name] = nchwc.get(layer.inputs[0], False)
         else:
-            nchwc[layer.name] = float_layer and _nchwc_layer(layer, nchwc, shapes, block)
+            nchwc[layer.name] = float_layer and nchwc_layer(layer, nchwc, shapes, block)
         if layer.kind == "add" and nchwc[layer.name]:
             for s in layer.inputs:
                 conv = folded.get(s) or s
@@ -393,7 +347,13 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
                 convert(src, "reorder", layer.name)
             if nchwc.get(src, False) and (nchw_in or not nchwc[layer.name]):
                 convert(src, "reorder", layer.name)
-        sym = is_fused and layer.kind in ("conv", "dwconv") and _sym_conv(layer)
+        if is_fused and layer.kind == "relu":
+            # onnxruntime drops a quantized ReLU into the QuantizeLinear after it; the
+            # DequantizeLinear -> QuantizeLinear pair from its producer's scale to its own runs
+            out.append(Kernel("dq8", layer.name, elems=layer.in_elems))
+            out.append(Kernel("q8", layer.name, elems=layer.out_elems))
+            continue
+        sym = is_fused and layer.kind in ("conv", "dwconv") and sym_conv(layer)
         if is_fused:
             mode = "q8s" if sym else "q8"
         elif layer.kind in WEIGHTED_KINDS and p.weight_bits != FLOAT_BITS:
@@ -408,11 +368,11 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             mode = "f32"
         macs = layer.macs
         if sym:
-            macs = _sym_padded_macs(layer)
+            macs = sym_padded_macs(layer)
         elif nchwc[layer.name] and layer.kind in ("conv", "dwconv"):
-            macs = _padded_macs(layer, block)
+            macs = padded_macs(layer, block)
         elif layer.kind in ("conv", "dwconv"):
-            macs = _gemm_padded_macs(layer)
+            macs = gemm_padded_macs(layer)
         pixels = layer.out_elems // layer.out_shape[1] if layer.kind in ("conv", "dwconv") else 0
         tail = 0
         if mode == "q8" and layer.kind == "dwconv":
@@ -422,6 +382,8 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
         # MLAS runs 1x1 convs on their own code paths (no im2col; a pointwise NCHWc kernel)
         kind = "pwconv" if layer.kind == "conv" and layer.kernel == 1 else layer.kind
         elems = layer.in_elems + layer.out_elems
+        if layer.kind in ("maxpool", "avgpool"):  # its input and every window tap it reads
+            elems = layer.in_elems + layer.macs
         if layer.kind not in _CLASSIC_KINDS:  # every input counts
             kind = layer.act if layer.kind == "act" else kind
             elems = sum(_elems(shapes[s]) for s in layer.inputs or ("",)) + layer.out_elems
@@ -429,12 +391,19 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             Kernel(f"{kind}:{mode}", layer.name, macs=macs, elems=elems, pixels=pixels,
                    tail_macs=tail)
         )
-        float_pass = layer.act not in ("", "relu") and (
-            layer.act != "clip" or mode not in ("q8", "q8s"))
-        if layer.kind != "act" and float_pass:
-            # a float kernel applies ReLU in its inner loop, any other activation (Clip for
-            # ReLU6, HardSwish...) in a pass over the output; a quantized output clips (ReLU6)
-            # in its quantizer, any other activation runs in float between DQ and Q
+        if layer.kind == "add" and layer.act == "relu" and mode == "f32":
+            # onnxruntime fuses a ReLU into a conv (and the add it sums) but not into an Add
+            out.append(Kernel("relu:f32", layer.name, elems=2 * layer.out_elems))
+        passes = int(layer.act not in ("", "relu") and (
+            layer.act != "clip" or mode not in ("q8", "q8s")))
+        if mode in ("f32", "f32p") and layer.kind in ("conv", "dwconv"):
+            # a float conv applies these in its kernel; HardSwish only an NCHWc one (a plain
+            # conv's runs as its function body: HardSigmoid, then Mul)
+            if layer.act in FLOAT_CONV_ACTS or layer.act == "hardswish":
+                passes = 2 if layer.act == "hardswish" and mode == "f32p" else 0
+        for _ in range(passes if layer.kind != "act" else 0):
+            # ReLU6 (Clip) on a float output: a pass; a quantized output clips in its
+            # quantizer, any other activation runs in float between DQ and Q
             out.append(Kernel("act:f32", layer.name, elems=layer.out_elems))
     if graph.layers and fused[graph.layers[-1].name]:
         convert(graph.layers[-1].name, "dq8", graph.layers[-1].name)

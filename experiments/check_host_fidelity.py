@@ -33,7 +33,7 @@ def _nets(
     import torch
     from torch import nn
 
-    from experiments.held_out_nets import build
+    from experiments.held_out_nets import build, trained_like_bn
 
     class Add(nn.Module):
         def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -116,17 +116,7 @@ def _nets(
                 layers.append(IR(c, c * rng.choice((2, 4, 6)), co, s))
                 c = co
             m = nn.Sequential(*layers, *head(c))
-        # trained-like batch norm statistics, so every folded bias is distinct (the exporter
-        # shares identical all-zero biases, which stops onnxruntime fusing those convs)
-        gen = torch.Generator().manual_seed(seed * 100 + i)
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                n_c = mod.num_features
-                mod.running_mean = torch.randn(n_c, generator=gen) * 0.1
-                mod.running_var = torch.rand(n_c, generator=gen) + 0.5
-                mod.weight.data.copy_(torch.rand(n_c, generator=gen) + 0.5)
-                mod.bias.data.copy_(torch.randn(n_c, generator=gen) * 0.1)
-        out.append((f"{fam}{i}_hw{hw}", m.eval(), (cin, hw, hw)))
+        out.append((f"{fam}{i}_hw{hw}", trained_like_bn(m, seed * 100 + i), (cin, hw, hw)))
     return out
 
 

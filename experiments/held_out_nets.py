@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["FAMILIES", "build"]
+__all__ = ["FAMILIES", "build", "trained_like_bn"]
 
 
 def _w(rng: random.Random, base: int) -> int:
@@ -161,7 +161,13 @@ FAMILIES: dict[str, Callable[[random.Random, int], nn.Module]] = {
 
 def build(family: str, rng: random.Random, cin: int, seed: int) -> nn.Module:
     """A network of ``family`` in eval mode, with batch-norm statistics drawn from ``seed``."""
-    m = FAMILIES[family](rng, cin)
+    return trained_like_bn(FAMILIES[family](rng, cin), seed)
+
+
+def trained_like_bn(m: nn.Module, seed: int) -> nn.Module:
+    """``m`` in eval mode with trained-like batch-norm statistics drawn from ``seed``, so every
+    folded bias is distinct (the exporter shares identical all-zero biases, which stops
+    onnxruntime fusing those convs)."""
     gen = torch.Generator().manual_seed(seed)
     for mod in m.modules():
         if isinstance(mod, nn.BatchNorm2d):

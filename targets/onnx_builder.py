@@ -35,6 +35,7 @@ class OnnxBuilder:
     _n: int = 0
     _qcache: dict[tuple[str, int], str] = field(default_factory=dict)
     _clipped: set[str] = field(default_factory=set)  # ReLU6 outputs
+    _relu_out: set[str] = field(default_factory=set)  # outputs of standalone Relu nodes
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -59,8 +60,10 @@ class OnnxBuilder:
         if key in self._qcache:
             return self._qcache[key]
         n = self._name("act")
-        # a calibrated quantizer of a ReLU6 output spans [0, 6], so onnxruntime drops the Clip
-        s = 6 / 256 if x in self._clipped else 0.05
+        # a calibrated quantizer of a ReLU6 output spans [0, 6], so onnxruntime drops the Clip;
+        # a standalone ReLU's output gets a scale of its own (half its input's range), as a
+        # calibrating quantizer gives it
+        s = 6 / 256 if x in self._clipped else 0.025 if x in self._relu_out else 0.05
         scale = self._init(n + "_scale", np.array(s, dtype=np.float32))
         zp_arr = np.array(0, dtype=np.uint8) if bits == 8 else np.array(0, dtype=np.int16)
         zp = self._init(n + "_zp", zp_arr)
@@ -159,7 +162,10 @@ class OnnxBuilder:
             y = self.relu(y)
         return self.quant_act(y, act_bits) if act_bits == 8 else y
 
-    def pool(self, x: str, kind: str, *, k: int = 2, stride: int = 2, act_bits: int = 32) -> str:
+    def pool(self, x: str, kind: str, *, k: int = 2, stride: int = 2, pad: int = 0,
+             act_bits: int = 32) -> str:
+        """GlobalAveragePool (``gap``), MaxPool or AveragePool (padded by ``pad``; an average
+        excludes the padding, as ``count_include_pad=False`` pools do)."""
         from onnx import helper
 
         y = self._name(kind)
@@ -168,8 +174,10 @@ class OnnxBuilder:
             self.nodes.append(helper.make_node("GlobalAveragePool", [x], [y]))
         else:
             op = "MaxPool" if kind == "maxpool" else "AveragePool"
+            attrs: dict[str, Any] = {"pads": [pad] * 4} if pad else {}
             self.nodes.append(
-                helper.make_node(op, [x], [y], kernel_shape=[k, k], strides=[stride, stride])
+                helper.make_node(op, [x], [y], kernel_shape=[k, k], strides=[stride, stride],
+                                 **attrs)
             )
         return y
 
@@ -184,6 +192,8 @@ class OnnxBuilder:
         ins = [self.quant_act(x, act_bits) for x in xs]
         ins += ["" if c is None else self._init(self._name(y + "_c"), c) for c in consts]
         self.nodes.append(helper.make_node(op, ins, [y], **attrs))
+        if op == "Relu":
+            self._relu_out.add(y)
         return y
 
     def bn(self, x: str, c: int, *, act_bits: int = 32) -> str:

@@ -8,7 +8,12 @@ layers at 7x7..32x32, each in several precision schemes: fp32, int8 QDQ, weight-
 int4 weights, int16 activations, and mixed (some layers quantized, some not, so that Q/DQ
 boundaries are measured too). Small networks with the other ops a layer graph may hold
 (a standalone BatchNormalization, a squeeze-and-excitation Mul, hard-swish and sigmoid
-activations, Concat, Resize, Pad, Softmax) come in fp32 and int8 only: 16 models.
+activations, Concat, Resize, Pad, Softmax) come in fp32 and int8 only: 16 models; so do
+networks shaped like NAS-Bench-201 cells (standalone ReLUs, stride-1 average pools that exclude
+their padding, unfused adds), DenseNet blocks (BN-ReLU on concatenations, 2x2 average pools)
+and MobileNetV3 blocks (hard-swish, 3x3/5x5 depthwise and squeeze-and-excitation on channel
+counts that are often not a multiple of 4): 32 models, and 3x3/5x5 depthwise convs on
+channel counts that are not: 12 (of these, the small suite has two cells).
 """
 
 from __future__ import annotations
@@ -155,6 +160,77 @@ def _op_spec(b: OnnxBuilder, p: PrecFn, *, c: int, net: str) -> str:
     return _op_net(b, c, net, p)
 
 
+def _cell_net(b: OnnxBuilder, cin: int, c: int, p: PrecFn) -> str:
+    """A stem conv and two NAS-Bench-201-like cells on ``c`` channels: node 1 = 3x3 average
+    pool (stride 1, padding excluded) of the input; node 2 = conv1x1(ReLU(input)) +
+    conv3x3(ReLU(node 1)); node 3 = input + pool(node 2) + node 1. Standalone ReLUs (their
+    input has other readers), unfused adds and stride-1 pools, in fp32 and int8."""
+    a = 8 if p(0)[1] == 8 else 32
+    x = b.conv("input", cin, c, 3, relu=False, prec=p(0))
+    for i in (1, 3):
+        n1 = b.pool(x, "avgpool", k=3, stride=1, pad=1, act_bits=a)
+        y0 = b.conv(b.node("Relu", [x], act_bits=a), c, c, 1, relu=False, prec=p(i))
+        y1 = b.conv(b.node("Relu", [n1], act_bits=a), c, c, 3, relu=False, prec=p(i + 1))
+        n2 = b.add(y0, y1, act_bits=a)
+        n3 = b.add(x, b.pool(n2, "avgpool", k=3, stride=1, pad=1, act_bits=a), act_bits=a)
+        x = b.add(n3, n1, act_bits=a)
+    return x
+
+
+def _dense_net(b: OnnxBuilder, cin: int, c: int, g: int, p: PrecFn) -> str:
+    """A DenseNet-like net: stem conv (``c`` channels), two layers of BN-ReLU-conv1x1-ReLU-
+    conv3x3 (``g`` channels) concatenated to their input, a transition (BN-ReLU-conv1x1-2x2
+    average pool), BN-ReLU, GAP and a classifier. In int8 the ReLU after a BN is left out: a
+    quantizer after it clips (quantize_static's graphs have none)."""
+    a = 8 if p(0)[1] == 8 else 32
+
+    def bn_relu(x: str, ch: int) -> str:
+        y = b.bn(x, ch, act_bits=a)
+        return y if a == 8 else b.node("Relu", [y])
+
+    x = b.conv("input", cin, c, 3, relu=False, prec=p(0))
+    for _ in range(2):
+        h = b.conv(bn_relu(x, c), c, 2 * g, 1, prec=p(1))
+        h = b.conv(h, 2 * g, g, 3, relu=False, prec=p(2))
+        x = b.node("Concat", [x, h], act_bits=a, axis=1)
+        c += g
+    h = b.conv(bn_relu(x, c), c, c // 2, 1, relu=False, prec=p(3))
+    h = bn_relu(b.pool(h, "avgpool", act_bits=a), c // 2)
+    return b.linear(b.pool(h, "gap", act_bits=a), c // 2, 10, prec=p(4))
+
+
+def _mbv3_net(b: OnnxBuilder, cin: int, hid: int, k: int, p: PrecFn) -> str:
+    """A MobileNetV3-like block on ``hid`` channels (often not a multiple of 4): stride-2 stem
+    with hard-swish, 1x1 expand with hard-swish, kxk depthwise with hard-swish,
+    squeeze-and-excitation (GAP, 1x1 ReLU, 1x1 hard sigmoid, broadcast Mul), 1x1 project."""
+    a = 8 if p(0)[1] == 8 else 32
+
+    def hswish(x: str) -> str:  # fused into the conv before it in the layer graph; in int8
+        # the conv's output is quantized before it, as quantize_static writes it
+        return b.node("HardSwish", [x], act_bits=a)
+
+    x = hswish(b.conv("input", cin, 16, 3, stride=2, relu=False, prec=p(0)))
+    h = hswish(b.conv(x, 16, hid, 1, relu=False, prec=p(1)))
+    h = hswish(b.conv(h, hid, hid, k, groups=hid, relu=False, prec=p(2)))
+    mid = max(4, hid // 4)
+    s = b.conv(b.pool(h, "gap", act_bits=a), hid, mid, 1, prec=p(3))
+    s = b.node("HardSigmoid", [b.conv(s, mid, hid, 1, relu=False, prec=p(4))], act_bits=a)
+    y = b.node("Mul", [h, s], act_bits=a)
+    return b.quant_act(b.conv(y, hid, 24, 1, relu=False, prec=p(5)), a)
+
+
+def _cell_spec(b: OnnxBuilder, p: PrecFn, *, cin: int, c: int) -> str:
+    return _cell_net(b, cin, c, p)
+
+
+def _dense_spec(b: OnnxBuilder, p: PrecFn, *, cin: int, c: int, g: int) -> str:
+    return _dense_net(b, cin, c, g, p)
+
+
+def _mbv3_spec(b: OnnxBuilder, p: PrecFn, *, cin: int, hid: int, k: int) -> str:
+    return _mbv3_net(b, cin, hid, k, p)
+
+
 def _single_spec(b: OnnxBuilder, p: PrecFn, *, kind: str, c: int, cout: int, k: int, s: int) -> str:
     return _single(b, kind, c, cout, k, s, p)
 
@@ -226,6 +302,27 @@ def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelPro
     for hw in (14,) if size == "small" else (14, 28):
         for net in ("bn", "se", "cat", "head"):
             add_spec(f"ops{net}_hw{hw}", (8, hw, hw), partial(_op_spec, c=8, net=net))
+    # Networks shaped like NAS-Bench-201 cells, DenseNet and MobileNetV3 blocks (standalone
+    # ReLUs and BNs, stride-1 average pools, unfused adds, odd channel counts), fp32 and int8.
+    cells = [(16, 28), (24, 14)] if size == "small" else [
+        (16, 28), (32, 14), (64, 7), (24, 14), (12, 28), (40, 7)]
+    for c, hw in cells:
+        add_spec(f"cell_c{c}_hw{hw}", (3, hw, hw), partial(_cell_spec, cin=3, c=c))
+    dense = [] if size == "small" else [
+        (12, 8, 28), (24, 12, 28), (16, 16, 14), (18, 12, 32)]
+    for c, g, hw in dense:
+        add_spec(f"dense_c{c}g{g}_hw{hw}", (3, hw, hw), partial(_dense_spec, cin=3, c=c, g=g))
+    mbv3 = [] if size == "small" else [
+        (27, 5, 14), (90, 5, 14), (36, 3, 28), (54, 5, 28), (42, 3, 14), (120, 5, 14)]
+    for hid, k, hw in mbv3:
+        add_spec(f"mbv3_h{hid}k{k}_hw{hw}", (3, hw, hw), partial(_mbv3_spec, cin=3, hid=hid, k=k))
+    # depthwise convs on channel counts that are not a multiple of 4 (fp32: one im2col + GEMM
+    # per channel), 3x3 and 5x5
+    dws = [] if size == "small" else [(27, 5, 7), (54, 3, 14), (90, 5, 7), (150, 3, 7),
+                                      (30, 3, 28), (66, 5, 14)]
+    for c, k, hw in dws:
+        add_spec(f"dwconv{k}s1_c{c}x{c}_hw{hw}", (c, hw, hw),
+                 partial(_single_spec, kind="dwconv", c=c, cout=c, k=k, s=1))
 
     schemes = ["fp32", "int8", "w8", "w4", "a16", "mixed", "w4a8"]
     out: list[tuple[str, onnx.ModelProto]] = []

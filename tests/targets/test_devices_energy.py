@@ -15,6 +15,7 @@ from targets.base import target_from_dict
 from targets.devices import MCU_DEVICES, NB201_DEVICES, NOTE10, SHIPPED, int8_bits
 from targets.host import POWER_W, host_energy
 from targets.mlperf_tiny import mlperf_graph
+from tests.targets.test_shipped import _have_data
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "targets" / "shipped"
 
@@ -73,16 +74,6 @@ def test_host_energy_is_modelled_with_its_power_figure() -> None:
     e = host_energy()
     assert e.source == "modelled" and e.static_power_w == POWER_W and e.per_op
     assert e.label.startswith("modelled (")
-
-
-def _have_data() -> bool:
-    from cost_models.errors import CalibrationError
-    from targets.devices import data_dir
-
-    try:
-        return (data_dir() / "mlperf_tiny_results.csv").is_file()
-    except CalibrationError:
-        return False
 
 
 @pytest.mark.skipif(not _have_data(), reason="../shared/data/devices not present")

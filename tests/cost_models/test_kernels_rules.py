@@ -1,0 +1,154 @@
+"""Kernel rules read off onnxruntime's optimized graphs for NAS-Bench-201 cells, DenseNet and
+MobileNetV3 blocks (see the :mod:`cost_models.kernels` docstring): golden kernel lists, and the
+same lists checked against the graphs onnxruntime optimizes on this machine."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from cost_models import GraphBuilder, LayerGraph, Precision, kernels
+
+INT8 = Precision(8, 8)
+
+
+def _classes(graph: LayerGraph, bits: dict[str, Precision] | None = None,
+             block: int = 16) -> list[str]:
+    return [k.cls for k in kernels(graph, bits or {}, nchwc_block=block)]
+
+
+def _all_int8(graph: LayerGraph) -> dict[str, Precision]:
+    return {la.name: INT8 if la.kind in ("conv", "dwconv", "linear") else Precision(32, 8)
+            for la in graph.layers}
+
+
+def _cell() -> LayerGraph:
+    """Stem conv, then node 1 = avgpool3x3(x), node 2 = conv1x1(relu(x)) + conv3x3(relu(n1))."""
+    b = GraphBuilder((1, 3, 14, 14))
+    x = b.conv("", 16, 3)
+    n1 = b.pool(x, "avgpool", 3)
+    n2 = b.add(b.conv(b.relu(x), 16, 1), b.conv(b.relu(n1), 16, 3))
+    b.add(b.add(x, n2), n1)
+    return b.build()
+
+
+def test_int8_standalone_relu_is_a_requantization() -> None:
+    # onnxruntime drops a quantized ReLU into the QuantizeLinear after it; the DQ -> Q pair from
+    # its producer's scale to its own runs: dq8 + q8 over its elements, no relu kernel
+    g = _cell()
+    ks = kernels(g, _all_int8(g), nchwc_block=16)
+    assert [k.cls for k in ks] == [
+        "q8", "conv:q8", "avgpool:q8", "dq8", "q8", "pwconv:q8s", "dq8", "q8", "conv:q8s",
+        "add:q8", "add:q8", "add:q8", "dq8",
+    ]
+    relus = [la.name for la in g.layers if la.kind == "relu"]
+    assert [k.cls for k in ks if k.layer in relus] == ["dq8", "q8", "dq8", "q8"]
+    assert all(k.elems == 16 * 14 * 14 for k in ks if k.layer in relus)
+
+
+def test_fp32_standalone_relu_and_unfused_adds_run_on_nchwc() -> None:
+    assert _classes(_cell()) == [
+        "conv:f32", "avgpool:f32", "relu:f32", "pwconv:f32", "relu:f32", "conv:f32",
+        "add:fused", "add:f32", "add:f32", "reorder",
+    ]
+
+
+def test_pool_elements_count_every_window_tap() -> None:
+    b = GraphBuilder((1, 16, 8, 8))
+    p3 = b.pool("", "avgpool", 3)  # stride 1, "same": 64 outputs x 9 taps per channel
+    b.pool(p3, "maxpool", 2, stride=2)  # 16 outputs x 4 taps per channel
+    ks = kernels(b.build(), {}, nchwc_block=16)
+    by = {k.cls: k for k in ks}
+    assert by["avgpool:f32"].elems == 16 * 64 + 16 * 64 * 9
+    assert by["maxpool:f32"].elems == 16 * 64 + 16 * 16 * 4
+
+
+def test_bn_on_an_nchwc_tensor_runs_nchwc_whatever_its_channels() -> None:
+    # a 12-channel conv output is NCHWc (padded to 16); the batch norm reading it runs as an
+    # NCHWc depthwise 1x1 conv, and a ReLU after it is fused into that conv
+    b = GraphBuilder((1, 3, 14, 14))
+    b.conv(b.relu(b.bn(b.conv("", 12, 3))), 8, 1)
+    assert _classes(b.build()) == [
+        "conv:f32", "bn:f32", "relu:fused", "reorder", "pwconv:f32", "reorder"]
+    # reading a plain tensor (a concat of 12 + 8 channels) it runs the plain kernel
+    b = GraphBuilder((1, 3, 14, 14))
+    x = b.conv("", 12, 3)
+    b.bn(b.concat(x, b.conv(x, 8, 3)))
+    assert "bn:f32p" in _classes(b.build())
+
+
+def _conv_act(cout: int, act: str, *, groups: int = 1) -> LayerGraph:
+    b = GraphBuilder((1, 16, 14, 14))
+    y = b.act(b.conv("", cout, 3, groups=groups), act)
+    b.conv(y, 16, 1)
+    return b.build()
+
+
+@pytest.mark.parametrize("act", ["hardsigmoid", "sigmoid", "tanh", "leakyrelu", "hardswish"])
+def test_float_conv_applies_its_activation_in_the_kernel(act: str) -> None:
+    # an NCHWc conv (32 outputs) fuses all of them, HardSwish included
+    assert "act:f32" not in _classes(_conv_act(32, act))
+
+
+def test_hardswish_on_a_plain_float_conv_is_two_passes() -> None:
+    # a grouped conv is not NCHWc: onnxruntime runs HardSwish as HardSigmoid + Mul after it,
+    # while a plain conv fuses HardSigmoid (FusedConv)
+    assert _classes(_conv_act(26, "hardswish", groups=2)).count("act:f32") == 2
+    assert _classes(_conv_act(26, "hardsigmoid", groups=2)).count("act:f32") == 0
+    # ReLU6 keeps its pass; a quantized conv's hard swish runs between DQ and Q: one pass
+    assert _classes(_conv_act(32, "relu6")).count("act:f32") == 1
+    g = _conv_act(32, "hardswish")
+    assert _classes(g, _all_int8(g)).count("act:f32") == 1
+
+
+def _ort_ops(model: object, tmp: Path) -> Counter[str]:
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp / "opt.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(model.SerializeToString(), so,  # type: ignore[attr-defined]
+                         providers=["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(str(tmp / "opt.onnx")).graph.node)
+
+
+def test_cell_kernels_match_onnxruntime(tmp_path: Path) -> None:
+    """The suite's NAS-Bench-201-like cell in int8: as many QuantizeLinear/DequantizeLinear,
+    QLinearAveragePool and QLinearAdd nodes as the kernel list has q8/dq8, avgpool:q8 and
+    add:q8 kernels, and no Relu; in fp32 a Relu per standalone ReLU."""
+    pytest.importorskip("onnxruntime")
+    from cost_models import from_onnx
+    from targets.host import nchwc_block_size
+    from targets.suite import suite
+
+    block = nchwc_block_size()
+    models = {n: m for n, m in suite(size="small") if n.startswith("cell_")}
+    assert len(models) == 4
+    for name, model in models.items():
+        ops = _ort_ops(model, tmp_path)
+        graph, bits = from_onnx(model)
+        ks = Counter(_classes(graph, bits, block))
+        if name.endswith("_int8"):
+            assert ops["Relu"] == 0 and ks["relu:q8"] == 0
+            assert (ops["QuantizeLinear"], ops["DequantizeLinear"]) == (ks["q8"], ks["dq8"])
+            assert ops["QLinearAveragePool"] == ks["avgpool:q8"] == 4
+            assert ops["QLinearAdd"] == ks["add:q8"]
+        else:
+            assert ops["Relu"] == ks["relu:f32"] == 4
+            assert ops["AveragePool"] == ks["avgpool:f32"] == 4
+            assert ops["Add"] == ks["add:f32"]
+
+
+def test_relu_after_an_add_no_conv_absorbs_is_a_kernel_of_its_own() -> None:
+    # two adds summed into their convs, then their sum + ReLU: an NCHWc Add, then a Relu
+    b = GraphBuilder((1, 16, 14, 14))
+    x = b.conv("", 16, 3)
+    a1, a2 = b.add(b.conv(x, 16, 1), x), b.add(b.conv(x, 16, 3), x)
+    b.conv(b.relu(b.add(a1, a2)), 16, 1)
+    g = b.build()
+    (add,) = [la for la in g.layers if la.kind == "add" and la.act == "relu"]
+    ks = kernels(g, {}, nchwc_block=16)
+    assert [k.cls for k in ks if k.layer == add.name] == ["add:f32", "relu:f32"]
+    assert [k.cls for k in ks].count("add:fused") == 2
