@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from cost_models.dead_code import onnx_liveness
 from cost_models.errors import UnsupportedLayerError
 from cost_models.graph import FLOAT_BITS, Layer, LayerGraph, Precision
-from cost_models.onnx_ops import const_ints, fold_pads, silu_pairs
+from cost_models.onnx_ops import const_ints, fold_pads, merge_common, silu_pairs
 from cost_models.ops import (
     NEVER_FUSED_ACTS,
     act_kind,
@@ -90,10 +90,12 @@ def from_onnx(model: onnx.ModelProto) -> tuple[LayerGraph, dict[str, Precision]]
         )
     in_name = graph_inputs[0].name
     vals[in_name] = _Val(producer="")
-    # dead code: zero tensors and the nodes the output does not need; readers among the rest
-    dc = onnx_liveness(g.node, inits, in_name, [o.name for o in g.output])
+    # one node for each common subexpression, as onnxruntime runs it; then dead code: zero
+    # tensors and the nodes the output does not need; readers among the rest
+    merged = merge_common(g.node, [o.name for o in g.output])
+    dc = onnx_liveness(merged, inits, in_name, [o.name for o in g.output])
     readers = dc.readers
-    nodes = [node for k, node in enumerate(g.node) if k in dc.live]
+    nodes = [node for k, node in enumerate(merged) if k in dc.live]
 
     layers: dict[str, dict[str, Any]] = {}
     order: list[str] = []

@@ -3,9 +3,10 @@ reading of constant node inputs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["const_ints", "fold_pads", "silu_pairs"]
+__all__ = ["const_ints", "fold_pads", "merge_common", "silu_pairs"]
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
@@ -100,3 +101,42 @@ def _evaluate(node: Any, consts: dict[str, Any]) -> dict[str, Any]:
     except Exception:  # an op the reference cannot run: the constant stays unknown
         return {}
     return {o: v for o, v in zip(node.output, outs, strict=False) if getattr(v, "size", 99) <= 64}
+
+
+def merge_common(nodes: Sequence[Any], outputs: Sequence[str]) -> list[Any]:
+    """``nodes`` with common subexpressions merged, as onnxruntime's optimizer merges them: a
+    node with the op, attributes and inputs of an earlier one is dropped, and its readers read
+    the earlier node's outputs (two identical average pools of one tensor run once). A node
+    that writes a graph output is kept, and so are QuantizeLinear/DequantizeLinear nodes
+    (onnxruntime gives each quantized node its own before fusing them). The nodes are
+    copies; the model is unchanged."""
+    import onnx
+
+    alias: dict[str, str] = {}
+    seen: dict[tuple[Any, ...], Any] = {}
+    keep_outputs = set(outputs)
+    out = []
+    for node in nodes:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        for i, name in enumerate(copy.input):
+            if name in alias:
+                copy.input[i] = alias[name]
+        key = (
+            copy.domain,
+            copy.op_type,
+            tuple(copy.input),
+            tuple(sorted(a.SerializeToString() for a in copy.attribute)),
+        )
+        first = seen.get(key)
+        if (
+            first is not None
+            and copy.op_type not in ("QuantizeLinear", "DequantizeLinear")
+            and len(first.output) == len(copy.output)
+            and not keep_outputs & set(copy.output)
+        ):
+            alias.update(zip(copy.output, first.output, strict=True))
+            continue
+        seen.setdefault(key, copy)
+        out.append(copy)
+    return out

@@ -127,7 +127,7 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
         model.train(was_training)
 
     modules = dict(model.named_modules())
-    _merge_repeated_activations(gm, modules)
+    _merge_common(gm, modules)
     dc = torch_liveness(gm)  # dead code: zero tensors and the ops the output does not need
     layers: dict[str, dict[str, Any]] = {}
     order: list[str] = []
@@ -364,25 +364,30 @@ def _propagate_shapes(gm: Any, shape: tuple[int, ...]) -> None:
         ShapeProp(gm).propagate(torch.zeros(shape))
 
 
-def _merge_repeated_activations(gm: Any, modules: dict[str, Any]) -> None:
-    """The same activation applied twice to one tensor (NAS-Bench-201's ReLU-Conv-BN edges out
-    of one node) is computed once, as torch's ONNX export and onnxruntime do (common
-    subexpression elimination)."""
+def _merge_common(gm: Any, modules: dict[str, Any]) -> None:
+    """An op without parameters or buffers applied twice to the same inputs (NAS-Bench-201's
+    ReLU-Conv-BN edges out of one node, two average pools of one tensor) is computed once, as
+    onnxruntime's optimizer (common subexpression elimination) runs it. In-place functions
+    are left alone."""
     seen: dict[tuple[Any, ...], Any] = {}
     for node in list(gm.graph.nodes):
         if not node.args:
             continue
         if node.op == "call_module":
             mod = modules[node.target]
-            if type(mod).__name__ not in _ACT_MODULES:
+            if any(True for _ in mod.parameters()) or any(True for _ in mod.buffers()):
                 continue
-            key: tuple[Any, ...] = ("m", repr(mod), node.args)
+            key: tuple[Any, ...] = ("m", repr(mod), node.args, tuple(sorted(node.kwargs.items())))
         elif node.op in ("call_function", "call_method"):
             fname = getattr(node.target, "__name__", str(node.target))
-            if fname not in _ACT_FUNCS:
+            if fname.endswith("_") and not fname.startswith("__"):  # in place
                 continue
-            key = ("f", act_name(fname), node.args, tuple(sorted(node.kwargs.items())))
+            key = ("f", node.op, node.target, node.args, tuple(sorted(node.kwargs.items())))
         else:
+            continue
+        try:
+            hash(key)
+        except TypeError:  # an unhashable argument (a list of tensors...): not merged
             continue
         if key in seen:
             node.replace_all_uses_with(seen[key])
