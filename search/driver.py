@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from search.console import Progress
 from search.lifecycle import Prepared
 from search.record import TrialRecord, scored_costs, set_reason
-from search.refit import HostRefit
+from search.refit import Refit
 from search.trial import TrialOutcome, TrialTask
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class Driver:
         self.heartbeat = Heartbeat(storage, study.study_name)
         self.space: JointSpace | None = None
         context = prepared.context
-        self.refit = HostRefit(context.target, enabled=context.measurer is not None, log=log)
+        self.refit = Refit(context.target, enabled=context.measurer is not None, log=log)
 
     # -- callbacks from the executor -------------------------------------------------------
     def on_progress(self, number: int, step: int, accuracy: float) -> bool:

@@ -1,13 +1,13 @@
-"""The host's cost model corrects itself during a study: every measured candidate is a
-calibration row.
+"""A measured target's cost model corrects itself during a study: every measured candidate
+is a calibration row.
 
-Every few measured candidates the host target is refitted from its suite measurements plus
-every candidate of this machine measured so far (kept with the target, so the next study starts
+Every few measured candidates the target is refitted from its calibration measurements plus
+every candidate measured on its device so far (kept with the target, so the next study starts
 from the refit), and the driver hands the refitted target to the trials it starts next. Each
 candidate is predicted before its own row is fitted, so the study's record of predicted against
-measured latency is a prequential error. Targets measured by an agent server are not refitted
-during a study (their suites are measured on the device; refit them with ``edgetune
-calibrate``).
+measured latency is a prequential error. The host is refitted from its cached suite
+measurements (``targets.host.refit_host``); a device with an agent server from the measurement
+file it was calibrated from (``targets.calibrate.refit_user_target``).
 """
 
 from __future__ import annotations
@@ -25,12 +25,21 @@ REFIT_EVERY = 4
 """Measured candidates between two refits."""
 
 
-class HostRefit:
-    """Collects measured candidates and refits the host target from them."""
+def refittable(target: Target) -> bool:
+    """The host, or a device with an agent whose calibration measurements are still there."""
+    from pathlib import Path
+
+    if target.name == "host":
+        return True
+    return target.agent is not None and Path(target.provenance.source).is_file()
+
+
+class Refit:
+    """Collects measured candidates and refits the target from them."""
 
     def __init__(self, target: Target, *, enabled: bool, log: Callable[[str], None]) -> None:
         self.target = target
-        self.enabled = enabled and target.name == "host"
+        self.enabled = enabled and refittable(target)
         self.log = log
         self.pending: list[tuple[bytes, float]] = []
         self.refits = 0
@@ -46,20 +55,25 @@ class HostRefit:
         """Keep the pending candidates as rows and refit; None if there were none."""
         if not self.enabled or not self.pending:
             return None
+        from targets.calibrate import refit_user_target
         from targets.host import record_candidates, refit_host
 
         n, pending, self.pending = len(self.pending), self.pending, []
+        name = self.target.name
         try:
-            record_candidates(pending)
-            self.target = refit_host()
+            if name == "host":
+                record_candidates(pending)
+                self.target = refit_host()
+            else:
+                self.target = refit_user_target(self.target, pending)
         except (EdgetuneError, OSError) as exc:  # a refit is a bonus: the study goes on
             self.enabled = False
-            self.log(f"the host cost model is not refitted during this study: {exc}")
+            self.log(f"the {name} cost model is not refitted during this study: {exc}")
             return None
         self.refits += 1
         mdape = self.target.provenance.fidelity.get("mdape")
         self.log(
-            f"host cost model refitted with {n} more measured candidates "
-            f"(held-out MdAPE {mdape:.1f}%)" if isinstance(mdape, float) else "host refitted"
+            f"{name} cost model refitted with {n} more measured candidates"
+            + (f" (held-out MdAPE {mdape:.1f}%)" if isinstance(mdape, float) else "")
         )
         return self.target

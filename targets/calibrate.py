@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from cost_models.energy import power_only
 from cost_models.errors import CalibrationError
@@ -26,6 +27,7 @@ __all__ = [
     "calibrate_file",
     "emit_suite",
     "read_measurements",
+    "refit_user_target",
     "save_user_target",
     "user_targets_dir",
 ]
@@ -144,3 +146,48 @@ def calibrate_file(
     )
     target = calibrate_rows(name, rows, config)
     return target, save_user_target(target)
+
+
+def _same_device(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a == b
+
+
+def refit_user_target(target: Target, models: list[tuple[bytes, float]]) -> Target:
+    """Refit a device calibrated with ``edgetune calibrate NAME --measurements FILE`` (an agent's
+    device) from that file plus every search candidate measured on it so far (``models`` are
+    the new ones: QDQ ONNX bytes and measured latency in ms), starting from its own cost model
+    and constants, and store it (keeping its agent), so the next study starts from the refit.
+    """
+    from targets.candidates import candidate_rows, record_candidates
+    from targets.measurements import Row
+
+    source = Path(target.provenance.source)
+    if not source.is_file():
+        raise CalibrationError(
+            f"target {target.name!r} is refitted from the measurements it was calibrated "
+            f"from, but {str(source)!r} is not a file any more; recalibrate it with `edgetune "
+            f"calibrate {target.name} --measurements FILE`"
+        )
+    device = {
+        "target": target.name,
+        "agent": target.agent.url if target.agent else "",
+        "source": str(source.resolve()),
+    }
+    folder = user_targets_dir() / f"{target.name}_candidates"
+    record_candidates(folder, models, device, _same_device)
+    rows = read_measurements(source)
+    kept = candidate_rows(folder, device, _same_device)
+    rows += [Row(len(rows) + i + 1, name, m) for i, (name, m) in enumerate(kept)]
+    base_notes = target.provenance.notes.split("; refitted with ")[0]
+    config = CalibrationConfig(
+        cost_model=target.cost_model,
+        base=target.constants,
+        description=target.description,
+        runtime=target.runtime,
+        source=str(source.resolve()),
+        notes=f"{base_notes}; refitted with {len(kept)} measured search candidates",
+        int8_reduce_range=target.int8_reduce_range,
+    )
+    refitted = replace(calibrate_rows(target.name, rows, config), agent=target.agent)
+    save_user_target(refitted)
+    return refitted

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from search.refit import REFIT_EVERY, HostRefit
+from search.refit import REFIT_EVERY, Refit
 from search.trial import TrialOutcome
 from spaces.config import PruningSpace, QuantizationSpace, Space
 from spaces.joint import JointSpace
@@ -64,7 +64,7 @@ def test_measured_candidates_refit_the_host_and_persist(edgetune_home: Path) -> 
     before = [host.predict(s.graph, s.policy.bits).latency_ms for _, s in candidates]
 
     logs: list[str] = []
-    refit = HostRefit(host, enabled=True, log=logs.append)
+    refit = Refit(host, enabled=True, log=logs.append)
     refitted = None
     for (onnx_bytes, _), m in zip(candidates, measured, strict=True):
         outcome = TrialOutcome(0, "complete", measured=m.as_dict(), onnx=onnx_bytes)
@@ -83,3 +83,49 @@ def test_measured_candidates_refit_the_host_and_persist(edgetune_home: Path) -> 
     # kept with the target: the next study starts from it
     cached = cached_host()
     assert cached is not None and cached.constants == refitted.constants
+
+
+def test_a_device_with_an_agent_is_refitted_from_its_measured_candidates(
+    tmp_path: Path, edgetune_home: Path
+) -> None:
+    """A device reached through its agent server, calibrated from networks measured there:
+    the candidates a study measures on it refit it, and the refit is kept with the target."""
+    from dataclasses import replace
+
+    import targets
+    from targets.base import AgentRef
+    from targets.calibrate import calibrate_file, save_user_target
+    from targets.remote import AgentMeasurer
+    from tests.targets.test_agent_server import _start, _stop, _token_file
+
+    token_file = _token_file(tmp_path / "lab-dev.token")
+    agent = _start(["-m", "targets.agent", "serve", "--token-file", str(token_file)], tmp_path)
+    try:
+        ref = AgentRef(agent.url, str(token_file))
+        measurer = AgentMeasurer(ref)
+        candidates = _candidates(12 + 2 * REFIT_EVERY)
+        first, later = candidates[:12], candidates[12:]
+        lines = ["model,latency_ms"]
+        for i, m in enumerate(measurer.measure([b for b, _ in first], seconds=3.0)):
+            (tmp_path / f"n{i}.onnx").write_bytes(first[i][0])
+            lines.append(f"n{i}.onnx,{m.latency_ms}")
+        (tmp_path / "lab-dev.csv").write_text("\n".join(lines) + "\n")
+        device, _ = calibrate_file("lab-dev", tmp_path / "lab-dev.csv")
+        save_user_target(replace(device, agent=ref))
+        device = targets.get("lab-dev")
+        assert device.agent == ref and device.provenance.n_measurements == 12
+
+        logs: list[str] = []
+        refit = Refit(device, enabled=True, log=logs.append)
+        measured = measurer.measure([b for b, _ in later], seconds=3.0)
+        for (onnx_bytes, _), m in zip(later, measured, strict=True):
+            refit.add(TrialOutcome(0, "complete", measured=m.as_dict(), onnx=onnx_bytes))
+        assert refit.refits == 2, logs
+        kept = targets.get("lab-dev")  # stored: the next study starts from it
+        assert kept.agent == ref and kept.provenance.n_measurements == 12 + 2 * REFIT_EVERY
+        assert f"refitted with {2 * REFIT_EVERY} measured search candidates" in kept.provenance.notes
+        assert kept.constants == refit.target.constants
+        index = edgetune_home / "targets" / "lab-dev_candidates" / "index.json"
+        assert len(json.loads(index.read_text())["rows"]) == 2 * REFIT_EVERY
+    finally:
+        _stop(agent.proc)
