@@ -7,17 +7,23 @@ of the host micro-benchmark suite on x86-64:
   itself) and ``act_bits`` 8 whose output is re-quantized to 8 bits by every consumer becomes
   one fused ``QLinearConv``/``QGemm`` (mode ``q8``); its input must be quantized and its output
   stays quantized;
-* an ``add`` with ``act_bits`` 8 becomes ``QLinearAdd`` (``q8``); pools and ReLUs with ``act_bits`` 8
-  whose producer is fused and whose consumers all read 8 bits run on uint8 (``q8``): an average
-  pool as ``QLinearAveragePool``, whatever its window, stride and padding. Such a ReLU (one its
-  producer cannot absorb, e.g. a NAS-Bench-201 edge's ReLU on a tensor other layers read) has no
-  kernel: onnxruntime drops it into the ``QuantizeLinear`` after it, and the
-  ``DequantizeLinear`` -> ``QuantizeLinear`` pair from its producer's scale to its own (a
-  calibrating quantizer gives it a scale of its own) runs: a ``dq8`` and a ``q8`` kernel over its
-  elements (onnxruntime gives each reader of a quantized tensor its own ``DequantizeLinear``);
+* an ``add`` with ``act_bits`` 8 becomes ``QLinearAdd`` (``q8``); pools and ReLUs with
+  ``act_bits`` 8 whose producer is fused and whose consumers all read 8 bits run on uint8
+  (``q8``): an average pool as ``QLinearAveragePool``, whatever its window, stride and
+  padding, channels-last (``avgpool:q8``) when all its readers are int8 kernels, else in NCHW
+  after a transpose back (``avgpool:q8p``, ~1.4x slower per tap: a 16x28x28 3x3 pool takes
+  ~100 vs ~140 us); its taps in the channels past the last full vector of 16
+  (:data:`POOL_VECTOR`) are ``tail_macs`` (timed: 8 or 12 channels cost ~1.4x as much per
+  element as 16, 32 or 48). Such a ReLU (one its producer cannot absorb, e.g. a NAS-Bench-201 edge's
+  ReLU on a tensor other layers read) has no kernel: onnxruntime drops it into the
+  ``QuantizeLinear`` after it, and the ``DequantizeLinear`` -> ``QuantizeLinear`` pair from its
+  producer's scale to its own (a calibrating quantizer gives it a scale of its own) runs: a
+  ``dq8`` and a ``q8`` kernel over its elements (onnxruntime gives each reader of a quantized
+  tensor its own ``DequantizeLinear``);
 * a max or average pool's ``elems`` are its input's elements plus every window tap it reads
   (output elements x kernel area, its MACs): a 3x3 stride-1 pool reads 9 taps per output, a
-  2x2 stride-2 one 4;
+  2x2 stride-2 one 4. A float pool outside NCHWc runs onnxruntime's generic pool loop, about
+  ten times slower per tap than the NCHWc kernel: class ``<pool>:f32p``;
 * any other conv/linear with quantized weights (weight-only int8, int4 weights, 16-bit
   activations, or an int8 layer whose output is not re-quantized) runs as a *runtime*
   ``DequantizeLinear`` of its weights (kernel ``dqw8``/``dqw4``) plus an fp32 kernel that
@@ -55,14 +61,23 @@ of the host micro-benchmark suite on x86-64:
   depthwise with a multiple of 4 channels; otherwise it runs im2col + GEMM
   (``conv:f32p``/``dwconv:f32p``). Those, like the ``q8`` and
   ``rt`` convs, count MACs with the GEMM's output channels padded to 16 and its depth (input
-  channels x kernel area) to 4, as MLAS packs them. A ``reorder`` kernel converts a tensor
+  channels x kernel area) to 4, as MLAS packs them. Such a grouped (or depthwise) conv, float
+  (``f32p``) or ``rt``, runs one group at a time, an im2col and a one-row GEMM per group
+  (MLAS's x86 build has no float depthwise kernel outside NCHWc): one more kernel, class
+  ``im2col:f32``, whose ``elems`` are the im2col rows it copies (groups x kernel area x output
+  rows; timed on 3x3/5x5 depthwise convs, 6..90 channels, 4x4..28x28 maps, this and the MACs
+  explain the time within ~5%, the MACs alone within ~25%: a 90-channel 5x5 one on a 4x4
+  map takes ~90 us). A ``reorder`` kernel converts a tensor
   into (for a conv with >= ``B`` input channels) or out of NCHWc. An fp32 add whose input is
   the sole output of an NCHWc conv is fused into it (``add:fused``), and so is a ReLU after
   that add (``relu:fused``); a ReLU after an fp32 add that no conv absorbs (its output is
-  the add's ``act``) runs as a ``Relu`` of its own (``relu:f32``). Unfused pools with a multiple of ``B`` channels run in NCHWc if
-  they read an NCHWc tensor or the graph input; adds and ReLUs do when all their inputs are
-  NCHWc. A dense conv with < ``B`` input channels reads plain NCHW; a depthwise conv always
-  reads NCHWc.
+  the add's ``act``) runs as a ``Relu`` of its own (``relu:f32``). An fp32 add one of whose
+  inputs is the sole output of a plain float conv (``f32p``/``rt``, no activation of its own)
+  is summed in that conv (a ``FusedConv`` with a sum input, and the add's ReLU as its
+  activation): ``add:fused`` too. Unfused pools with a multiple of ``B`` channels run in
+  NCHWc if they read an NCHWc tensor or the float graph input (not through a Q/DQ pair); adds
+  and ReLUs do when all their inputs are NCHWc. A dense conv with < ``B`` input channels reads
+  plain NCHW; a depthwise conv always reads NCHWc.
 * the graph output of an 8-bit layer is taken to be in QDQ form (as ``quantize_static``
   writes it), so an int8 classifier is a fused ``QGemm`` followed by a ``dq8``.
 
@@ -156,6 +171,8 @@ Q8_KINDS = ("mul", "concat", "softmax", "matmul", "resize", "transpose")
 # activations with an int8 kernel: QLinearSigmoid, QLinearLeakyRelu, QLinearSigmoid +
 # QLinearMul (SiLU); others (HardSigmoid, HardSwish, Tanh...) run in float between DQ and Q
 Q8_ACTS = ("sigmoid", "leakyrelu", "silu")
+# channels per vector of onnxruntime's QLinearAveragePool
+POOL_VECTOR = 16
 # activations a float conv (NCHWc or not) applies in its kernel: no pass over the output
 FLOAT_CONV_ACTS = ("relu", "hardsigmoid", "sigmoid", "tanh", "leakyrelu")
 # activations an NCHWc conv applies after a fused add (conv + sum + activation in one kernel)
@@ -287,7 +304,8 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             srcs = layer.inputs or ("",)
             nchwc[layer.name] = (
                 not fused[layer.name] and layer.in_shape[1] % block == 0
-                and all(s == "" or nchwc.get(s, False) for s in srcs)
+                and all((s == "" and p.act_bits == FLOAT_BITS) or nchwc.get(s, False)
+                        for s in srcs)
             )
         elif folded.get(layer.name):  # a mul folded into its conv
             nchwc[layer.name] = nchwc[folded[layer.name]]
@@ -304,6 +322,14 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
                         and nchwc.get(conv, False) and conv not in fused_into.values()
                         and (conv == s or len(users[conv]) == 1)):
                     fused_into[layer.name] = conv
+                    break
+        elif layer.kind == "add" and float_layer:  # a plain float conv's FusedConv sums it
+            for s in layer.inputs:
+                src_layer = by_name.get(s)
+                if (src_layer is not None and src_layer.kind in ("conv", "dwconv")
+                        and len(users[s]) == 1 and not src_layer.act and not nchwc[s]
+                        and not fused[s] and s not in fused_into.values()):
+                    fused_into[layer.name] = s
                     break
         act = "relu" if layer.kind == "relu" else layer.act if layer.kind == "act" else ""
         first = layer.inputs[0] if layer.inputs else ""
@@ -356,13 +382,17 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
         sym = is_fused and layer.kind in ("conv", "dwconv") and sym_conv(layer)
         if is_fused:
             mode = "q8s" if sym else "q8"
+            if layer.kind == "avgpool" and not (
+                    users[layer.name] and all(fused[u.name] for u in users[layer.name])):
+                mode = "q8p"  # NCHW (transposed back) when a float layer reads it
         elif layer.kind in WEIGHTED_KINDS and p.weight_bits != FLOAT_BITS:
             mode = "rt"
             wbits = weight_container_bits(p.weight_bits)
             out.append(Kernel(f"dqw{wbits}", layer.name, elems=layer.params))
         elif layer.name in fused_into:
             mode = "fused"
-        elif layer.kind in ("conv", "dwconv", "bn") and not nchwc[layer.name]:
+        elif layer.kind in ("conv", "dwconv", "bn", "maxpool", "avgpool") and not nchwc[
+                layer.name]:
             mode = "f32p"
         else:
             mode = "f32"
@@ -379,6 +409,10 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             # the generic u8 depthwise kernel runs 8 channels per vector, the rest one by one
             tail = layer.macs * (layer.out_shape[1] % 8) // layer.out_shape[1]
             macs = layer.macs - tail
+        if mode in ("q8", "q8p") and layer.kind == "avgpool":
+            # QLinearAveragePool vectorizes across channels: the taps of the channels past the
+            # last full vector run slower
+            tail = layer.macs * (layer.out_shape[1] % POOL_VECTOR) // layer.out_shape[1]
         # MLAS runs 1x1 convs on their own code paths (no im2col; a pointwise NCHWc kernel)
         kind = "pwconv" if layer.kind == "conv" and layer.kernel == 1 else layer.kind
         elems = layer.in_elems + layer.out_elems
@@ -391,6 +425,12 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             Kernel(f"{kind}:{mode}", layer.name, macs=macs, elems=elems, pixels=pixels,
                    tail_macs=tail)
         )
+        if layer.groups > 1 and mode in ("f32p", "rt"):
+            # MLAS runs a grouped conv outside NCHWc one group at a time: an im2col (priced by
+            # the rows it copies: groups x kernel area x output rows) and a one-row GEMM each
+            area = layer.macs // (layer.out_elems * (layer.in_shape[1] // layer.groups))
+            rows = layer.groups * area * (layer.out_shape[2] if len(layer.out_shape) > 2 else 1)
+            out.append(Kernel("im2col:f32", layer.name, elems=rows))
         if layer.kind == "add" and layer.act == "relu" and mode == "f32":
             # onnxruntime fuses a ReLU into a conv (and the add it sums) but not into an Add
             out.append(Kernel("relu:f32", layer.name, elems=2 * layer.out_elems))

@@ -158,7 +158,7 @@ def refit_user_target(target: Target, models: list[tuple[bytes, float]]) -> Targ
     the new ones: QDQ ONNX bytes and measured latency in ms), starting from its own cost model
     and constants, and store it (keeping its agent), so the next study starts from the refit.
     """
-    from targets.candidates import candidate_rows, record_candidates
+    from targets.candidates import candidate_rows, store_candidates
     from targets.measurements import Row
 
     source = Path(target.provenance.source)
@@ -174,7 +174,7 @@ def refit_user_target(target: Target, models: list[tuple[bytes, float]]) -> Targ
         "source": str(source.resolve()),
     }
     folder = user_targets_dir() / f"{target.name}_candidates"
-    record_candidates(folder, models, device, _same_device)
+    store_candidates(folder, models, device, _same_device)
     rows = read_measurements(source)
     kept = candidate_rows(folder, device, _same_device)
     rows += [Row(len(rows) + i + 1, name, m) for i, (name, m) in enumerate(kept)]

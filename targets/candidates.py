@@ -16,7 +16,7 @@ from typing import Any
 
 from cost_models.base import Measurement
 
-__all__ = ["LIMIT", "candidate_rows", "record_candidates"]
+__all__ = ["LIMIT", "candidate_rows", "store_candidates"]
 
 LIMIT = 400
 """The most recent measured search candidates kept as calibration rows."""
@@ -33,7 +33,7 @@ def _index(folder: Path, device: dict[str, Any], same: Same) -> list[dict[str, A
     return rows if same(stored.get("machine", {}), device) else []
 
 
-def record_candidates(
+def store_candidates(
     folder: Path, models: list[tuple[bytes, float]], device: dict[str, Any], same: Same
 ) -> None:
     """Keep measured candidates (QDQ ONNX bytes, latency in ms) in ``folder`` as rows of

@@ -11,7 +11,7 @@ constants are then refitted on all rows. The result is cached as JSON in
 (hostname, CPU model, onnxruntime version) and the fidelity, and reused while the machine, the
 onnxruntime version and the cost model's version match; otherwise it is recalibrated. The
 suite measurements are cached beside it (``host_measurements.json``) for :func:`refit_host`.
-A calibration measures the suite's 648 models for ``CALIBRATION_SECONDS``, plus the sessions'
+A calibration measures the suite's 672 models for ``CALIBRATION_SECONDS``, plus the sessions'
 set-up.
 
 The kernels onnxruntime runs depend on the CPU: MLAS's NCHWc layout blocks channels by 8 with
@@ -71,7 +71,7 @@ __all__ = [
 
 DESCRIPTION = "this machine's CPU, onnxruntime CPU EP, batch 1, one thread"
 RUNTIME = "onnxruntime CPUExecutionProvider, intra_op=1, inter_op=1, sequential, ORT_ENABLE_ALL"
-MODEL_VERSION = "kernel-9"  # standalone BN, Mul, Concat, activations, Resize, Pad, Softmax, MatMul
+MODEL_VERSION = "kernel-10"  # + NB201/DenseNet/MobileNetV3 blocks, requantized ReLU, pool taps
 POWER_W = 280.0 / 64
 POWER_SOURCE = (
     "one core's share of a server CPU's TDP: AMD EPYC 7763 default TDP 280 W / 64 cores = "
@@ -278,10 +278,6 @@ def calibrate_host(*, force: bool = True, seconds: float = CALIBRATION_SECONDS) 
     return _build(models, results, t0)
 
 
-CANDIDATE_LIMIT = 400
-"""The most recent measured search candidates kept as calibration rows."""
-
-
 def _candidates_dir() -> Path:
     return cache_path().parent / "host_candidates"
 
@@ -289,50 +285,16 @@ def _candidates_dir() -> Path:
 def record_candidates(models: list[tuple[bytes, float]]) -> None:
     """Keep measured search candidates (QDQ ONNX bytes, latency in ms) as calibration rows of
     this machine: every later fit of the host, in this study and the next, includes them."""
-    import hashlib
+    from targets.candidates import store_candidates
 
-    folder = _candidates_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    index_path = folder / "index.json"
-    index: dict[str, Any] = {"machine": _machine(), "rows": []}
-    if index_path.is_file():
-        stored = json.loads(index_path.read_text())
-        if _same_machine(stored.get("machine", {}), index["machine"]):
-            index["rows"] = stored.get("rows", [])
-    for onnx_bytes, latency in models:
-        name = "cand-" + hashlib.sha256(onnx_bytes).hexdigest()[:12]
-        (folder / f"{name}.onnx").write_bytes(onnx_bytes)
-        index["rows"] = [r for r in index["rows"] if r["name"] != name]
-        index["rows"].append({"name": name, "latency_ms": float(latency)})
-    index["rows"] = index["rows"][-CANDIDATE_LIMIT:]
-    kept = {f"{r['name']}.onnx" for r in index["rows"]}
-    for stale in folder.glob("cand-*.onnx"):
-        if stale.name not in kept:
-            stale.unlink()
-    tmp = index_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index, indent=1))
-    tmp.replace(index_path)
+    store_candidates(_candidates_dir(), models, _machine(), _same_machine)
 
 
 def _candidate_rows() -> list[tuple[str, Measurement]]:
     """The kept candidates of this machine, as (name, (graph, bits, latency_ms)) rows."""
-    import onnx
+    from targets.candidates import candidate_rows
 
-    from cost_models.onnx_graph import from_onnx
-
-    index_path = _candidates_dir() / "index.json"
-    if not index_path.is_file():
-        return []
-    index = json.loads(index_path.read_text())
-    if not _same_machine(index.get("machine", {}), _machine()):
-        return []
-    rows: list[tuple[str, Measurement]] = []
-    for r in index.get("rows", []):
-        path = _candidates_dir() / f"{r['name']}.onnx"
-        if path.is_file():
-            graph, bits = from_onnx(onnx.load(str(path)))
-            rows.append((f"{r['name']}_candidate", (graph, bits, float(r["latency_ms"]))))
-    return rows
+    return candidate_rows(_candidates_dir(), _machine(), _same_machine)
 
 
 def refit_host() -> Target:

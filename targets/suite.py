@@ -12,8 +12,9 @@ activations, Concat, Resize, Pad, Softmax) come in fp32 and int8 only: 16 models
 networks shaped like NAS-Bench-201 cells (standalone ReLUs, stride-1 average pools that exclude
 their padding, unfused adds), DenseNet blocks (BN-ReLU on concatenations, 2x2 average pools)
 and MobileNetV3 blocks (hard-swish, 3x3/5x5 depthwise and squeeze-and-excitation on channel
-counts that are often not a multiple of 4): 32 models, and 3x3/5x5 depthwise convs on
-channel counts that are not: 12 (of these, the small suite has two cells).
+counts that are often not a multiple of 4): 36 models, and 3x3/5x5 depthwise convs on
+channel counts that are not: 12, and stride-1 average pools and a ReLU + add on their
+own: 20 (of these, the small suite has two cells).
 """
 
 from __future__ import annotations
@@ -219,6 +220,30 @@ def _mbv3_net(b: OnnxBuilder, cin: int, hid: int, k: int, p: PrecFn) -> str:
     return b.quant_act(b.conv(y, hid, 24, 1, relu=False, prec=p(5)), a)
 
 
+def _pool3_spec(b: OnnxBuilder, p: PrecFn, *, c: int) -> str:
+    """1x1 conv, 3x3 stride-1 average pool that excludes its padding, 1x1 conv (int8: the pool
+    runs channels-last between two QLinearConvs)."""
+    a = 8 if p(0)[1] == 8 else 32
+    x = b.conv("input", c, c, 1, relu=False, prec=p(0))
+    x = b.pool(x, "avgpool", k=3, stride=1, pad=1, act_bits=a)
+    return b.quant_act(b.conv(x, c, 16, 1, relu=False, prec=p(1)), a)
+
+
+def _pool3out_spec(b: OnnxBuilder, p: PrecFn, *, c: int) -> str:
+    """1x1 conv, then a 3x3 stride-1 average pool as the (int8: re-quantized) graph output: in
+    int8 the pool runs in NCHW, after a transpose back."""
+    a = 8 if p(0)[1] == 8 else 32
+    x = b.conv("input", c, c, 1, relu=False, prec=p(0))
+    return b.quant_act(b.pool(x, "avgpool", k=3, stride=1, pad=1, act_bits=a), a)
+
+
+def _reluadd_spec(b: OnnxBuilder, p: PrecFn, *, c: int) -> str:
+    """A 1x1 conv read by a standalone ReLU and by the add of the two (neither fusable)."""
+    a = 8 if p(0)[1] == 8 else 32
+    x = b.conv("input", c, c, 1, relu=False, prec=p(0))
+    return b.add(b.node("Relu", [x], act_bits=a), x, act_bits=a)
+
+
 def _cell_spec(b: OnnxBuilder, p: PrecFn, *, cin: int, c: int) -> str:
     return _cell_net(b, cin, c, p)
 
@@ -313,7 +338,8 @@ def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelPro
     for c, g, hw in dense:
         add_spec(f"dense_c{c}g{g}_hw{hw}", (3, hw, hw), partial(_dense_spec, cin=3, c=c, g=g))
     mbv3 = [] if size == "small" else [
-        (27, 5, 14), (90, 5, 14), (36, 3, 28), (54, 5, 28), (42, 3, 14), (120, 5, 14)]
+        (27, 5, 14), (90, 5, 14), (36, 3, 28), (54, 5, 28), (42, 3, 14), (120, 5, 14),
+        (84, 3, 28), (66, 5, 32)]
     for hid, k, hw in mbv3:
         add_spec(f"mbv3_h{hid}k{k}_hw{hw}", (3, hw, hw), partial(_mbv3_spec, cin=3, hid=hid, k=k))
     # depthwise convs on channel counts that are not a multiple of 4 (fp32: one im2col + GEMM
@@ -323,6 +349,13 @@ def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelPro
     for c, k, hw in dws:
         add_spec(f"dwconv{k}s1_c{c}x{c}_hw{hw}", (c, hw, hw),
                  partial(_single_spec, kind="dwconv", c=c, cout=c, k=k, s=1))
+    # the cells' ops alone: a stride-1 average pool, a standalone ReLU and an unfused add, on
+    # NCHWc-sized (16, 32) and other channel counts
+    for c, hw in [] if size == "small" else [(16, 28), (24, 14), (32, 14), (12, 28)]:
+        add_spec(f"pool3conv_c{c}_hw{hw}", (c, hw, hw), partial(_pool3_spec, c=c))
+        add_spec(f"reluadd_c{c}_hw{hw}", (c, hw, hw), partial(_reluadd_spec, c=c))
+    for c, hw in [] if size == "small" else [(16, 14), (24, 28)]:
+        add_spec(f"pool3out_c{c}_hw{hw}", (c, hw, hw), partial(_pool3out_spec, c=c))
 
     schemes = ["fp32", "int8", "w8", "w4", "a16", "mixed", "w4a8"]
     out: list[tuple[str, onnx.ModelProto]] = []

@@ -137,7 +137,7 @@ def test_cell_kernels_match_onnxruntime(tmp_path: Path) -> None:
             assert ops["QLinearAdd"] == ks["add:q8"]
         else:
             assert ops["Relu"] == ks["relu:f32"] == 4
-            assert ops["AveragePool"] == ks["avgpool:f32"] == 4
+            assert ops["AveragePool"] == ks["avgpool:f32"] + ks["avgpool:f32p"] == 4
             assert ops["Add"] == ks["add:f32"]
 
 
@@ -152,3 +152,23 @@ def test_relu_after_an_add_no_conv_absorbs_is_a_kernel_of_its_own() -> None:
     ks = kernels(g, {}, nchwc_block=16)
     assert [k.cls for k in ks if k.layer == add.name] == ["add:f32", "relu:f32"]
     assert [k.cls for k in ks].count("add:fused") == 2
+
+
+def test_int8_average_pool_layout_and_channel_tail() -> None:
+    # read by an int8 conv: channels-last; read by a layer without an int8 kernel (a batch
+    # norm reading 8 bits, through a DequantizeLinear): NCHW after a transpose, avgpool:q8p
+    b = GraphBuilder((1, 24, 14, 14))
+    x = b.conv("", 24, 1)
+    b.conv(b.pool(x, "avgpool", 3), 16, 1)
+    g = b.build()
+    ks = kernels(g, _all_int8(g), nchwc_block=16)
+    (pool,) = [k for k in ks if k.cls.startswith("avgpool")]
+    assert pool.cls == "avgpool:q8"
+    # 24 channels: 8 past the vector of 16, a third of the 24 x 196 x 9 taps
+    assert pool.tail_macs == 24 * 196 * 9 * 8 // 24 and pool.elems == 24 * 196 * 10
+    b = GraphBuilder((1, 16, 14, 14))
+    b.bn(b.pool(b.conv("", 16, 1), "avgpool", 3))
+    g = b.build()
+    bits = {la.name: INT8 if la.kind == "conv" else Precision(32, 8) for la in g.layers}
+    (pool,) = [k for k in kernels(g, bits, nchwc_block=16) if k.cls.startswith("avgpool")]
+    assert pool.cls == "avgpool:q8p" and pool.tail_macs == 0
