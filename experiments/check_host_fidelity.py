@@ -27,8 +27,14 @@ RESULTS = Path(__file__).parent / "results"
 BASE_FAMILIES = ("resnet", "dscnn", "mbv2")
 
 
+BASE_SHAPES: tuple[tuple[int, int], ...] = ((28, 28), (28, 28), (32, 32))
+
+
 def _nets(
-    n: int, seed: int, families: tuple[str, ...] = BASE_FAMILIES
+    n: int,
+    seed: int,
+    families: tuple[str, ...] = BASE_FAMILIES,
+    shapes: tuple[tuple[int, int], ...] = BASE_SHAPES,
 ) -> list[tuple[str, Any, tuple[int, int, int]]]:
     import torch
     from torch import nn
@@ -86,10 +92,11 @@ def _nets(
     out = []
     for i in range(n):
         fam = families[i % len(families)]
-        hw = rng.choice((28, 28, 32))
-        cin = 1 if hw == 28 else 3
+        h, wd = rng.choice(shapes)
+        cin = 1 if (h, wd) in ((28, 28), (49, 10)) else 3  # grey images and MFCCs: 1 channel
+        tag = f"hw{h}" if h == wd else f"{h}x{wd}"
         if fam not in BASE_FAMILIES:
-            out.append((f"{fam}{i}_hw{hw}", build(fam, rng, cin, seed * 100 + i), (cin, hw, hw)))
+            out.append((f"{fam}{i}_{tag}", build(fam, rng, cin, seed * 100 + i), (cin, h, wd)))
             continue
         if fam == "resnet":
             c0, c1, c2, c3 = w(16), w(16), w(32), w(64)
@@ -116,7 +123,7 @@ def _nets(
                 layers.append(IR(c, c * rng.choice((2, 4, 6)), co, s))
                 c = co
             m = nn.Sequential(*layers, *head(c))
-        out.append((f"{fam}{i}_hw{hw}", trained_like_bn(m, seed * 100 + i), (cin, hw, hw)))
+        out.append((f"{fam}{i}_{tag}", trained_like_bn(m, seed * 100 + i), (cin, h, wd)))
     return out
 
 
@@ -208,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--recalibrate", action="store_true")
     p.add_argument(
+        "--shapes",
+        default="",
+        help="comma-separated input sizes to draw from, e.g. 64,96,49x10 (default: 28, 28, 32); "
+        "results then go to host_fidelity_shapes_..._seed<SEED>.json",
+    )
+    p.add_argument(
         "--families",
         default=",".join(BASE_FAMILIES),
         help="comma-separated: resnet, dscnn, mbv2 and those of experiments.held_out_nets "
@@ -234,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
+    shapes = BASE_SHAPES
+    if args.shapes:
+        shapes = tuple(
+            (int(s.split("x")[0]), int(s.split("x")[-1])) for s in args.shapes.split(",")
+        )
 
     import onnx
 
@@ -256,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         else:
             files = []
-            for name, model, shape in _nets(args.n, args.seed, families):
+            for name, model, shape in _nets(args.n, args.seed, families, shapes):
                 if args.reuse_models and (tmp / f"{name}_int8.onnx").is_file():
                     files.extend([tmp / f"{name}_fp32.onnx", tmp / f"{name}_int8.onnx"])
                 else:
@@ -341,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         f"interleaved passes (median diff {nc['median_diff_pct']:.1f}%)"
     )
     tag = "" if families == BASE_FAMILIES else "_".join(families) + "_"
+    if shapes != BASE_SHAPES:
+        tag += "shapes_" + "_".join(f"{h}x{w}" for h, w in shapes) + "_"
     summary["families"] = list(families)
     summary["cpu"] = {k: device_info()[k] for k in ("cpu_model", "cpu_flags")}
     out = RESULTS / f"host_fidelity_{tag}seed{args.seed}.json"

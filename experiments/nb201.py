@@ -170,6 +170,10 @@ def _build(arch_str: str, ops: _Ops) -> str:
             x = ops.add(a, sc)
         for _ in range(CELLS_PER_STAGE):
             vals: list[str | None] = [x]
+            # one ReLU (and one 3x3 pool) per node, however many edges read it: compilers
+            # merge common subexpressions
+            relu_of: dict[str, str] = {}
+            pool_of: dict[str, str] = {}
             for j, edges in enumerate(nodes, start=1):
                 outs: list[str] = []
                 for op, i in edges:
@@ -179,9 +183,13 @@ def _build(arch_str: str, ops: _Ops) -> str:
                     if op == "skip_connect":
                         outs.append(src)
                     elif op == "avg_pool_3x3":
-                        outs.append(ops.avgpool(src, 3, 1))
+                        if src not in pool_of:
+                            pool_of[src] = ops.avgpool(src, 3, 1)
+                        outs.append(pool_of[src])
                     else:
-                        outs.append(ops.conv(ops.relu(src), c, 1 if op == "nor_conv_1x1" else 3))
+                        if src not in relu_of:
+                            relu_of[src] = ops.relu(src)
+                        outs.append(ops.conv(relu_of[src], c, 1 if op == "nor_conv_1x1" else 3))
                 acc: str | None = outs[0] if outs else None
                 for o in outs[1:]:
                     acc = ops.add(acc, o) if acc is not None else o
