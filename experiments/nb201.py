@@ -16,8 +16,9 @@ folded), ``avg_pool_3x3`` (3×3 average pool, stride 1). Summing m edges takes m
 layers. Runtimes compile the network, and the measured latencies show dead code is removed: a
 node whose edges are all ``none`` (or read zero nodes) holds zeros and its readers are dropped,
 ops feeding no path to the cell output are dropped, and a network whose cells output zeros is
-a constant (its graph here has no layers). The last BN is folded into the classifier (BN → GAP
-→ linear is linear).
+a constant (its graph here has no layers). Common subexpressions are merged, as compilers and
+onnxruntime merge them: a node read by several conv edges has one ReLU, and by several pool
+edges one pool. The last BN is folded into the classifier (BN → GAP → linear is linear).
 
     python -m experiments.nb201 "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|...|"  # prints MACs
 """
