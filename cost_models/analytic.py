@@ -120,16 +120,6 @@ class KernelConstants:
         """``calibrated (...)`` or ``modelled (...)``: print it after "energy: "."""
         return self.energy_constants.label
 
-    def coefficient(self, cls: str) -> KernelCoefficients:
-        for c in self.coefficients:
-            if c.cls == cls:
-                return c
-        raise UnsupportedLayerError(
-            f"no fitted latency coefficient for kernel class {cls!r}; this target covers "
-            f"{sorted(c.cls for c in self.coefficients)}. Recalibrate the target with a suite "
-            f"that contains such a kernel, or use other bit-widths for that layer"
-        )
-
     def priced(self, cls: str) -> tuple[KernelCoefficients, bool]:
         """The coefficients of ``cls`` and whether they are approximated: a class this target
         lacks, at a precision it was calibrated at, gets :func:`bandwidth_coefficient`'s."""

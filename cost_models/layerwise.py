@@ -109,9 +109,6 @@ class LayerTypeConstants:
         """``calibrated (...)`` or ``modelled (...)``: print it after "energy: "."""
         return self.energy_constants.label
 
-    def coefficient(self, cls: str) -> KernelCoefficients:
-        return self.priced(cls)[0]
-
     def priced(self, cls: str) -> tuple[KernelCoefficients, bool]:
         """The coefficients of ``cls`` and whether they are approximated from bytes (a class
         this target lacks, at a precision it was calibrated at)."""

@@ -102,7 +102,7 @@ def cli_check(column_device: str, *, n_fit: int = 100, n_test: int = 1000) -> di
     from cost_models.baseline import fit_flops_constant, total_macs
     from cost_models.fidelity import fidelity
     from experiments.nb201 import nb201_onnx
-    from targets.devices import NB201_DEVICES, NB201_FIT, NB201_TEST, int8_bits, nb201_rows
+    from targets.devices import NB201_DEVICES, NB201_FIT, NB201_TEST, nb201_rows
 
     spec = NB201_DEVICES[column_device]
     rows = nb201_rows(spec.column)
@@ -121,10 +121,7 @@ def cli_check(column_device: str, *, n_fit: int = 100, n_test: int = 1000) -> di
         f"check-{column_device}", [(nb201_onnx(arch), lat) for _, arch, lat in fit_rows]
     )
     meas = [lat for _, _, lat in test_rows]
-    pred = [
-        target.predict(_graph(a), int8_bits(_graph(a)) if spec.int8 else {}).latency_ms
-        for _, a, _ in test_rows
-    ]
+    pred = [target.predict(_graph(a), {}).latency_ms for _, a, _ in test_rows]
     train_m: list[Measurement] = [(_graph(a), {}, lat) for _, a, lat in fit_rows]
     c = fit_flops_constant(train_m)
     base = fidelity([c * total_macs((_graph(a), {}, 0.0)) for _, a, _ in test_rows], meas)

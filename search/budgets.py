@@ -25,6 +25,7 @@ from search.spec import COST_KEYS, Constraints, Spec
 if TYPE_CHECKING:
     from torch import nn
 
+    from cost_models.graph import Costs
     from spaces.joint import JointSpace
     from targets.base import Target
 
@@ -121,12 +122,17 @@ def teacher_costs(teacher: nn.Module, spec: Spec, target: Target) -> dict[str, f
     """The teacher's predicted costs on the target, as the target runs it (in int8 on a device
     that runs nothing else): what relative budgets are shares of. Its size is always the
     float teacher's."""
+    return _teacher_prediction(teacher, spec, target).as_dict()
+
+
+def _teacher_prediction(teacher: nn.Module, spec: Spec, target: Target) -> Costs:
+    """:func:`teacher_costs` with the layers priced without fitted coefficients."""
+    from dataclasses import replace
+
     from cost_models import from_torch, size_kb
 
     graph = from_torch(teacher, spec.model.input_shape)
-    costs = target.predict(graph, {}).as_dict()
-    costs["size_kb"] = size_kb(graph, {})
-    return costs
+    return replace(target.predict(graph, {}), size_kb=size_kb(graph, {}))
 
 
 def corner_params(space: JointSpace, spec: Spec) -> list[dict[str, Any]]:
@@ -237,17 +243,16 @@ class CheckResult:
 def check_spec(spec: Spec, target: Target, model: nn.Module) -> CheckResult:
     """The teacher's costs, the cheapest candidate's and the budgets. Costs depend on the
     architecture only, so ``model`` may be untrained (the teacher's accuracy is not needed)."""
-    from cost_models import from_torch
     from search.precision import restrict_to_target
     from spaces.joint import JointSpace
 
     restriction = restrict_to_target(spec, target)
     spec = restriction.spec
-    teacher = teacher_costs(model, spec, target)
-    rough = target.predict(from_torch(model, spec.model.input_shape), {}).approximated
+    predicted = _teacher_prediction(model, spec, target)
+    teacher = predicted.as_dict()
     budgets = Budgets.resolve(spec.constraints, teacher, margin=target.prediction_margin())
     space = JointSpace(model, spec.model.input_shape, spec.space, batch_size=spec.data.batch_size)
     cheapest = cheapest_costs(space, model, spec, target)
     return CheckResult(
-        teacher, cheapest, budgets, restriction.notes, target.energy_label, rough
+        teacher, cheapest, budgets, restriction.notes, target.energy_label, predicted.approximated
     )

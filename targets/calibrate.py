@@ -11,9 +11,9 @@ suite for the agent to measure on the device.
 from __future__ import annotations
 
 import json
+import operator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from cost_models.energy import power_only
 from cost_models.errors import CalibrationError
@@ -148,10 +148,6 @@ def calibrate_file(
     return target, save_user_target(target)
 
 
-def _same_device(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a == b
-
-
 def refit_user_target(target: Target, models: list[tuple[bytes, float]]) -> Target:
     """Refit a device calibrated with ``edgetune calibrate NAME --measurements FILE`` (an agent's
     device) from that file plus every search candidate measured on it so far (``models`` are
@@ -174,9 +170,9 @@ def refit_user_target(target: Target, models: list[tuple[bytes, float]]) -> Targ
         "source": str(source.resolve()),
     }
     folder = user_targets_dir() / f"{target.name}_candidates"
-    store_candidates(folder, models, device, _same_device)
+    store_candidates(folder, models, device, operator.eq)
     rows = read_measurements(source)
-    kept = candidate_rows(folder, device, _same_device)
+    kept = candidate_rows(folder, device, operator.eq)
     rows += [Row(len(rows) + i + 1, name, m) for i, (name, m) in enumerate(kept)]
     base_notes = target.provenance.notes.split("; refitted with ")[0]
     config = CalibrationConfig(
