@@ -3,7 +3,9 @@
 latency_ms = session_ms + Σ over kernels k of
              fixed_ms[k.cls] + (ns_per_mac[k.cls]·k.macs + ns_per_elem[k.cls]·k.elems
                                 + ns_per_pixel[k.cls]·k.pixels
-                                + ns_per_tail_mac[k.cls]·k.tail_macs)·1e-6
+                                + ns_per_tail_mac[k.cls]·k.tail_macs
+                                + ns_per_call[k.cls]·k.calls
+                                + ns_per_edge_tap[k.cls]·k.edge_taps)·1e-6
 
 with the kernels of :func:`cost_models.kernels.kernels` (what onnxruntime runs after its QDQ
 fusions) for the target's NCHWc channel block (``KernelConstants.nchwc_block``: 8 on AVX2, 16
@@ -73,6 +75,8 @@ class KernelCoefficients:
     ns_per_elem: float = 0.0
     ns_per_pixel: float = 0.0
     ns_per_tail_mac: float = 0.0
+    ns_per_call: float = 0.0
+    ns_per_edge_tap: float = 0.0
 
 
 @dataclass(frozen=True, init=False)
@@ -208,6 +212,8 @@ def _kernel_ms(kernel: Kernel, c: KernelCoefficients) -> float:
         + c.ns_per_elem * kernel.elems
         + c.ns_per_pixel * kernel.pixels
         + c.ns_per_tail_mac * kernel.tail_macs
+        + c.ns_per_call * kernel.calls
+        + c.ns_per_edge_tap * kernel.edge_taps
     ) * 1e-6
 
 
@@ -345,6 +351,9 @@ def kernel_features(
             add(f"{k.cls}.ns_per_pixel", k.pixels * 1e-6)
         if k.tail_macs:
             add(f"{k.cls}.ns_per_tail_mac", k.tail_macs * 1e-6)
+        if k.calls:
+            add(f"{k.cls}.ns_per_call", k.calls * 1e-6)
+            add(f"{k.cls}.ns_per_edge_tap", k.edge_taps * 1e-6)
     return f
 
 

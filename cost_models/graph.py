@@ -87,6 +87,9 @@ class Layer:
     inputs: tuple[str, ...] = field(default=())  # producer layer names; "" is the graph input
     act: str = ""  # the activation fused into this layer ("relu", "clip" for ReLU6...; "" none);
     # for an ``act`` layer, the activation it is
+    reshaped: bool = False  # its output is reshaped (Flatten, Reshape, Squeeze...) before a
+    # quantizer reads it, as edgetune exports a GAP -> Flatten -> quantized Linear head: no
+    # runtime fuses that quantizer into it
 
     @property
     def out_elems(self) -> int:

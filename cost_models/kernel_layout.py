@@ -7,8 +7,11 @@ from __future__ import annotations
 from cost_models.graph import Layer
 
 __all__ = [
+    "FILTER_SET_BLOCKS",
     "NCHWC_ACTS",
+    "edge_columns",
     "gemm_padded_macs",
+    "nchwc_calls",
     "nchwc_conv",
     "nchwc_layer",
     "padded_macs",
@@ -49,6 +52,47 @@ def nchwc_conv(layer: Layer, block: int) -> bool:
     if layer.kind == "dwconv" or layer.groups > 1:
         return layer.groups == cin == cout and cin % 4 == 0
     return cin < block or cin % 4 == 0
+
+
+def edge_columns(layer: Layer) -> int:
+    """Output columns (of ``out_shape[-1]``) whose window reaches into the left or right
+    padding, with the padding split as evenly as the shapes allow (the left side gets the
+    smaller half; a k x kw kernel is taken to be max(k, kw) wide). MLAS's NCHWc conv kernels compute those one output at a time, the others
+    several per step, so a conv on a narrow map (a 49x10 spectrogram) pays more per MAC."""
+    if len(layer.out_shape) < 4 or layer.kernel <= 1:
+        return 0
+    w_in, w_out, k, s = layer.in_shape[-1], layer.out_shape[-1], layer.kernel, layer.stride
+    total = max(0, (w_out - 1) * s + k - w_in)
+    left = total // 2
+    inner_start = -(-left // s)  # first output whose window starts at or after column 0
+    inner_end = (w_in + left - k) // s + 1  # first output whose window ends past the input
+    inner = max(0, min(w_out, inner_end) - min(w_out, inner_start))
+    return w_out - inner
+
+
+FILTER_SET_BLOCKS = 4  # output-channel blocks one MLAS NCHWc conv kernel call computes
+
+
+def nchwc_calls(layer: Layer, block: int) -> tuple[int, int]:
+    """(kernel calls, edge taps) of an NCHWc float conv. MLAS calls its kernel once per output
+    row, per filter set (up to :data:`FILTER_SET_BLOCKS` blocks of output channels) and per
+    input channel block (per input channel when the input is plain NCHW: fewer than ``block``
+    channels; a depthwise conv: per channel block). Within a call the output columns that read
+    padding (:func:`edge_columns`) are computed one at a time: ``edge taps`` = those columns x
+    input channels x kernel area, per filter set (their cost does not grow with the output
+    channels of a set). Timed on one 3x3/5x5 conv at widths 6..48 and 49 or 98 rows: the time
+    not proportional to the width grows with the rows, the input channels and the kernel size,
+    not with 16 -> 64 output channels."""
+    if len(layer.out_shape) < 4:
+        return 0, 0
+    cin, cout, rows = layer.in_shape[1], layer.out_shape[1], layer.out_shape[2]
+    area = layer.macs // max(1, layer.out_elems * (cin // layer.groups))  # k x kw
+    if layer.groups > 1:
+        blocks = -(-cout // block)
+        return rows * blocks, rows * edge_columns(layer) * area * blocks
+    sets = -(-cout // (block * FILTER_SET_BLOCKS))
+    units = cin if cin < block else -(-cin // block)
+    return rows * sets * units, rows * edge_columns(layer) * cin * area * sets
 
 
 def padded_macs(layer: Layer, block: int) -> int:

@@ -78,6 +78,11 @@ of the host micro-benchmark suite on x86-64:
   NCHWc if they read an NCHWc tensor or the float graph input (not through a Q/DQ pair); adds
   and ReLUs do when all their inputs are NCHWc. A dense conv with < ``B`` input channels reads
   plain NCHW; a depthwise conv always reads NCHWc.
+* a layer whose output is reshaped before it is quantized (``Layer.reshaped``: a GAP, then
+  Flatten, then the classifier's input quantizer, as edgetune exports it) is not fused with
+  that quantizer: onnxruntime runs such a GAP in float between a ``dq8`` and a ``q8`` (a
+  ``quantize_static`` graph quantizes the GAP's output before the Flatten: a fused
+  ``QLinearGlobalAveragePool``).
 * the graph output of an 8-bit layer is taken to be in QDQ form (as ``quantize_static``
   writes it), so an int8 classifier is a fused ``QGemm`` followed by a ``dq8``.
 
@@ -112,7 +117,12 @@ of the host micro-benchmark suite on x86-64:
 Each kernel has a class ``"<kind>:<mode>"`` (``conv:f32``, ``pwconv:q8s``, ``conv:rt``...) or a
 conversion class (``q8``, ``dq8``, ``q16``, ``dq16``, ``dqw8``, ``dqw4``, ``act:f32``), a MAC
 count, an element count (input + output elements; for conversions the converted elements), for
-convs the number of output positions, and the MACs of a scalar remainder loop.
+convs the number of output positions, the MACs of a scalar remainder loop, and for NCHWc float
+convs the kernel calls (one per output row, filter set and input channel block) and the taps
+of the output columns whose window reads the left or right padding, which MLAS computes one
+output at a time (:func:`cost_models.kernel_layout.nchwc_calls`). Timed on one 3x3 fp32 conv
+with the same pixel count on maps of 10x49, 49x10 and 98x5, the time grows with the number of
+rows; not so for 1x1 or fused int8 convs.
 """
 
 from __future__ import annotations
@@ -123,6 +133,7 @@ from cost_models.errors import UnsupportedLayerError
 from cost_models.graph import FLOAT_BITS, LAYER_KINDS, Bits, Layer, LayerGraph, Precision
 from cost_models.kernel_layout import (
     gemm_padded_macs,
+    nchwc_calls,
     nchwc_conv,
     nchwc_layer,
     padded_macs,
@@ -161,6 +172,8 @@ class Kernel:
     elems: int = 0
     pixels: int = 0  # output positions (H x W) of a conv; 0 for other kernels
     tail_macs: int = 0  # MACs in a scalar remainder loop (channels past the last full vector)
+    calls: int = 0  # an NCHWc float conv's kernel calls (see kernel_layout.nchwc_calls)
+    edge_taps: int = 0  # its taps computed one output at a time (output columns on padding)
 
 
 # kinds whose kernel elems are its first input + its output (fitted constants rely on it)
@@ -244,6 +257,8 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
         )
 
     def requantized(layer: Layer) -> bool:
+        if layer.reshaped:  # its quantizer reads a reshape of it: not fusable
+            return False
         us = users[layer.name]
         if not us:  # a graph output: quantized exporters write it in QDQ form as well
             return prec[layer.name].act_bits == 8
@@ -260,9 +275,12 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
         elif layer.kind == "add":
             fused[layer.name] = p.act_bits == 8
         elif layer.kind in ("maxpool", "avgpool", "gap", "relu"):
+            # a GAP reading any quantized layer output fuses (QLinearGlobalAveragePool); the
+            # others need a fused producer
             fused[layer.name] = (
                 p.act_bits == 8 and requantized(layer)
-                and all(fused.get(s, False) for s in layer.inputs or ("",))
+                and all(fused.get(s, False) or (layer.kind == "gap" and s in by_name)
+                        for s in layer.inputs or ("",))
             )
         elif layer.kind in Q8_KINDS or (layer.kind == "act" and layer.act in Q8_ACTS):
             fused[layer.name] = p.act_bits == 8 and requantized(layer)
@@ -413,6 +431,9 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             # QLinearAveragePool vectorizes across channels: the taps of the channels past the
             # last full vector run slower
             tail = layer.macs * (layer.out_shape[1] % POOL_VECTOR) // layer.out_shape[1]
+        calls, edge = 0, 0
+        if mode == "f32" and nchwc[layer.name] and layer.kind in ("conv", "dwconv"):
+            calls, edge = nchwc_calls(layer, block)
         # MLAS runs 1x1 convs on their own code paths (no im2col; a pointwise NCHWc kernel)
         kind = "pwconv" if layer.kind == "conv" and layer.kernel == 1 else layer.kind
         elems = layer.in_elems + layer.out_elems
@@ -423,7 +444,7 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             elems = sum(_elems(shapes[s]) for s in layer.inputs or ("",)) + layer.out_elems
         out.append(
             Kernel(f"{kind}:{mode}", layer.name, macs=macs, elems=elems, pixels=pixels,
-                   tail_macs=tail)
+                   tail_macs=tail, calls=calls, edge_taps=edge)
         )
         if layer.groups > 1 and mode in ("f32p", "rt"):
             # MLAS runs a grouped conv outside NCHWc one group at a time: an im2col (priced by

@@ -43,6 +43,7 @@ __all__ = ["from_onnx"]
 _ACTIVATIONS = {"Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "LeakyRelu", "Tanh",
                 "Elu", "Selu", "Softplus", "Gelu", "PRelu", "Mish"}
 _FREE = {"Flatten", "Reshape", "Identity", "Dropout", "Squeeze", "Unsqueeze"}
+_RESHAPES = {"Flatten", "Reshape", "Squeeze", "Unsqueeze"}  # kept by onnxruntime's optimizer
 _ELEMENTWISE = {"Pad": "pad", "Softmax": "softmax", "Transpose": "transpose"}
 SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "MaxPool", "AveragePool",
                  "GlobalAveragePool", "ReduceMean", "Add", "Mul", "Concat",
@@ -192,6 +193,8 @@ def from_onnx(model: onnx.ModelProto) -> tuple[LayerGraph, dict[str, Precision]]
         if op in _FREE:
             v = act(ins[0], node)
             vals[out] = replace(v, fusible=False)
+            if op in _RESHAPES and v.act_bits == FLOAT_BITS and v.producer in layers:
+                layers[v.producer]["reshaped"] = True  # a quantizer after it reads the reshape
             continue
         if op in ("Conv", "Gemm", "MatMul"):
             x = act(ins[0], node)
@@ -333,7 +336,7 @@ def from_onnx(model: onnx.ModelProto) -> tuple[LayerGraph, dict[str, Precision]]
         )
 
     keys = ("name", "kind", "in_shape", "out_shape", "macs", "params", "kernel", "stride",
-            "groups", "inputs", "act")
+            "groups", "inputs", "act", "reshaped")
     out_layers = tuple(Layer(**{k: v for k, v in layers[n].items() if k in keys}) for n in order)
     graph = LayerGraph(layers=out_layers, input_shape=shapes.get(in_name, ()))
     return graph, bits

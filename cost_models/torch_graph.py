@@ -64,6 +64,7 @@ _ACT_FUNCS = ("relu", "relu_", "relu6", "hardswish", "hardsigmoid", "silu", "sig
               "leaky_relu", "tanh", "elu", "mish", "clamp", "hardtanh")
 _FREE_FUNCS = ("flatten", "reshape", "view", "dropout", "contiguous", "squeeze", "unsqueeze",
                "size", "dim")
+_RESHAPE_FUNCS = ("flatten", "reshape", "view", "squeeze", "unsqueeze")
 _MUL = ("mul", "mul_", "__mul__", "imul")
 _MATMUL = ("matmul", "bmm", "__matmul__")
 SUPPORTED = ("Conv2d", "Conv1d", "Linear", "BatchNorm1d/2d", "MaxPool1d/2d", "AvgPool1d/2d",
@@ -198,9 +199,12 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
         add_layer(node, name, kind, acts, macs=prod(shape(node)))
         fusible[node] = kind == "add" and users(node) == 1
 
-    def free(node: Any, x: Any) -> None:
+    def free(node: Any, x: Any, *, reshape: bool = False) -> None:
         src[node] = src[x]
         fusible[node] = False
+        if reshape and src[x] in layers:
+            # edgetune's exporter quantizes the next layer's input after the reshape
+            layers[src[x]]["reshaped"] = True
 
     def conv(node: Any, name: str, inner: Any) -> None:
         x = arg_node(node)
@@ -270,7 +274,7 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
             elif cname in _ACT_MODULES:
                 activation(node, arg_node(node), name, cname)
             elif cname in _FREE_MODULES:
-                free(node, arg_node(node))
+                free(node, arg_node(node), reshape=cname in ("Flatten", "Unflatten"))
             elif cname in ("MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d"):
                 nd = int(cname[-2])
                 ks = _tuple(inner.kernel_size, nd)
@@ -307,7 +311,7 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
             elif fname in _ACT_FUNCS:
                 activation(node, arg_node(node), node.name, fname)
             elif fname in _FREE_FUNCS or node.target is getattr:
-                free(node, arg_node(node))
+                free(node, arg_node(node), reshape=fname in _RESHAPE_FUNCS)
             elif fname == "mean":
                 x = arg_node(node)
                 if _mean_dims(node, len(shape(x))):
@@ -338,7 +342,7 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
                 )
 
     keys = ("name", "kind", "in_shape", "out_shape", "macs", "params", "kernel", "stride",
-            "groups", "inputs", "act")
+            "groups", "inputs", "act", "reshaped")
     return LayerGraph(
         layers=tuple(Layer(**{k: v for k, v in layers[n].items() if k in keys}) for n in order),
         input_shape=(1, *input_shape),

@@ -173,6 +173,37 @@ def _fmt(f: dict[str, Any]) -> str:
     return f"{f['within_10pct']:.0%} | {f['spearman']:.3f} | {f['mdape']:.1f}%"
 
 
+def _host_check_table() -> list[str]:
+    """The host's fidelity on independently built networks, one row per
+    ``check_host_fidelity`` result file, each with the CPU it ran on and its calibration."""
+    md = [
+        "",
+        "host's held-out rows are suite models. On independently built torch networks (fp32 and "
+        "`quantize_static` int8) and exported mixed-precision students, measured with the agent "
+        "(`python -m experiments.check_host_fidelity --seed N [--shapes ...] [--families ...]`; "
+        "each file a different set of networks; *raw*: the measurement as taken, the other "
+        "figure rescaled to the calibration's machine speed by the reference model):",
+        "",
+        "| file | CPU | calibrated | set | n | within ±10% | Spearman | MdAPE | raw within ±10% |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(RESULTS.glob("host_fidelity_*.json")):
+        hs = json.loads(path.read_text())["summary"]
+        cpu = hs.get("cpu") or {}
+        flags = set(cpu.get("cpu_flags", ()))
+        isa = "AVX-512F" if "avx512f" in flags else "AVX2" if "avx2" in flags else "?"
+        name = cpu.get("cpu_model", "not recorded (see host_cpu_notes.md)")
+        when = str(hs.get("target_date", "?"))[:16]
+        raw = hs.get("all_raw", {}).get("within_10pct")
+        for k in ("all", "fp32", "int8"):
+            extra = f"{raw:.0%}" if k == "all" and raw is not None else ""
+            md.append(
+                f"| {path.stem.removeprefix('host_fidelity_')} | {name}, {isa} | {when} | {k} | "
+                f"{hs[k]['n']:.0f} | {_fmt(hs[k])} | {extra} |"
+            )
+    return md
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--write-shipped", action="store_true")
@@ -209,25 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "n measurements: the rows the shipped constants are refitted on; fidelity is of a fit on the "
         "rows not held out",
     ]
-    host_checks = sorted(RESULTS.glob("host_fidelity_seed*.json"))
-    if host_checks:
-        md += [
-            "",
-            "host's held-out rows are suite models, most of them single layers. On independently "
-            "built torch networks (fp32 and `quantize_static` int8) and exported mixed-precision "
-            "students, measured with the agent (`python -m experiments.check_host_fidelity "
-            "--seed N`, `host_fidelity_seedN.json`; each seed a different set of 46 models):",
-            "",
-            "| host, independent networks | n | within ±10% | Spearman | MdAPE |",
-            "|---|---|---|---|---|",
-        ]
-        for path in host_checks:
-            hs = json.loads(path.read_text())["summary"]
-            seed = path.stem.removeprefix("host_fidelity_")
-            md += [
-                f"| {seed}, {k} | {hs[k]['n']:.0f} | {_fmt(hs[k])} |"
-                for k in ("all", "fp32", "int8")
-            ]
+    md += _host_check_table()
     md += [
         "",
         "## Fidelity vs number of calibration rows (same held-out rows)",

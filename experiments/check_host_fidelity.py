@@ -260,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     from targets import get
     from targets.agent import device_info, noise_ceiling
     from targets.host import calibrate_host, measure_on_host
+    from targets.kernel_check import check_kernel_rules
 
     target = calibrate_host(force=True) if args.recalibrate else get("host")
     with tempfile.TemporaryDirectory() as d:
@@ -297,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
             g, b = from_onnx(onnx.load(str(f)))
             preds.append(target.predict(g, b).latency_ms)
         preds += [r["predicted_from_torch_ms"] for r in results[len(files) :]]
+        # the kernel lists of the exported networks against onnxruntime's optimized graphs
+        rules = check_kernel_rules(
+            [(f.stem, onnx.load(str(f))) for f in files], target.constants.nchwc_block
+        )
     rows = [
         {
             "model": r["name"],
@@ -330,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         "noise_ceiling": noise_ceiling(results),
         "target_fidelity_on_suite": target.provenance.fidelity,
         "target_date": target.provenance.date,
+        "kernel_rules": {k: rules[k] for k in ("models", "agree", "nchwc_block")}
+        | {"disagree": sorted(rules["disagree"])},
     }
     for r in rows:
         print(
@@ -353,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{k:5s}: n={f['n']:.0f} within ±10%: {f['within_10pct']:.0%}  Spearman "
             f"{f['spearman']:.3f}  MdAPE {f['mdape']:.1f}%"
         )
+    print(
+        f"kernel rules match onnxruntime's optimized graphs on {rules['agree']}/{rules['models']}"
+        f" of these ONNX models (NCHWc block {rules['nchwc_block']})"
+    )
     nc = summary["noise_ceiling"]
     print(
         f"noise ceiling: {nc['within_10pct']:.0%} of models agree within 10% between two "

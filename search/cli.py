@@ -200,9 +200,23 @@ def cmd_targets(args: argparse.Namespace) -> int:
         )
         lines.append(
             f"{r['name']}: {r.get('description', '')}\n    {fid}; energy: {e.get('method', '-')}"
+            + _kernel_rules_line(f)
         )
     _emit(args, {"targets": rows}, "\n".join(lines))
     return 0
+
+
+def _kernel_rules_line(fidelity: dict[str, Any]) -> str:
+    """How many suite models' kernel lists match onnxruntime's optimized graphs here."""
+    k = fidelity.get("kernel_rules")
+    if not k:
+        return ""
+    off = sorted(k["disagree"])
+    more = f" (not: {', '.join(off[:5])}{' ...' if len(off) > 5 else ''})" if off else ""
+    return (
+        f"\n    kernel rules match onnxruntime's optimized graphs on {k['agree']}/{k['models']} "
+        f"suite models at NCHWc block {k['nchwc_block']}{more}"
+    )
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -248,7 +262,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         f"calibrated {target.name} from {target.provenance.n_measurements} measurements; "
         f"stored in {path}\nheld-out ({f['n_heldout']} rows): within ±10% {f['within_10pct']:.0%}"
         f", Spearman {f['spearman']:.3f}, MdAPE {f['mdape']:.1f}%\nFLOPs baseline: within ±10% "
-        f"{b['within_10pct']:.0%}, Spearman {b['spearman']:.3f}, MdAPE {b['mdape']:.1f}%",
+        f"{b['within_10pct']:.0%}, Spearman {b['spearman']:.3f}, MdAPE {b['mdape']:.1f}%"
+        + _kernel_rules_line(f),
     )
     return 0
 

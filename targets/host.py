@@ -11,13 +11,17 @@ constants are then refitted on all rows. The result is cached as JSON in
 (hostname, CPU model, onnxruntime version) and the fidelity, and reused while the machine, the
 onnxruntime version and the cost model's version match; otherwise it is recalibrated. The
 suite measurements are cached beside it (``host_measurements.json``) for :func:`refit_host`.
-A calibration measures the suite's 672 models for ``CALIBRATION_SECONDS``, plus the sessions'
+A calibration measures the suite's 784 models for ``CALIBRATION_SECONDS``, plus the sessions'
 set-up.
 
 The kernels onnxruntime runs depend on the CPU: MLAS's NCHWc layout blocks channels by 8 with
-AVX2 and by 16 with AVX-512F. :func:`nchwc_block_size` reads it from the CPU flags; the
-calibration fits the kernels of that block and records it (``constants.nchwc_block``; a cache
-written before it was recorded means 8).
+AVX2 and by 16 with AVX-512F. :func:`nchwc_block_size` probes it from the graphs onnxruntime
+optimizes here; the calibration fits the kernels of that block and records it
+(``constants.nchwc_block``; a cache written before it was recorded means 8). The calibration
+also checks the kernel rules against onnxruntime's optimized graph of every suite model
+(:func:`targets.kernel_check.check_kernel_rules`) and records where they disagree
+(``fidelity["kernel_rules"]``), and it records the CPU's instruction sets (``cpu_isa``) beside
+its model name; a cached calibration is reused only on the same CPU model and flags.
 
 A machine shared with other tenants changes speed with their load, so the agent takes each
 model's latency as the 10th percentile of its chunk medians (the uncontended latency; see
@@ -37,6 +41,7 @@ machine. A cached calibration gets the current modelled energy when it is loaded
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import random
@@ -61,6 +66,7 @@ __all__ = [
     "cache_path",
     "cached_host",
     "calibrate_host",
+    "cpu_isa",
     "host_energy",
     "host_target",
     "measure_on_host",
@@ -71,7 +77,7 @@ __all__ = [
 
 DESCRIPTION = "this machine's CPU, onnxruntime CPU EP, batch 1, one thread"
 RUNTIME = "onnxruntime CPUExecutionProvider, intra_op=1, inter_op=1, sequential, ORT_ENABLE_ALL"
-MODEL_VERSION = "kernel-10"  # + NB201/DenseNet/MobileNetV3 blocks, requantized ReLU, pool taps
+MODEL_VERSION = "kernel-12"  # + NCHWc conv calls and edge taps; larger, non-square inputs; GAP fusion
 POWER_W = 280.0 / 64
 POWER_SOURCE = (
     "one core's share of a server CPU's TDP: AMD EPYC 7763 default TDP 280 W / 64 cores = "
@@ -80,7 +86,7 @@ POWER_SOURCE = (
 )
 NODE_NM = 7.0
 NODE_SOURCE = "AMD EPYC 7763 (Zen 3): TSMC 7 nm core dies (AMD product specifications)"
-CALIBRATION_SECONDS = 110.0
+CALIBRATION_SECONDS = 130.0
 
 
 def host_energy() -> EnergyConstants:
@@ -109,6 +115,7 @@ def _machine() -> dict[str, Any]:
         "onnxruntime": info["onnxruntime"],
         "platform": info["platform"],
         "cpu_flags": cpu_flags_digest(),
+        "cpu_isa": cpu_isa(),
         "cost_model_version": MODEL_VERSION,
     }
 
@@ -157,16 +164,34 @@ def cpu_flags_digest() -> str:
     return hashlib.sha256(" ".join(sorted(_cpu_flags())).encode()).hexdigest()[:16]
 
 
+# the instruction sets onnxruntime's CPU kernels choose between (recorded, readable, with each
+# calibration; the digest of all flags decides whether a calibration applies)
+ISA_FLAGS = frozenset({
+    "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+    "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimd", "asimddp",
+    "i8mm", "sve",
+})
+
+
+def cpu_isa() -> list[str]:
+    """This CPU's instruction sets among :data:`ISA_FLAGS`, as ``/proc/cpuinfo`` lists them."""
+    return sorted(_cpu_flags() & ISA_FLAGS)
+
+
 def _has_vnni() -> bool:
     """x86 VNNI (AVX512-VNNI or AVX-VNNI) lets onnxruntime's u8×s8 kernels use full 8 bits."""
     flags = _cpu_flags()
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
+@functools.cache
 def nchwc_block_size() -> int:
-    """MLAS's NCHWc channel block on this machine: 16 where the CPU has AVX-512F (MLAS picks
-    its AVX-512F kernels then), else 8 (AVX2, and the default where the flags are unknown)."""
-    return 16 if "avx512f" in _cpu_flags() else NCHWC_BLOCK
+    """MLAS's NCHWc channel block on this machine, probed from the graphs onnxruntime
+    optimizes here (:func:`targets.kernel_check.probe_nchwc_block`: 8 with AVX2, 16 with
+    AVX-512F)."""
+    from targets.kernel_check import probe_nchwc_block
+
+    return probe_nchwc_block()
 
 
 def host_target() -> Target:
@@ -320,6 +345,7 @@ def refit_host() -> Target:
 def _build(models: list[tuple[str, Any]], results: list[dict[str, Any]], t0: float) -> Target:
     from cost_models.onnx_graph import from_onnx
     from targets.agent import noise_ceiling
+    from targets.kernel_check import check_kernel_rules
 
     by_name = dict(models)
     rows: list[tuple[str, Measurement]] = []
@@ -328,8 +354,10 @@ def _build(models: list[tuple[str, Any]], results: list[dict[str, Any]], t0: flo
         rows.append((r["name"], (graph, bits, float(r["latency_ms"]))))
     candidates = _candidate_rows()
     rows += candidates
-    constants, fid = _fit_and_check(rows, nchwc_block=nchwc_block_size())
+    block = nchwc_block_size()
+    constants, fid = _fit_and_check(rows, nchwc_block=block)
     fid["noise_ceiling"] = noise_ceiling(results)
+    fid["kernel_rules"] = check_kernel_rules(models, block)
     target = Target(
         name="host",
         description=DESCRIPTION,

@@ -4,7 +4,9 @@ Every model is built with :class:`targets.onnx_builder.OnnxBuilder` in the QDQ c
 :mod:`cost_models.graph`, so ``cost_models.from_onnx`` gives back its layer graph and
 bit-widths. The suite covers single layers (conv k1/3/5/7, stride 1/2, depthwise, linear,
 pools, add), residual blocks and short chains shaped like ResNet-8, DS-CNN and MobileNetV2
-layers at 7x7..32x32, each in several precision schemes: fp32, int8 QDQ, weight-only int8,
+layers at 7x7..32x32 and, for 12 of them, on larger and non-square inputs (10x49, 49x10,
+98x5, 40x40, 64x64, 96x96), and global average pools of large maps after a 1x1 conv, each
+in several precision schemes: fp32, int8 QDQ, weight-only int8,
 int4 weights, int16 activations, and mixed (some layers quantized, some not, so that Q/DQ
 boundaries are measured too). Small networks with the other ops a layer graph may hold
 (a standalone BatchNormalization, a squeeze-and-excitation Mul, hard-swish and sigmoid
@@ -244,6 +246,17 @@ def _reluadd_spec(b: OnnxBuilder, p: PrecFn, *, c: int) -> str:
     return b.add(b.node("Relu", [x], act_bits=a), x, act_bits=a)
 
 
+def _convgap_spec(b: OnnxBuilder, p: PrecFn, *, c: int) -> str:
+    """A 1x1 conv, then global average pooling of its whole map, quantized before the
+    classifier's Flatten (in int8 a channels-last QLinearGlobalAveragePool between the fused
+    conv and GEMM; the chains' GAPs are quantized after it and run in float)."""
+    a = 8 if p(1)[1] == 8 else 32
+    x = b.conv("input", c, c, 1, prec=p(0))
+    # quantized before the classifier's Flatten, as quantize_static writes it
+    x = b.quant_act(b.pool(x, "gap", act_bits=a), a)
+    return b.linear(x, c, 10, prec=p(1))
+
+
 def _cell_spec(b: OnnxBuilder, p: PrecFn, *, cin: int, c: int) -> str:
     return _cell_net(b, cin, c, p)
 
@@ -320,6 +333,39 @@ def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelPro
         mw = [c0, c0, c1, c1, pruned(32)]
         ex = [rng.choice((2, 4, 6)) for _ in range(4)]
         add_spec(f"mbv2_hw{hw}", (cin, hw, hw), partial(_mbv2_spec, cin=cin, ws=mw, ex=ex))
+
+    # Larger and non-square inputs (a keyword-spotting spectrogram, 64x64 and 96x96 images):
+    # per-row and edge-column costs (see cost_models.kernels) and tensors past the L1 cache
+    big = ((49, 10), (10, 49), (98, 5), (40, 40), (64, 64), (96, 96))
+    for j in range(0 if size == "small" else 2 * len(big)):
+        h, w = big[j % len(big)]
+        if j < len(big):
+            kind, k = rng.choice((("conv", 3), ("conv", 3), ("conv", 5), ("dwconv", 3)))
+            c, cout = rng.choice((1, 3, 8, 12, 16, 24, 32, 48)), rng.choice((8, 16, 24, 32, 48))
+            if kind == "dwconv":
+                c = cout
+            add_spec(f"{kind}{k}s1_c{c}x{cout}_{h}x{w}", (c, h, w),
+                     partial(_single_spec, kind=kind, c=c, cout=cout, k=k, s=1))
+            continue
+        cin = rng.choice((1, 3))
+        fam = ("resnet", "dscnn", "mbv2")[j % 3]
+        chain: Callable[[OnnxBuilder, PrecFn], str]
+        if fam == "resnet":
+            ws = [pruned(16), pruned(32), pruned(64)]
+            mids = [pruned(16), pruned(32), pruned(64)]
+            chain = partial(_resnet_spec, cin=cin, ws=ws, mids=mids)
+        elif fam == "dscnn":
+            chain = partial(_dscnn_spec, cin=cin, ws=[pruned(64) for _ in range(5)])
+        else:
+            c0, c1 = pruned(16), pruned(24)
+            chain = partial(_mbv2_spec, cin=cin, ws=[c0, c0, c1, c1, pruned(32)],
+                            ex=[rng.choice((2, 4, 6)) for _ in range(4)])
+        add_spec(f"{fam}_{h}x{w}", (cin, h, w), chain)
+
+    # global average pooling of large maps inside a network (the chains pool 4x4..8x8 maps)
+    for c, h, w in [] if size == "small" else [(56, 48, 48), (32, 96, 96), (24, 49, 10),
+                                                 (64, 32, 32)]:
+        add_spec(f"convgap_c{c}_{h}x{w}", (c, h, w), partial(_convgap_spec, c=c))
 
     n_main = len(specs)
     # Networks with the other ops (standalone BN, SE Mul, Concat, activations, Resize, Pad,

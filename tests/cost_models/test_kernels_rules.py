@@ -5,11 +5,15 @@ same lists checked against the graphs onnxruntime optimizes on this machine."""
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cost_models import GraphBuilder, LayerGraph, Precision, kernels
+from cost_models.kernels import Kernel
+
+if TYPE_CHECKING:
+    import onnx
 
 INT8 = Precision(8, 8)
 
@@ -103,18 +107,13 @@ def test_hardswish_on_a_plain_float_conv_is_two_passes() -> None:
     assert _classes(g, _all_int8(g)).count("act:f32") == 1
 
 
-def _ort_ops(model: object, tmp: Path) -> Counter[str]:
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    so = ort.SessionOptions()
-    so.optimized_model_filepath = str(tmp / "opt.onnx")
-    so.log_severity_level = 3
-    ort.InferenceSession(model.SerializeToString(), so,  # type: ignore[attr-defined]
-                         providers=["CPUExecutionProvider"])
-    return Counter(n.op_type for n in onnx.load(str(tmp / "opt.onnx")).graph.node)
+def _ort_ops(model: onnx.ModelProto) -> Counter[str]:
+    from targets.kernel_check import optimized_ops
+
+    return Counter(op for op, _ in optimized_ops(model))
 
 
-def test_cell_kernels_match_onnxruntime(tmp_path: Path) -> None:
+def test_cell_kernels_match_onnxruntime() -> None:
     """The suite's NAS-Bench-201-like cell in int8: as many QuantizeLinear/DequantizeLinear,
     QLinearAveragePool and QLinearAdd nodes as the kernel list has q8/dq8, avgpool:q8 and
     add:q8 kernels, and no Relu; in fp32 a Relu per standalone ReLU."""
@@ -127,7 +126,7 @@ def test_cell_kernels_match_onnxruntime(tmp_path: Path) -> None:
     models = {n: m for n, m in suite(size="small") if n.startswith("cell_")}
     assert len(models) == 4
     for name, model in models.items():
-        ops = _ort_ops(model, tmp_path)
+        ops = _ort_ops(model)
         graph, bits = from_onnx(model)
         ks = Counter(_classes(graph, bits, block))
         if name.endswith("_int8"):
@@ -172,3 +171,82 @@ def test_int8_average_pool_layout_and_channel_tail() -> None:
     bits = {la.name: INT8 if la.kind == "conv" else Precision(32, 8) for la in g.layers}
     (pool,) = [k for k in kernels(g, bits, nchwc_block=16) if k.cls.startswith("avgpool")]
     assert pool.cls == "avgpool:q8p" and pool.tail_macs == 0
+
+
+def _conv_on(h: int, w: int, cin: int, cout: int, k: int, *, stride: int = 1,
+             dw: bool = False) -> LayerGraph:
+    b = GraphBuilder((1, cin, h, w))
+    b.conv("", cout, k, stride=stride, groups=cin if dw else 1)
+    return b.build()
+
+
+def _nchwc_conv_kernel(graph: LayerGraph, bits: dict[str, Precision] | None = None) -> Kernel:
+    (k,) = [k for k in kernels(graph, bits or {}, nchwc_block=16) if "conv" in k.cls]
+    return k
+
+
+def test_nchwc_conv_calls_and_edge_taps_follow_rows_and_padding() -> None:
+    # one call per output row, filter set (4 blocks of 16 outputs) and input channel block;
+    # the two columns that read the left/right padding are computed one output at a time
+    k = _nchwc_conv_kernel(_conv_on(49, 10, 32, 64, 3))
+    assert (k.cls, k.calls, k.edge_taps) == ("conv:f32", 49 * 1 * 2, 49 * 2 * 32 * 9)
+    # the same pixels as 10 rows of 49: a fifth of the calls and of the edge taps
+    k2 = _nchwc_conv_kernel(_conv_on(10, 49, 32, 64, 3))
+    assert (k2.calls, k2.edge_taps) == (10 * 2, 10 * 2 * 32 * 9) and k2.macs == k.macs
+    # 80 outputs are two filter sets; a plain NCHW input (< 16 channels) is one call per channel
+    assert _nchwc_conv_kernel(_conv_on(28, 28, 32, 80, 3)).calls == 28 * 2 * 2
+    k3 = _nchwc_conv_kernel(_conv_on(28, 28, 3, 16, 3))
+    assert (k3.calls, k3.edge_taps) == (28 * 3, 28 * 2 * 3 * 9)
+    # a 5x5 kernel has two padded columns a side; stride 2 on an even width only one (right)
+    assert _nchwc_conv_kernel(_conv_on(20, 20, 16, 16, 5)).edge_taps == 20 * 4 * 16 * 25
+    assert _nchwc_conv_kernel(_conv_on(28, 28, 16, 16, 3, stride=2)).edge_taps == 14 * 16 * 9
+    # depthwise: per channel block
+    kd = _nchwc_conv_kernel(_conv_on(14, 14, 32, 32, 3, dw=True))
+    assert (kd.cls, kd.calls, kd.edge_taps) == ("dwconv:f32", 14 * 2, 14 * 2 * 9 * 2)
+
+
+def test_calls_and_edge_taps_only_for_nchwc_float_convs() -> None:
+    # a 1x1 conv reads no padding (its own pointwise kernel), a fused int8 conv runs other code
+    assert _nchwc_conv_kernel(_conv_on(28, 28, 16, 16, 1)).edge_taps == 0
+    g = _conv_on(28, 28, 16, 16, 3)
+    k = _nchwc_conv_kernel(g, _all_int8(g))
+    assert k.cls.endswith(("q8", "q8s")) and (k.calls, k.edge_taps) == (0, 0)
+
+
+@pytest.mark.parametrize(("quantized_before_flatten", "gap_class"), [(False, "gap:f32"),
+                                                                     (True, "gap:q8")])
+def test_gap_fuses_only_when_quantized_before_the_flatten(
+    quantized_before_flatten: bool, gap_class: str
+) -> None:
+    """edgetune's exporter quantizes the classifier's input after the Flatten: onnxruntime then
+    runs the GAP in float (DQ, GlobalAveragePool, Flatten, Q); quantize_static quantizes the
+    GAP's output before it: a QLinearGlobalAveragePool."""
+    pytest.importorskip("onnxruntime")
+    from cost_models import from_onnx
+    from targets.host import nchwc_block_size
+    from targets.kernel_check import check_kernel_rules
+    from targets.onnx_builder import OnnxBuilder
+
+    b = OnnxBuilder((16, 14, 14), seed=0)
+    x = b.pool(b.conv("input", 16, 16, 1, prec=(8, 8)), "gap", act_bits=8)
+    if quantized_before_flatten:
+        x = b.quant_act(x, 8)
+    model = b.build(b.linear(x, 16, 10, prec=(8, 8)), "m")
+    graph, bits = from_onnx(model)
+    (gap,) = [la for la in graph.layers if la.kind == "gap"]
+    assert gap.reshaped is not quantized_before_flatten
+    classes = _classes(graph, bits, nchwc_block_size())
+    assert gap_class in classes
+    assert check_kernel_rules([("m", model)], nchwc_block_size())["agree"] == 1
+
+
+def test_torch_flatten_marks_the_layer_before_it_reshaped() -> None:
+    torch = pytest.importorskip("torch")
+    from cost_models import from_torch
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(), torch.nn.Dropout(), torch.nn.Linear(8, 10),
+    )
+    graph = from_torch(net, (1, 12, 12))
+    assert [la.kind for la in graph.layers if la.reshaped] == ["gap"]
