@@ -48,7 +48,11 @@ class Refit:
         """Take a told outcome; the refitted target when this one completes a batch."""
         if not self.enabled or outcome.onnx is None or "latency_ms" not in outcome.measured:
             return None
-        self.pending.append((outcome.onnx, float(outcome.measured["latency_ms"])))
+        # at the calibration's machine speed where the measurer gives it (the host), so that
+        # rows measured while the machine was slower do not bias the model
+        measured = outcome.measured
+        row_ms = measured.get("calibration_speed_ms") or measured["latency_ms"]
+        self.pending.append((outcome.onnx, float(row_ms)))
         return self.flush() if len(self.pending) >= REFIT_EVERY else None
 
     def flush(self) -> Target | None:

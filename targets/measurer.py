@@ -37,14 +37,21 @@ class Measurement:
     median_ms: float
     n_runs: int
     protocol: str = PROTOCOL
+    calibration_speed_ms: float | None = None
+    """The latency at the machine speed of the target's calibration (rescaled by a reference
+    model measured in the same run): what a refit takes as the candidate's calibration row, so
+    a noisy period does not bias the model. Never reported as the latency."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "latency_ms": self.latency_ms,
             "median_ms": self.median_ms,
             "n_runs": self.n_runs,
             "protocol": self.protocol,
         }
+        if self.calibration_speed_ms is not None:
+            out["calibration_speed_ms"] = self.calibration_speed_ms
+        return out
 
 
 class Measurer(ABC):
@@ -62,11 +69,12 @@ class Measurer(ABC):
         """Each model's latency, in order; the models are measured in one interleaved run."""
 
 
-def _from_agent(result: dict[str, Any]) -> Measurement:
+def _from_agent(result: dict[str, Any], *, rescaled: bool = False) -> Measurement:
     return Measurement(
         latency_ms=float(result["raw_latency_ms"]),
         median_ms=float(result["median_ms"]),
         n_runs=int(result["n_runs"]),
+        calibration_speed_ms=float(result["latency_ms"]) if rescaled else None,
     )
 
 
@@ -86,7 +94,7 @@ def measurer_for(target: Target) -> Measurer | None:
     """The measurer of a target: this machine for ``host``, its agent server when the target
     names one, else None (the cost model is all there is)."""
     if target.name == "host":
-        return HostMeasurer()
+        return HostMeasurer(reference_ms=target.provenance.reference_ms)
     if target.agent is not None:
         from targets.remote import AgentMeasurer
 
@@ -95,7 +103,12 @@ def measurer_for(target: Target) -> Measurer | None:
 
 
 class HostMeasurer(Measurer):
-    """onnxruntime on this machine, one measurement at a time across its processes."""
+    """onnxruntime on this machine, one measurement at a time across its processes. With the
+    calibration's ``reference_ms``, the suite's reference model is measured in each run too,
+    and each measurement carries its latency at the calibration's speed."""
+
+    def __init__(self, reference_ms: float | None = None) -> None:
+        self.reference_ms = reference_ms
 
     @property
     def where(self) -> str:
@@ -107,6 +120,12 @@ class HostMeasurer(Measurer):
         from targets.agent import measure
         from targets.home import edgetune_home
 
+        reference = None
+        if self.reference_ms:
+            from targets.suite import reference_model
+
+            reference = reference_model().SerializeToString()
         with device_lock(edgetune_home() / "targets" / "host.lock"):
-            results = measure(list(models), seconds=seconds, min_runs=min_runs)
-        return [_from_agent(r) for r in results]
+            results = measure(list(models), seconds=seconds, min_runs=min_runs,
+                              reference=reference, reference_ms=self.reference_ms)
+        return [_from_agent(r, rescaled=reference is not None) for r in results]

@@ -54,13 +54,19 @@ def test_measured_candidates_refit_the_host_and_persist(edgetune_home: Path) -> 
     import targets
     from cost_models import fidelity
     from targets.host import cached_host
-    from targets.measurer import HostMeasurer
+    from targets.measurer import measurer_for
 
     host = targets.get("host")  # calibrated once per session
     index = edgetune_home / "targets" / "host_candidates" / "index.json"
     before_kept = len(json.loads(index.read_text())["rows"]) if index.is_file() else 0
     candidates = _candidates(2 * REFIT_EVERY)
-    measured = HostMeasurer().measure([b for b, _ in candidates], seconds=3.0)
+    measurer = measurer_for(host)
+    assert measurer is not None
+    measured = measurer.measure([b for b, _ in candidates], seconds=3.0)
+    # the calibration's reference model is measured in the same run: each candidate also has
+    # its latency at the calibration's machine speed, which its calibration row takes
+    assert all(m.calibration_speed_ms and 0.2 < m.calibration_speed_ms / m.latency_ms < 5
+               for m in measured)
     before = [host.predict(s.graph, s.policy.bits).latency_ms for _, s in candidates]
 
     logs: list[str] = []
@@ -74,10 +80,13 @@ def test_measured_candidates_refit_the_host_and_persist(edgetune_home: Path) -> 
     rows = json.loads(index.read_text())["rows"]
     names = {"cand-" + hashlib.sha256(b).hexdigest()[:12] for b, _ in candidates}
     assert names <= {r["name"] for r in rows} and len(rows) >= before_kept
+    kept_ms = {r["name"]: r["latency_ms"] for r in rows}
+    assert [kept_ms["cand-" + hashlib.sha256(b).hexdigest()[:12]] for b, _ in candidates] == [
+        m.calibration_speed_ms for m in measured]
     assert f"{len(rows)} of the rows are measured search candidates" in refitted.provenance.notes
 
     after = [refitted.predict(s.graph, s.policy.bits).latency_ms for _, s in candidates]
-    lat = [m.latency_ms for m in measured]
+    lat = [m.calibration_speed_ms or m.latency_ms for m in measured]
     # fitted on them, it predicts them at least about as well as before
     assert fidelity(after, lat)["mdape"] <= fidelity(before, lat)["mdape"] * 1.05 + 1.0
     # kept with the target: the next study starts from it
