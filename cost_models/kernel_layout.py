@@ -57,8 +57,9 @@ def nchwc_conv(layer: Layer, block: int) -> bool:
 def edge_columns(layer: Layer) -> int:
     """Output columns (of ``out_shape[-1]``) whose window reaches into the left or right
     padding, with the padding split as evenly as the shapes allow (the left side gets the
-    smaller half; a k x kw kernel is taken to be max(k, kw) wide). MLAS's NCHWc conv kernels compute those one output at a time, the others
-    several per step, so a conv on a narrow map (a 49x10 spectrogram) pays more per MAC."""
+    smaller half; a k x kw kernel is taken to be max(k, kw) wide). MLAS's NCHWc conv kernels
+    compute those one output at a time, the others several per step, so a conv on a narrow
+    map (a 49x10 spectrogram) pays more per MAC."""
     if len(layer.out_shape) < 4 or layer.kernel <= 1:
         return 0
     w_in, w_out, k, s = layer.in_shape[-1], layer.out_shape[-1], layer.kernel, layer.stride

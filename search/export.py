@@ -175,7 +175,7 @@ def _export_files(
     shape = spec.model.input_shape
     target = targets.get(spec.target)
     teacher = load_teacher(spec)
-    data = load_data(spec.data)
+    data = load_data(spec.data, spec.model)
     parts = split(data, spec.data, spec.search.seed)
     reduce_range = target.int8_reduce_range
     if study_record is not None and study_record.int8_reduce_range is not None:

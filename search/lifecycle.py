@@ -84,7 +84,7 @@ def prepare(spec: Spec, log: Callable[[str], None]) -> Prepared:
         log(f"space: {note}")
     measurer = choose_measurer(spec, target)
     teacher = load_teacher(spec)
-    workload = build_workload(spec, teacher, load_data(spec.data))
+    workload = build_workload(spec, teacher, load_data(spec.data, spec.model))
     predicted = teacher_costs(teacher, spec, target)
     record = dict(predicted)
     record["accuracy"] = accuracy(teacher, workload.x_val, workload.y_val, 512)

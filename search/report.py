@@ -152,7 +152,8 @@ def export_markdown(summary: dict[str, Any], best: list[Row], spec: Spec) -> str
     t = summary["teacher"]
     pred, pred_onnx = summary["predicted"], summary["predicted_from_onnx"]
     best_summary = {
-        "teacher": {},
+        # the teacher as the study saw it: validation accuracy, costs the budgets came from
+        "teacher": summary.get("teacher_search", {}),
         "best": [r.as_dict() for r in best],
         "budgets": summary["budgets"],
     }

@@ -22,7 +22,7 @@ def train_from_spec(spec_path: Path, *, epochs: int, log: Callable[[str], None])
     from spaces.distillation import accuracy
 
     spec = load_spec(spec_path)
-    data = load_data(spec.data)
+    data = load_data(spec.data, spec.model)
     model = build_model(spec.model)
     n = len(data.x_train) - spec.data.val_size
     x = data.normalize(data.x_train[:n])

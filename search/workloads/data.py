@@ -1,17 +1,31 @@
-"""A study's data set: loaded as the spec names it, then split into the search's subsets.
+"""A study's data set: loaded as the spec names it, checked, then split into the search's
+subsets.
 
 ``data.name`` is either a built-in data set (``fashion-mnist``, read by
-:mod:`search.workloads.fashion_mnist`) or ``module:function``, a loader returning a dict with
-``x_train``, ``y_train``, ``x_test``, ``y_test`` and optional ``mean`` and ``std``.
+:mod:`search.workloads.fashion_mnist`) or ``module:function``, a loader returning one of:
+
+* a dict with tensors ``x_train``, ``y_train``, ``x_test``, ``y_test`` and optional ``mean``
+  and ``std`` (per channel; default no normalization);
+* a pair ``(train, test)`` of ``torch.utils.data.Dataset``s or ``DataLoader``s, each item an
+  ``(image, label)`` pair, images C x H x W tensors in the scale the model expects;
+* a dict with ``train`` and ``test`` as those, and optional ``mean`` and ``std``.
+
+Datasets and loaders are read into memory once, item by item (a loader's own batching and
+shuffling are not used: the spec's sizes and seed choose the subsets); one larger than half the
+available memory is refused with a clear error, as are data the model cannot take: wrong image
+shapes, labels that are not integers in ``[0, num_classes)``, NaN or infinite pixels, an empty
+split. All of this happens when a study starts, before any trial.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from search.errors import WorkloadError
-from search.spec import DataSpec
+from search.spec import DataSpec, ModelSpec
 from search.workloads.entry_points import entry_point
 
 if TYPE_CHECKING:
@@ -39,33 +53,175 @@ class Dataset:
         return (x - mean) / std
 
 
-def load_data(spec: DataSpec) -> Dataset:
-    """The data set as the spec names it, with its normalization."""
+def load_data(spec: DataSpec, model: ModelSpec | None = None) -> Dataset:
+    """The data set as the spec names it, with its normalization, checked against ``model``'s
+    input shape and class count when given."""
     if spec.name == "fashion-mnist":
         from search.workloads.fashion_mnist import MEAN, STD, load_fashion_mnist
 
         x_train, y_train, x_test, y_test = load_fashion_mnist(spec.path)
-        return Dataset(x_train, y_train, x_test, y_test, mean=(MEAN,), std=(STD,))
-    if ":" not in spec.name:
+        data = Dataset(x_train, y_train, x_test, y_test, mean=(MEAN,), std=(STD,))
+    elif ":" not in spec.name:
         raise WorkloadError(
             f"data.name: unknown data set {spec.name!r}; use fashion-mnist or module:function"
         )
-    loader = entry_point(spec.name, "data.name")
-    out = loader(spec.path) if spec.path is not None else loader()
+    else:
+        loader = entry_point(spec.name, "data.name")
+        out = loader(spec.path) if spec.path is not None else loader()
+        data = _from_loader(out, spec.name)
+    _check(data, spec.name, model)
+    return data
+
+
+_RETURNS = (
+    "must return a dict with x_train, y_train, x_test, y_test (and optional mean, std), a "
+    "(train, test) pair of torch Datasets or DataLoaders, or a dict with train and test as those"
+)
+
+
+def _from_loader(out: Any, name: str) -> Dataset:
+    import torch
+
+    if isinstance(out, tuple | list) and len(out) == 2:
+        out = {"train": out[0], "test": out[1]}
+    if not isinstance(out, dict):
+        raise WorkloadError(f"data.name: {name} {_RETURNS}; it returned {type(out).__name__}")
+    if "train" in out or "test" in out:
+        try:
+            x_train, y_train = _read(out["train"], f"{name} (train)")
+            x_test, y_test = _read(out["test"], f"{name} (test)")
+        except KeyError as exc:
+            raise WorkloadError(f"data.name: {name} {_RETURNS}; missing {exc}") from None
+    else:
+        try:
+            x_train, y_train, x_test, y_test = (
+                out["x_train"], out["y_train"], out["x_test"], out["y_test"])
+        except KeyError as exc:
+            raise WorkloadError(f"data.name: {name} {_RETURNS}; missing {exc}") from None
+    tensors = (x_train, y_train, x_test, y_test)
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise WorkloadError(f"data.name: {name}: x_train, y_train, x_test and y_test must be "
+                            "torch tensors; convert them with torch.as_tensor")
     try:
-        return Dataset(
-            x_train=out["x_train"],
-            y_train=out["y_train"],
-            x_test=out["x_test"],
-            y_test=out["y_test"],
-            mean=tuple(out.get("mean", (0.0,))),
-            std=tuple(out.get("std", (1.0,))),
-        )
-    except (KeyError, TypeError) as exc:
+        mean = tuple(float(v) for v in out.get("mean", (0.0,)))
+        std = tuple(float(v) for v in out.get("std", (1.0,)))
+    except (TypeError, ValueError):
+        raise WorkloadError(f"data.name: {name}: mean and std must be sequences of numbers, "
+                            "one per channel") from None
+    return Dataset(x_train.float(), y_train, x_test.float(), y_test, mean=mean, std=std)
+
+
+def _read(source: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A torch ``Dataset`` (or a ``DataLoader``'s) read into (images, labels) tensors."""
+    import torch
+    from torch.utils.data import DataLoader, IterableDataset
+
+    ds = source.dataset if isinstance(source, DataLoader) else source
+    if isinstance(ds, IterableDataset) or not hasattr(ds, "__getitem__"):
         raise WorkloadError(
-            f"data.name: {spec.name} must return a dict with x_train, y_train, "
-            f"x_test, y_test (and optional mean, std); missing {exc}"
-        ) from None
+            f"data.name: {where} is {type(ds).__name__}, not a map-style Dataset (with "
+            "__len__ and __getitem__); iterable datasets are not supported: return one that "
+            "can be indexed, or tensors"
+        )
+    try:
+        n = len(cast(Sized, ds))
+    except TypeError:
+        raise WorkloadError(f"data.name: {where} has no length; give the Dataset a "
+                            "__len__") from None
+    if n == 0:
+        raise WorkloadError(f"data.name: {where} is empty; it must hold at least one item")
+    xs, ys = [], []
+    for i in range(n):
+        item = ds[i]
+        if not isinstance(item, tuple | list) or len(item) < 2:
+            raise WorkloadError(f"data.name: {where}: item {i} is {type(item).__name__}, not "
+                                "an (image, label) pair; return (image, label) from __getitem__")
+        x = torch.as_tensor(item[0])
+        if i == 0:
+            limit = _memory_limit_bytes()
+            need = n * x.numel() * 4
+            if need > limit:
+                raise WorkloadError(
+                    f"data.name: {where} would take {need / 2**30:.1f} GiB in memory, more "
+                    f"than half the available memory ({limit / 2**30:.1f} GiB); edgetune "
+                    "reads the data set into memory: use a smaller subset (the search uses "
+                    "data.finetune_size + data.val_size images)"
+                )
+        label = _label(item[1])
+        if label is None:
+            raise WorkloadError(f"data.name: {where}: item {i}'s label is not one integer "
+                                f"({item[1]!r}); return class indices")
+        xs.append(x)
+        ys.append(label)
+    shapes = {tuple(x.shape) for x in xs}
+    if len(shapes) != 1:
+        raise WorkloadError(f"data.name: {where}: images have different shapes "
+                            f"{sorted(shapes)[:3]}; resize them to one C x H x W shape")
+    return torch.stack(xs).float(), torch.tensor(ys, dtype=torch.int64)
+
+
+def _label(v: Any) -> int | None:
+    """One integer class index from a label (a Python or numpy number, a 0-d tensor)."""
+    import torch
+
+    t = torch.as_tensor(v)
+    if t.numel() != 1:
+        return None
+    value = float(t.item())
+    return int(value) if value.is_integer() else None
+
+
+def _memory_limit_bytes() -> int:
+    """Half the memory available now (``MemAvailable``), or 8 GiB where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    return 8 * 2**30
+
+
+def _check(data: Dataset, name: str, model: ModelSpec | None) -> None:
+    """One line naming the field for data the search cannot use."""
+    import torch
+
+    for split_name, x, y in (("train", data.x_train, data.y_train),
+                             ("test", data.x_test, data.y_test)):
+        where = f"data.name: {name} ({split_name})"
+        if x.ndim != 4:
+            raise WorkloadError(f"{where}: images have shape {tuple(x.shape)}; give N x C x H x W")
+        if len(x) == 0:
+            raise WorkloadError(f"{where} is empty; it must hold at least one image")
+        if len(y) != len(x) or y.ndim != 1:
+            raise WorkloadError(f"{where}: {len(x)} images but labels of shape "
+                                f"{tuple(y.shape)}; give one integer label per image")
+        if y.is_floating_point() and not bool((y == y.round()).all()):
+            raise WorkloadError(f"{where}: labels are not integers; give class indices")
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0])
+            raise WorkloadError(f"{where}: image {bad} has NaN or infinite pixels; clean or "
+                                "drop it")
+        if model is not None:
+            if tuple(x.shape[1:]) != tuple(model.input_shape):
+                raise WorkloadError(
+                    f"{where}: images are {list(x.shape[1:])} but model.input_shape is "
+                    f"{list(model.input_shape)}; make them agree"
+                )
+            lo, hi = int(y.min()), int(y.max())
+            if lo < 0 or hi >= model.num_classes:
+                raise WorkloadError(
+                    f"{where}: labels span {lo}..{hi}, outside 0..{model.num_classes - 1} "
+                    f"(model.num_classes: {model.num_classes}); fix the labels or "
+                    "model.num_classes"
+                )
+    channels = data.x_train.shape[1]
+    for key, values in (("mean", data.mean), ("std", data.std)):
+        if len(values) not in (1, channels):
+            raise WorkloadError(f"data.name: {name}: {key} has {len(values)} values for "
+                                f"{channels} channels; give one per channel (or one)")
+    if any(v <= 0 for v in data.std):
+        raise WorkloadError(f"data.name: {name}: std must be positive, got {data.std}")
 
 
 def split(data: Dataset, spec: DataSpec, seed: int) -> dict[str, torch.Tensor]:

@@ -140,7 +140,11 @@ def test_search_resume_show_export(spec_file: Path, tmp_path: Path) -> None:
     assert summary["predicted_from_onnx"]["size_kb"] == pytest.approx(
         summary["predicted"]["size_kb"], rel=0.02
     )
-    assert "predicted" in (out_dir / "report.md").read_text()
+    report = (out_dir / "report.md").read_text()
+    assert "predicted" in report
+    # the teacher row of the candidates' table holds the study's teacher, not dashes
+    (teacher_row,) = [line for line in report.splitlines() if line.startswith("teacher |")]
+    assert f"{summary['teacher_search']['accuracy']:.4g}" in teacher_row
 
 
 def test_search_on_local_ray_with_two_workers(spec_file: Path, tmp_path: Path) -> None:
