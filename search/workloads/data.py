@@ -67,7 +67,13 @@ def load_data(spec: DataSpec, model: ModelSpec | None = None) -> Dataset:
         )
     else:
         loader = entry_point(spec.name, "data.name")
-        out = loader(spec.path) if spec.path is not None else loader()
+        try:
+            out = loader(spec.path) if spec.path is not None else loader()
+        except Exception as exc:  # the user's code: say where it failed, no traceback
+            raise WorkloadError(
+                f"data.name: {spec.name} raised {type(exc).__name__}: {str(exc)[:200]}; fix "
+                "the loader (run it alone to see the traceback)"
+            ) from None
         data = _from_loader(out, spec.name)
     _check(data, spec.name, model)
     return data
@@ -132,7 +138,13 @@ def _read(source: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise WorkloadError(f"data.name: {where} is empty; it must hold at least one item")
     xs, ys = [], []
     for i in range(n):
-        item = ds[i]
+        try:
+            item = ds[i]
+        except Exception as exc:  # the user's Dataset
+            raise WorkloadError(
+                f"data.name: {where}: reading item {i} raised {type(exc).__name__}: "
+                f"{str(exc)[:200]}; fix the Dataset's __getitem__"
+            ) from None
         if not isinstance(item, tuple | list) or len(item) < 2:
             raise WorkloadError(f"data.name: {where}: item {i} is {type(item).__name__}, not "
                                 "an (image, label) pair; return (image, label) from __getitem__")

@@ -99,6 +99,22 @@ def not_data() -> str:
     return "train.csv"
 
 
+def failing_loader() -> Any:
+    raise FileNotFoundError("no such file: train.csv")
+
+
+class Broken(Pairs):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if i == 5:
+            raise IndexError("corrupt record")
+        return super().__getitem__(i)
+
+
+def broken_item() -> tuple[Any, Any]:
+    t = _tensors()
+    return Broken(t["x_train"], t["y_train"]), Pairs(t["x_test"], t["y_test"])
+
+
 @pytest.mark.parametrize("source", ["as_datasets", "as_loaders"])
 def test_datasets_and_loaders_load_as_the_same_tensors(source: str) -> None:
     ref = load_data(DataSpec(name=f"{HERE}:as_tensors"), MODEL)
@@ -130,6 +146,8 @@ def test_datasets_and_loaders_load_as_the_same_tensors(source: str) -> None:
         ("empty_dataset", r"\(train\) is empty"),
         ("one_hot_labels", "label is not one integer"),
         ("not_data", "it returned str"),
+        ("failing_loader", "raised FileNotFoundError: no such file: train.csv"),
+        ("broken_item", r"\(train\): reading item 5 raised IndexError: corrupt record"),
     ],
 )
 def test_bad_data_gets_one_line_naming_the_field(loader: str, message: str) -> None:
