@@ -191,14 +191,14 @@ def _host_check_table() -> list[str]:
         hs = json.loads(path.read_text())["summary"]
         cpu = hs.get("cpu") or {}
         flags = set(cpu.get("cpu_flags", ()))
-        isa = "AVX-512F" if "avx512f" in flags else "AVX2" if "avx2" in flags else "?"
+        isa = ", AVX-512F" if "avx512f" in flags else ", AVX2" if "avx2" in flags else ""
         name = cpu.get("cpu_model", "not recorded (see host_cpu_notes.md)")
         when = str(hs.get("target_date", "?"))[:16]
         raw = hs.get("all_raw", {}).get("within_10pct")
         for k in ("all", "fp32", "int8"):
             extra = f"{raw:.0%}" if k == "all" and raw is not None else ""
             md.append(
-                f"| {path.stem.removeprefix('host_fidelity_')} | {name}, {isa} | {when} | {k} | "
+                f"| {path.stem.removeprefix('host_fidelity_')} | {name}{isa} | {when} | {k} | "
                 f"{hs[k]['n']:.0f} | {_fmt(hs[k])} | {extra} |"
             )
     return md
