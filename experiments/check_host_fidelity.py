@@ -293,15 +293,14 @@ def main(argv: list[str] | None = None) -> int:
             for r, w in zip(results[len(files) :], winners, strict=True):
                 r["predicted_from_torch_ms"] = w[2]
             saved.write_text(json.dumps(results))
+        exported = [(f.stem, onnx.load(str(f))) for f in files]
         preds = []
-        for f in files:
-            g, b = from_onnx(onnx.load(str(f)))
+        for _, model in exported:
+            g, b = from_onnx(model)
             preds.append(target.predict(g, b).latency_ms)
         preds += [r["predicted_from_torch_ms"] for r in results[len(files) :]]
         # the kernel lists of the exported networks against onnxruntime's optimized graphs
-        rules = check_kernel_rules(
-            [(f.stem, onnx.load(str(f))) for f in files], target.constants.nchwc_block
-        )
+        rules = check_kernel_rules(exported, target.constants.nchwc_block)
     rows = [
         {
             "model": r["name"],

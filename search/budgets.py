@@ -126,7 +126,8 @@ def teacher_costs(teacher: nn.Module, spec: Spec, target: Target) -> dict[str, f
 
 
 def _teacher_prediction(teacher: nn.Module, spec: Spec, target: Target) -> Costs:
-    """:func:`teacher_costs` with the layers priced without fitted coefficients."""
+    """:func:`teacher_costs` as :class:`Costs`, which also names the layers priced from bytes
+    (``approximated``: the target has no fitted coefficients for them)."""
     from dataclasses import replace
 
     from cost_models import from_torch, size_kb

@@ -141,19 +141,21 @@ def cached_host() -> Target | None:
     return replace(target, constants=replace(target.constants, energy_constants=host_energy()))
 
 
-def _cpu_flags() -> set[str]:
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
     """The CPU feature flags of ``/proc/cpuinfo`` (x86 ``flags``, Arm ``Features``); empty
-    where it cannot be read."""
+    where it cannot be read. Read once per process (the digest, the instruction sets and the
+    VNNI test all ask)."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return frozenset()
     flags: set[str] = set()
     for line in info.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             flags.update(value.split())
-    return flags
+    return frozenset(flags)
 
 
 def cpu_flags_digest() -> str:
@@ -275,6 +277,7 @@ def calibrate_host(*, force: bool = True, seconds: float = CALIBRATION_SECONDS) 
         if cached is not None:
             return cached
     from targets.agent import measure, noise_ceiling
+    from targets.kernel_check import check_kernel_rules
     from targets.suite import reference_model, suite
 
     t0 = time.time()
@@ -288,6 +291,9 @@ def calibrate_host(*, force: bool = True, seconds: float = CALIBRATION_SECONDS) 
         reference_every=4,
         reference=reference_model().SerializeToString(),
     )
+    # the kernel rules against onnxruntime's optimized graphs: a fact of this machine and the
+    # suite, checked once here and kept with the measurements (a refit does not redo it)
+    rules = check_kernel_rules(models, nchwc_block_size())
     path = cache_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     (path.parent / "host_measurements.json").write_text(
@@ -295,12 +301,13 @@ def calibrate_host(*, force: bool = True, seconds: float = CALIBRATION_SECONDS) 
             {
                 "machine": _machine(),
                 "noise_ceiling": noise_ceiling(results),
+                "kernel_rules": rules,
                 "measurements": results,
             },
             indent=1,
         )
     )
-    return _build(models, results, t0)
+    return _build(models, results, rules, t0)
 
 
 def _candidates_dir() -> Path:
@@ -339,13 +346,22 @@ def refit_host() -> Target:
             f"the cached measurements at {path} are from another machine or suite version "
             f"({len(missing)} unknown models); run calibrate_host() to measure again"
         )
-    return _build(models, data["measurements"], time.time())
+    rules = data.get("kernel_rules")
+    if rules is None:  # measurements cached before the check was kept with them
+        from targets.kernel_check import check_kernel_rules
+
+        rules = check_kernel_rules(models, nchwc_block_size())
+    return _build(models, data["measurements"], rules, time.time())
 
 
-def _build(models: list[tuple[str, Any]], results: list[dict[str, Any]], t0: float) -> Target:
+def _build(
+    models: list[tuple[str, Any]],
+    results: list[dict[str, Any]],
+    kernel_rules: dict[str, Any],
+    t0: float,
+) -> Target:
     from cost_models.onnx_graph import from_onnx
     from targets.agent import noise_ceiling
-    from targets.kernel_check import check_kernel_rules
 
     by_name = dict(models)
     rows: list[tuple[str, Measurement]] = []
@@ -354,10 +370,9 @@ def _build(models: list[tuple[str, Any]], results: list[dict[str, Any]], t0: flo
         rows.append((r["name"], (graph, bits, float(r["latency_ms"]))))
     candidates = _candidate_rows()
     rows += candidates
-    block = nchwc_block_size()
-    constants, fid = _fit_and_check(rows, nchwc_block=block)
+    constants, fid = _fit_and_check(rows, nchwc_block=nchwc_block_size())
     fid["noise_ceiling"] = noise_ceiling(results)
-    fid["kernel_rules"] = check_kernel_rules(models, block)
+    fid["kernel_rules"] = kernel_rules
     target = Target(
         name="host",
         description=DESCRIPTION,
