@@ -148,12 +148,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from search import study as studies
-    from search.export import export
+    from search.export import export_trial
     from search.report import export_text
 
     storage = studies.resolve_storage(args.storage)
     study, spec = studies.open_study(args.study, storage)
-    summary = export(study, spec, Path(args.out), number=args.trial, log=_log)
+    summary = export_trial(study, spec, Path(args.out), number=args.trial, log=_log)
     _emit(args, summary, export_text(summary, Path(args.out) / "report.md"))
     return 0
 

@@ -178,7 +178,15 @@ class RayExecutor(Executor):
                     "search.executor: process"
                 ) from None
             self._started_ray = True
-        self._context_ref = ray.put(context)
+        try:
+            self._context_ref = ray.put(context)
+        except Exception as exc:  # a model or data object given from Python that cannot pickle
+            raise EdgetuneError(
+                f"the study's teacher and data cannot be sent to Ray's workers "
+                f"({type(exc).__name__}: {str(exc)[:200]}); a model or data given as an object "
+                "must pickle (no open files, locks or sessions in it), or run the trials in "
+                "this process with search.executor: process"
+            ) from None
         self._channel = self._new_channel()
         self._remote = ray.remote(
             num_cpus=1,

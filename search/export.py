@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import optuna
     from torch import nn
 
+    from search.workloads.objects import Objects
     from spaces.student import Student
 
 
@@ -129,8 +130,14 @@ def onnx_accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, batch: i
     return correct / len(x)
 
 
-def export(
-    study: optuna.Study, spec: Spec, out: Path, *, number: int | None, log: Any = print
+def export_trial(
+    study: optuna.Study,
+    spec: Spec,
+    out: Path,
+    *,
+    number: int | None,
+    log: Any = print,
+    objects: Objects | None = None,
 ) -> dict[str, Any]:
     """Export trial ``number`` (default: the best feasible) into the new folder ``out``:
     written in a temporary folder beside it and renamed into place, so ``out`` holds all of
@@ -144,7 +151,7 @@ def export(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        summary = _export_files(study, spec, tmp, out, number=number, log=log)
+        summary = _export_files(study, spec, tmp, out, number=number, log=log, objects=objects)
         if out.is_dir():
             out.rmdir()  # empty: checked above
         tmp.rename(out)  # all three files appear at once, or none
@@ -161,6 +168,7 @@ def _export_files(
     *,
     number: int | None,
     log: Any,
+    objects: Objects | None,
 ) -> dict[str, Any]:
     """Write the export into ``out``; paths in the summary name ``final``."""
     import targets
@@ -174,8 +182,8 @@ def _export_files(
     study_record = StudyRecord.read(study)
     shape = spec.model.input_shape
     target = targets.get(spec.target)
-    teacher = load_teacher(spec)
-    data = load_data(spec.data, spec.model)
+    teacher = load_teacher(spec, objects)
+    data = load_data(spec.data, spec.model, objects.data if objects else None)
     parts = split(data, spec.data, spec.search.seed)
     reduce_range = target.int8_reduce_range
     if study_record is not None and study_record.int8_reduce_range is not None:
@@ -272,8 +280,13 @@ def _export_files(
             },
         },
     }
+    from search.figures import write_figures
     from search.report import export_markdown
+    from spaces.pruning import kept_channels
 
+    summary["figures"] = write_figures(
+        study, spec, out, trial=trial.number, teacher_channels=kept_channels(teacher)
+    )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "report.md").write_text(export_markdown(summary, best_rows(study, spec), spec))
     return summary

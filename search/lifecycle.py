@@ -30,6 +30,7 @@ from search.trial import TrialContext
 if TYPE_CHECKING:
     import optuna
 
+    from search.workloads.objects import Objects
     from targets.base import Target
     from targets.measurer import Measurer
 
@@ -65,9 +66,10 @@ def measure_latency_ms(measurer: Measurer, models: list[bytes]) -> list[float]:
     return [r.latency_ms for r in measurer.measure(models, seconds=4.0, min_runs=200)]
 
 
-def prepare(spec: Spec, log: Callable[[str], None]) -> Prepared:
-    """Load the teacher, data and target; cut the space to the precisions the target prices;
-    compute teacher logits, its figures and the budgets.
+def prepare(spec: Spec, log: Callable[[str], None], objects: Objects | None = None) -> Prepared:
+    """Load the teacher, data and target (the model and data from ``objects`` where the spec
+    says so); cut the space to the precisions the target prices; compute teacher logits, its
+    figures and the budgets.
 
     With a measurer, the teacher is measured on the device, and relative latency budgets are
     shares of that measurement (the teacher record keeps the prediction beside it)."""
@@ -83,8 +85,9 @@ def prepare(spec: Spec, log: Callable[[str], None]) -> Prepared:
     for note in restriction.notes:
         log(f"space: {note}")
     measurer = choose_measurer(spec, target)
-    teacher = load_teacher(spec)
-    workload = build_workload(spec, teacher, load_data(spec.data, spec.model))
+    teacher = load_teacher(spec, objects)
+    given = objects.data if objects else None
+    workload = build_workload(spec, teacher, load_data(spec.data, spec.model, given))
     predicted = teacher_costs(teacher, spec, target)
     record = dict(predicted)
     record["accuracy"] = accuracy(teacher, workload.x_val, workload.y_val, 512)
@@ -144,14 +147,19 @@ def cheapest_scored(prepared: Prepared) -> dict[str, float]:
 
 
 def start_study(
-    spec: Spec, storage: str, name: str, *, log: Callable[[str], None]
+    spec: Spec,
+    storage: str,
+    name: str,
+    *,
+    log: Callable[[str], None],
+    objects: Objects | None = None,
 ) -> tuple[optuna.Study, Prepared]:
     """Create the study for a spec: check that the budgets can be met, enqueue feasible seeds."""
     from search import study as studies
     from search.seeding import feasible_seeds
 
     studies.require_new(studies.storage_for(storage), storage, name)  # before loading anything
-    prepared = prepare(spec, log)
+    prepared = prepare(spec, log, objects)
     ctx = prepared.context
     spec = ctx.spec  # cut to the precisions the target prices
     teacher, space = ctx.teacher_and_space()
@@ -170,13 +178,19 @@ def start_study(
     return study, prepared
 
 
-def resume_prepared(study: optuna.Study, spec: Spec, *, log: Callable[[str], None]) -> Prepared:
+def resume_prepared(
+    study: optuna.Study,
+    spec: Spec,
+    *,
+    log: Callable[[str], None],
+    objects: Objects | None = None,
+) -> Prepared:
     """Prepare a run of an existing study, with the teacher figures, budgets and weight range it
     started with (they were resolved against the teacher's costs then; a recalibrated target
     must not move them under the trials already told)."""
     from search.driver import fail_stale
 
-    prepared = prepare(spec, log)
+    prepared = prepare(spec, log, objects)
     record = StudyRecord.read(study)
     if record is not None:
         ctx = prepared.context

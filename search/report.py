@@ -62,10 +62,17 @@ def fidelity_text(fid: dict[str, Any] | None) -> str:
 
 def study_text(summary: dict[str, Any]) -> str:
     s = summary["states"]
+    needs = summary.get("needs_objects")
     return (
         f"study {summary['study']} ({summary['storage']}), target {summary['target']}\n"
         f"{summary['n_trials']} trials: {s['complete']} complete, {s['infeasible']} infeasible "
         f"(no training), {s['stopped']} stopped early, {s['failed']} failed\n"
+        + (
+            f"started from Python with the {' and '.join(needs)} as objects: resume and export "
+            "it from Python (search.api) with the same objects\n"
+            if needs
+            else ""
+        )
         + fidelity_text(summary.get("latency_fidelity"))
         + "\n\n"
         + best_table(summary)
@@ -148,6 +155,12 @@ def export_text(summary: dict[str, Any], report: Any) -> str:
     )
 
 
+def _figure(summary: dict[str, Any], key: str, caption: str) -> str:
+    """A markdown image line for one of the export's figures (empty if it was not written)."""
+    name = summary.get("figures", {}).get(key)
+    return f"\n![{caption}]({name})\n" if name else ""
+
+
 def export_markdown(summary: dict[str, Any], best: list[Row], spec: Spec) -> str:
     t = summary["teacher"]
     pred, pred_onnx = summary["predicted"], summary["predicted_from_onnx"]
@@ -192,11 +205,11 @@ Energy: {summary.get("energy_model") or "-"}.{_approximated_sentence(summary)}
 ## The best feasible candidates of the study (validation accuracy during the search)
 
 {best_table(best_summary)}
-
+{_figure(summary, "front", "validation accuracy against latency, every trained trial")}
 ## Per-layer policy
 
 {_policy_table(summary["policy"])}
-
+{_figure(summary, "policy", "bits and kept channels per layer")}
 Distillation: {", ".join(f"{k} {_fmt(v)}" for k, v in kd.items()) or "-"}.
 
 ## Running it

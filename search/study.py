@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from search.errors import StudyError
 from search.record import STATUSES, StudyRecord, TrialRecord
 from search.spec import Spec, parse_spec
+from search.workloads.objects import needs_objects
 
 if TYPE_CHECKING:
     import optuna
@@ -302,6 +303,8 @@ def summary(study: optuna.Study, spec: Spec, storage: str) -> dict[str, Any]:
         "teacher": dict(record.teacher) if record else {},
         "best": [r.as_dict() for r in best_rows(study, spec)],
         "latency_fidelity": latency_fidelity(study),
+        # model or data given as Python objects: every run of the study needs them again
+        "needs_objects": needs_objects(record.spec) if record else [],
     }
 
 

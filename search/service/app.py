@@ -282,8 +282,9 @@ def create_app(cfg: ServiceConfig, limits: Limits | None = None) -> FastAPI:
         responses={200: {"content": {"application/zip": {}}}, 202: {}, 409: {}},
     )
     async def get_export(name: Name, trial: int) -> Response:
-        """An export job: 202 while it runs, the zip (model.onnx, report.md, summary.json) when
-        it is done, 409 with the one-line error when it failed."""
+        """An export job: 202 while it runs, the zip (model.onnx, report.md, summary.json and
+        the figures front.png and policy.png) when it is done, 409 with the one-line error when
+        it failed."""
         job = exports.find(name, await run_in_threadpool(study_id, name), trial)
         if job is None:
             raise HTTPException(

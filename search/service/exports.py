@@ -28,7 +28,7 @@ from search.errors import StudyError
 from search.service.files import LogCopier, private_dir
 from search.service.runs import LimitError, Runs, last_error, spawn
 
-FILES = ("model.onnx", "report.md", "summary.json")
+FILES = ("model.onnx", "report.md", "summary.json", "front.png", "policy.png")
 
 
 @dataclass

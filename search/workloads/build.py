@@ -1,7 +1,9 @@
 """The model and the teacher a spec names, and the :class:`Workload` shared with every trial.
 
-``model.name`` is either a built-in model (:data:`search.workloads.models.BUILTIN_MODELS`) or
-``module:function``, a builder called as ``(input_shape=(C, H, W), num_classes=N)``.
+``model.name`` is either a built-in model (:data:`search.workloads.models.BUILTIN_MODELS`),
+``module:function``, a builder called as ``(input_shape=(C, H, W), num_classes=N)``, or
+:data:`OBJECT`: a model object given to :mod:`search.api` (:class:`Objects`), which a study
+needs again on every run.
 :func:`build_workload` makes the :class:`Workload` once per study: the driver shares it with
 every worker (through Ray's object store), so teacher logits are computed once per study, not
 once per trial.
@@ -9,9 +11,10 @@ once per trial.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,14 +22,20 @@ from search.errors import WorkloadError
 from search.spec import ModelSpec, Spec
 from search.workloads.data import Dataset, split
 from search.workloads.entry_points import entry_point
+from search.workloads.objects import OBJECT, Objects, object_missing
 from targets.home import edgetune_home
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["Workload", "build_model", "build_workload", "load_teacher", "teacher_cache_path"]
-
+__all__ = [
+    "Workload",
+    "build_model",
+    "build_workload",
+    "load_teacher",
+    "teacher_cache_path",
+]
 
 @dataclass(frozen=True)
 class Workload:
@@ -41,19 +50,31 @@ class Workload:
     y_val: torch.Tensor
     x_calib: torch.Tensor
     batch_size: int
+    architecture: nn.Module | None = field(default=None, repr=False)
+    """The teacher's module for a model given as an object (``model.name`` :data:`OBJECT`)."""
 
     def teacher(self) -> nn.Module:
-        model = build_model(self.model)
+        model = build_model(self.model, Objects(self.architecture))
         model.load_state_dict(self.teacher_state)
         return model.eval()
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
-    """A fresh, untrained model as the spec names it."""
+def build_model(spec: ModelSpec, objects: Objects | None = None) -> nn.Module:
+    """A model as the spec names it: a fresh, untrained one, or a copy of the model object."""
     from torch import nn
 
     from search.workloads.models import BUILTIN_MODELS
 
+    if spec.name == OBJECT:
+        if objects is None or objects.model is None:
+            raise object_missing("model")
+        try:
+            return copy.deepcopy(objects.model)
+        except Exception as exc:
+            raise WorkloadError(
+                f"model: the model object cannot be copied ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); keep open files, locks and sessions out of the module"
+            ) from None
     if ":" in spec.name:
         factory = entry_point(spec.name, "model.name")
     elif spec.name in BUILTIN_MODELS:
@@ -91,10 +112,13 @@ def teacher_cache_path(spec: Spec) -> Path:
     return edgetune_home() / "teachers" / f"{spec.model.name.replace(':', '_')}-{digest}.pt"
 
 
-def load_teacher(spec: Spec) -> nn.Module:
-    """The trained teacher: ``model.weights`` if given, else the one ``edgetune train`` cached."""
+def load_teacher(spec: Spec, objects: Objects | None = None) -> nn.Module:
+    """The trained teacher: ``model.weights`` if given, else the model object as it was given,
+    else the one ``edgetune train`` cached."""
     import torch
 
+    if spec.model.name == OBJECT and spec.model.weights is None:
+        return build_model(spec.model, objects).eval()
     path = spec.model.weights or teacher_cache_path(spec)
     if not path.exists():
         if spec.model.weights is not None:
@@ -103,7 +127,7 @@ def load_teacher(spec: Spec) -> nn.Module:
             f"model.weights: not given and no cached teacher at {path}; "
             f"run `edgetune train SPEC` first, or set model.weights"
         )
-    model = build_model(spec.model)
+    model = build_model(spec.model, objects)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state:
@@ -129,5 +153,6 @@ def build_workload(spec: Spec, teacher: nn.Module, data: Dataset) -> Workload:
         teacher_state={k: v.detach().clone() for k, v in teacher.state_dict().items()},
         teacher_logits=logits,
         batch_size=spec.data.batch_size,
+        architecture=copy.deepcopy(teacher) if spec.model.name == OBJECT else None,
         **parts,
     )

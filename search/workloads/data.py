@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from search.errors import WorkloadError
 from search.spec import DataSpec, ModelSpec
 from search.workloads.entry_points import entry_point
+from search.workloads.objects import OBJECT, object_missing
 
 if TYPE_CHECKING:
     import torch
@@ -53,10 +54,15 @@ class Dataset:
         return (x - mean) / std
 
 
-def load_data(spec: DataSpec, model: ModelSpec | None = None) -> Dataset:
-    """The data set as the spec names it, with its normalization, checked against ``model``'s
-    input shape and class count when given."""
-    if spec.name == "fashion-mnist":
+def load_data(spec: DataSpec, model: ModelSpec | None = None, given: Any = None) -> Dataset:
+    """The data set as the spec names it (or ``given``, the data object of a ``data.name``
+    :data:`~search.workloads.objects.OBJECT`), with its normalization, checked against
+    ``model``'s input shape and class count when given."""
+    if spec.name == OBJECT:
+        if given is None:
+            raise object_missing("data")
+        data = _from_loader(given, "the data object")
+    elif spec.name == "fashion-mnist":
         from search.workloads.fashion_mnist import MEAN, STD, load_fashion_mnist
 
         x_train, y_train, x_test, y_test = load_fashion_mnist(spec.path)

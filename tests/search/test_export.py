@@ -91,13 +91,13 @@ def test_export_refuses_a_trial_without_weights(context: TrialContext, artifacts
 
 
 def test_export_refuses_a_folder_that_holds_files(context: TrialContext, tmp_path: Path) -> None:
-    from search.export import export
+    from search.export import export_trial
 
     out = tmp_path / "out"
     out.mkdir()
     (out / "model.onnx").write_text("an earlier export")
     with pytest.raises(ExportError, match="already exists and is not an empty folder"):
-        export(optuna.create_study(), context.spec, out, number=None)
+        export_trial(optuna.create_study(), context.spec, out, number=None)
     assert [p.name for p in out.iterdir()] == ["model.onnx"]  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left
 

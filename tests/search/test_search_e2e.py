@@ -145,6 +145,11 @@ def test_search_resume_show_export(spec_file: Path, tmp_path: Path) -> None:
     # the teacher row of the candidates' table holds the study's teacher, not dashes
     (teacher_row,) = [line for line in report.splitlines() if line.startswith("teacher |")]
     assert f"{summary['teacher_search']['accuracy']:.4g}" in teacher_row
+    # the figures are written beside the report, and the report shows them
+    assert summary["figures"] == {"front": "front.png", "policy": "policy.png"}
+    for name in summary["figures"].values():
+        assert (out_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in report
 
 
 def test_search_on_local_ray_with_two_workers(spec_file: Path, tmp_path: Path) -> None:

@@ -183,7 +183,7 @@ def test_submit_stop_resume_export(service: Service) -> None:
     assert compat.status_code == 200 and compat.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(res.content)) as zf:
         names = {Path(n).name for n in zf.namelist()}
-        assert names == {"model.onnx", "report.md", "summary.json"}
+        assert names == {"model.onnx", "report.md", "summary.json", "front.png", "policy.png"}
         summary = json.loads(next(zf.read(n) for n in zf.namelist() if n.endswith(".json")))
     assert summary["trial"] == d["best"]["trial"]
     assert res.headers["content-disposition"].endswith('-trial{}.zip"'.format(summary["trial"]))
