@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.errors import SpecError, StudyError
+from search.finalize import Finalized
 from search.workloads.objects import OBJECT, Objects
 
 if TYPE_CHECKING:
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
 
     from search.spec import Spec
 
-__all__ = ["Candidate", "Exported", "Study", "export", "resume", "search", "show"]
+__all__ = [
+    "Candidate", "Exported", "Finalized", "Study", "export", "finalize", "resume", "search", "show",
+]
 
 Log = Callable[[str], None]
 
@@ -79,6 +82,11 @@ class Candidate:
         """Write ``model.onnx``, ``report.md`` and ``summary.json`` of this candidate into the
         new folder ``out``, measuring its test accuracy and latency."""
         return self.study.export(out, trial=self.trial, log=log)
+
+    def finalize(self, epochs: int = 2, *, log: Log = _quiet) -> Finalized:
+        """Train this candidate longer (see :func:`finalize`); its export then uses it."""
+        (done,) = self.study.finalize([self.trial], epochs=epochs, log=log)
+        return done
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,12 @@ class Study:
         """Run the study on: to the trials its spec asked for, or ``trials`` more."""
         return resume(self.name, storage=self.storage, trials=trials, log=log,
                       model=self.objects.model, data=self.objects.data)
+
+    def finalize(self, trials: list[int] | None = None, *, top: int = 1, epochs: int = 2,
+                 log: Log = _quiet) -> list[Finalized]:
+        """Train ``trials`` (default: the ``top`` best feasible) longer; see :func:`finalize`."""
+        return finalize(self.name, trials=trials, top=top, epochs=epochs, storage=self.storage,
+                        log=log, model=self.objects.model, data=self.objects.data)
 
     def export(self, out: str | Path, *, trial: int | None = None, log: Log = _quiet) -> Exported:
         """Export the best feasible candidate (or trial ``trial``) into the new folder ``out``."""
@@ -281,3 +295,27 @@ def export(
     summary = export_trial(optuna_study, spec, folder, number=trial, log=log,
                            objects=_objects(model, data))
     return Exported(folder, folder / "model.onnx", folder / "report.md", summary)
+
+
+def finalize(
+    study: str,
+    *,
+    trials: list[int] | None = None,
+    top: int = 1,
+    epochs: int = 2,
+    model: nn.Module | None = None,
+    data: Any = None,
+    storage: str | None = None,
+    log: Log = _quiet,
+) -> list[Finalized]:
+    """Train ``trials`` (default: the ``top`` best feasible) for ``epochs`` more passes over the
+    training images, as ``edgetune finalize`` does: checkpointed, so a killed run resumes;
+    ``export`` then uses the finalized weights. A study started from objects needs them."""
+    from search import study as studies
+    from search.finalize import finalize_choice, finalize_trials
+
+    url = studies.resolve_storage(storage)
+    optuna_study, spec = studies.open_study(study, url)
+    chosen = finalize_choice(optuna_study, spec, trials, top)
+    return finalize_trials(optuna_study, spec, trials=chosen, epochs=epochs, log=log,
+                           progress=False, objects=_objects(model, data))

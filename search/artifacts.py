@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from search.errors import StudyError
 
@@ -48,3 +48,18 @@ def download(artifact_id: str) -> bytes:
                 "study wrote its artifacts to"
             ) from None
         return path.read_bytes()
+
+
+def upload(study_or_trial: Any, name: str, data: bytes) -> str:
+    """Store ``data`` as an artifact of a study or a running trial, named ``name``; its id."""
+    from optuna.artifacts import upload_artifact
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        return upload_artifact(
+            artifact_store=artifact_store(),
+            file_path=str(path),
+            study_or_trial=study_or_trial,
+            mimetype="application/octet-stream",
+        )

@@ -158,6 +158,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from search import study as studies
+    from search.finalize import finalize_choice, finalize_trials
+
+    storage = studies.resolve_storage(args.storage)
+    study, spec = studies.open_study(args.study, storage)
+    done = finalize_trials(
+        study, spec, trials=finalize_choice(study, spec, args.trial, args.top),
+        epochs=args.epochs, log=_log,
+    )
+    text = "\n".join(
+        f"trial {f.trial}: validation accuracy {f.val_accuracy:.4f} finalized "
+        f"({f.epochs} epochs), `edgetune export {args.study} --trial {f.trial}` uses it"
+        for f in done
+    )
+    _emit(args, {"study": args.study, "finalized": [f.as_dict() for f in done]}, text)
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     import targets
     from search.budgets import check_spec
@@ -373,6 +392,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "resume": cmd_resume,
     "show": cmd_show,
     "export": cmd_export,
+    "finalize": cmd_finalize,
     "check": cmd_check,
     "train": cmd_train,
     "targets": cmd_targets,
@@ -422,8 +442,13 @@ def main(argv: Sequence[str] | None = None, *, isolate_stdout: bool = True) -> i
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(
-            "edgetune: interrupted; every trial told so far is stored. Continue with "
-            "`edgetune resume STUDY`.",
+            "edgetune: interrupted; "
+            + (
+                "its progress is checkpointed every 30 s. Continue with the same "
+                "`edgetune finalize` command."
+                if args.command == "finalize"
+                else "every trial told so far is stored. Continue with `edgetune resume STUDY`."
+            ),
             file=sys.stderr,
         )
         return 130

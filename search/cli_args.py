@@ -98,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage")
     p.add_argument("--trial", type=int)
 
+    p = add(
+        "finalize",
+        "Train the best feasible trial (or --trial N, or the --top K) longer; export uses it.",
+    )
+    p.add_argument("study", type=_study_name)
+    p.add_argument("--storage")
+    p.add_argument("--trial", type=int, action="append", help="a trial to finalize (repeatable)")
+    p.add_argument("--top", type=_positive_int("--top"), default=1,
+                   help="without --trial: the K best feasible trials (default 1)")
+    p.add_argument("--epochs", type=_positive_int("--epochs"), default=2)
+
     p = add("check", "Validate a spec and say whether its budgets can be met at all.")
     p.add_argument("spec", type=Path)
 

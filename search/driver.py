@@ -8,10 +8,8 @@ study then fails its trials and enqueues them again (:func:`fail_stale`).
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.console import Progress
@@ -193,19 +191,9 @@ class Driver:
         ) + (" (latency measured)" if outcome.measured else "")
 
     def _store_artifact(self, trial: optuna.trial.Trial, state: bytes) -> str:
-        from optuna.artifacts import upload_artifact
+        from search.artifacts import upload
 
-        from search.artifacts import artifact_store
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"trial-{trial.number}-student.pt"
-            path.write_bytes(state)
-            return upload_artifact(
-                artifact_store=artifact_store(),
-                file_path=str(path),
-                study_or_trial=trial,
-                mimetype="application/octet-stream",
-            )
+        return upload(trial, f"trial-{trial.number}-student.pt", state)
 
     # -- the loop --------------------------------------------------------------------------
     def _ask(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.errors import ExportError, StudyError
+from search.finalize import finalized_records
 from search.record import StudyRecord, TrialRecord
 from search.spec import Spec
 
@@ -68,9 +69,11 @@ def rebuild(
     x_calib: Any,
     *,
     reduce_range: bool,
+    artifact: str | None = None,
 ) -> Student:
     """The trial's student as it was at the end of its fine-tune: made by the student recipe
-    from the trial's params, with the fine-tuned weights of its artifact (a plain state_dict)."""
+    from the trial's params, with the fine-tuned weights of its artifact (a plain state_dict;
+    ``artifact`` names another, such as the finalized weights)."""
     import io
 
     import torch
@@ -83,8 +86,9 @@ def rebuild(
     student = build_student(
         teacher, dict(trial.params), space, calib=x_calib, reduce_range=reduce_range
     )
-    assert student.model is not None and record.artifact is not None
-    state = torch.load(io.BytesIO(download(record.artifact)), weights_only=True)
+    artifact = artifact or record.artifact
+    assert student.model is not None and artifact is not None
+    state = torch.load(io.BytesIO(download(artifact)), weights_only=True)
     try:
         student.model.load_state_dict(state)
     except RuntimeError as exc:
@@ -94,6 +98,17 @@ def rebuild(
         ) from None
     student.model.eval()
     return student
+
+
+def study_reduce_range(study: optuna.Study, spec: Spec) -> bool:
+    """Whether the study's students keep 8-bit weights in ±63: as recorded when it started,
+    else (a study of an earlier release) as its target says."""
+    import targets
+
+    record = StudyRecord.read(study)
+    if record is not None and record.int8_reduce_range is not None:
+        return record.int8_reduce_range
+    return targets.get(spec.target).int8_reduce_range
 
 
 def _latency_budget(
@@ -185,10 +200,12 @@ def _export_files(
     teacher = load_teacher(spec, objects)
     data = load_data(spec.data, spec.model, objects.data if objects else None)
     parts = split(data, spec.data, spec.search.seed)
-    reduce_range = target.int8_reduce_range
-    if study_record is not None and study_record.int8_reduce_range is not None:
-        reduce_range = study_record.int8_reduce_range
-    rebuilt = rebuild(spec, trial, record, teacher, parts["x_calib"], reduce_range=reduce_range)
+    finalized = finalized_records(study).get(trial.number)
+    rebuilt = rebuild(
+        spec, trial, record, teacher, parts["x_calib"],
+        reduce_range=study_reduce_range(study, spec),
+        artifact=finalized["artifact"] if finalized else None,
+    )
     student = rebuilt.model
     assert student is not None
     model = to_onnx(student, shape)
@@ -236,6 +253,7 @@ def _export_files(
         "accuracy_onnx": acc_onnx,
         "accuracy_torch": acc_torch,
         "accuracy_val_search": record.accuracy,
+        "finalized": finalized,
         "latency_ms_measured": lat_meas,
         "latency_ms_predicted": lat_pred,
         "latency_error": None if lat_meas is None else lat_meas / lat_pred - 1.0,

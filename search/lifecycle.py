@@ -76,6 +76,7 @@ def prepare(spec: Spec, log: Callable[[str], None], objects: Objects | None = No
     import targets
     from search.precision import restrict_to_target
     from search.workloads import build_workload, load_data, load_teacher
+    from search.workloads.augment import resolve_augment
     from spaces.distillation import accuracy
 
     t = time.perf_counter()
@@ -85,6 +86,7 @@ def prepare(spec: Spec, log: Callable[[str], None], objects: Objects | None = No
     for note in restriction.notes:
         log(f"space: {note}")
     measurer = choose_measurer(spec, target)
+    resolve_augment(spec.data, spec.model.input_shape)  # a bad data.augment stops it here
     teacher = load_teacher(spec, objects)
     given = objects.data if objects else None
     workload = build_workload(spec, teacher, load_data(spec.data, spec.model, given))

@@ -147,11 +147,25 @@ def export_text(summary: dict[str, Any], report: Any) -> str:
             "(not measured: no measurer for that device)"
         )
     return (
-        f"exported trial {summary['trial']} to {summary['onnx']}\n"
-        f"test accuracy (onnxruntime): {summary['accuracy_onnx']:.4f} "
+        f"exported trial {summary['trial']} to {summary['onnx']}"
+        + (" (finalized weights)\n" if summary.get("finalized") else " (search-time weights)\n")
+        + f"test accuracy (onnxruntime): {summary['accuracy_onnx']:.4f} "
         f"(teacher {t['accuracy_onnx']:.4f})\n{latency}\n"
         f"size: packed {summary['size_kb_packed']:.1f} KiB, file {summary['size_kb_file']:.1f} KiB\n"
         f"report: {report}"
+    )
+
+
+def _finalized_row(summary: dict[str, Any]) -> str:
+    """The table row of validation accuracy at the end of the search and after finalizing."""
+    fin = summary.get("finalized")
+    search_acc = _fmt(summary.get("accuracy_val_search"))
+    if not fin:
+        return f"| validation accuracy, search (not finalized) | | {search_acc} | |\n"
+    return (
+        f"| validation accuracy: search, then finalized ({fin['epochs']} epochs on "
+        f"{fin['images']} images) | | {search_acc}, then {fin['val_accuracy']:.4f} | "
+        f"{fin['val_accuracy'] - (summary.get('accuracy_val_search') or 0.0):+.4f} |\n"
     )
 
 
@@ -186,7 +200,7 @@ Accuracy: onnxruntime on this machine. Latency: {_latency_source(summary)}.
 | latency, measured (ms) | {_fmt(t["latency_ms_measured"])} | {_fmt(summary["latency_ms_measured"])} | {_ratio(summary["ratios_to_teacher"]["latency_measured"])} |
 | latency, predicted (ms) | {_fmt(t.get("latency_ms_predicted"))} | {summary["latency_ms_predicted"]:.4f} | |
 | size (KiB) | {_fmt(t.get("size_kb"))} | packed {summary["size_kb_packed"]:.1f}, file {summary["size_kb_file"]:.1f} | {summary["ratios_to_teacher"]["size_packed"]:.3f}x packed |
-
+{_finalized_row(summary)}
 {_error_sentence(summary)}{_budget_sentence(summary)} The file stores bit-widths below 8 in the nearest container
 onnxruntime runs (int8 or int4), so the file is larger than the packed size, which counts the
 bits a device would store.

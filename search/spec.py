@@ -32,8 +32,9 @@ STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 BUILTIN_MODEL_NAMES = ("resnet8", "dscnn", "mobilenetv2")  # search.workloads.models, no torch
 BUILTIN_DATA_NAMES = ("fashion-mnist",)
+BUILTIN_AUGMENT_NAMES = ("flip-crop",)  # search.workloads.augment, no torch
 MAX_ERRORS = 10
-MAX_NAME_CHARS = 1000  # model.name, data.name
+MAX_NAME_CHARS = 1000  # model.name, data.name, data.augment
 MAX_PATH_CHARS = 4096  # target (a name or a file): PATH_MAX
 
 
@@ -125,11 +126,27 @@ class DataSpec(_Frozen):
     val_size: int = Field(default=2000, ge=64)
     calibration_size: int = Field(default=256, ge=16)
     batch_size: int = Field(default=64, ge=1)
+    augment: Annotated[str | None, ENTRY_POINT_FIELD] = Field(
+        default=None,
+        description="null (none), the built-in flip-crop, or module:function called as "
+        "fn(x, generator) on each normalized fine-tune batch",
+        max_length=MAX_NAME_CHARS,
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _entry_point_name(v, BUILTIN_DATA_NAMES)
+
+    @field_validator("augment")
+    @classmethod
+    def _augment(cls, v: str | None) -> str | None:
+        if v is not None and v not in BUILTIN_AUGMENT_NAMES and not ENTRY_POINT.match(v):
+            raise ValueError(
+                f"must be null, a built-in augmentation ({', '.join(BUILTIN_AUGMENT_NAMES)}) "
+                f"or module:function, such as mypkg.augment:jitter, got {quote(v)}"
+            )
+        return v
 
 
 class Constraints(_Frozen):
@@ -233,13 +250,15 @@ class Spec(_Frozen):
 def entry_points(model: BaseModel, prefix: str = "") -> dict[str, str]:
     """Every field of a validated spec (or section) that names something to import, by field
     path: ``{"model.name": "resnet8", "data.name": "mypkg.data:load"}``. A field is listed
-    when it is marked with :data:`ENTRY_POINT_FIELD`, so one added later is listed too."""
+    when it is marked with :data:`ENTRY_POINT_FIELD`, so one added later is listed too; an
+    optional one left null (``data.augment``) names nothing to import and is not listed."""
     out: dict[str, str] = {}
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
         path = f"{prefix}.{name}" if prefix else name
         if any(isinstance(m, EntryPointField) for m in info.metadata):
-            out[path] = str(value)
+            if value is not None:
+                out[path] = str(value)
         elif isinstance(value, BaseModel):
             out.update(entry_points(value, path))
         elif isinstance(value, tuple | list):

@@ -3,7 +3,9 @@
 ``edgetune train SPEC`` calls :func:`train_teacher`; ``experiments/train_teacher.py`` is the
 same call from the command line. The caller sets ``torch.set_num_threads`` (this module never
 changes it). Given the same seed, model initialization and thread count, training is
-deterministic: the data order and the augmentation come from a seeded generator.
+deterministic: the data order and the augmentation come from a seeded generator. The
+augmentation is :func:`search.workloads.augment.flip_crop`, the built-in ``flip-crop`` a spec
+can also ask for in the students' fine-tune (``data.augment``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from search.errors import WorkloadError
+from search.workloads.augment import flip_crop
 
 __all__ = ["EpochLog", "train_teacher"]
+
 
 
 @dataclass(frozen=True)
@@ -37,25 +41,6 @@ class EpochLog:
             f"epoch {self.epoch}/{self.epochs}: loss {self.loss:.4f}, "
             f"train accuracy {self.train_accuracy:.4f}, {self.seconds:.1f} s"
         )
-
-
-def _augment(x: Tensor, generator: torch.Generator, pad: int, flip: bool) -> Tensor:
-    """Random crop after ``pad`` pixels of edge padding, and a random horizontal flip, one
-    draw per sample. Edge (replicate) padding needs no knowledge of the normalization."""
-    n, _, h, w = x.shape
-    if pad > 0:
-        padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # n×1×h×1
-        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # n×1×1×w
-        batch = torch.arange(n)[:, None, None, None]
-        channel = torch.arange(x.shape[1])[None, :, None, None]
-        x = padded[batch, channel, rows, cols]
-    if flip:
-        mask = torch.rand(n, generator=generator) < 0.5
-        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
-    return x
 
 
 def _check_data(x: Tensor, y: Tensor, what: str) -> None:
@@ -111,7 +96,7 @@ def train_teacher(
             idx = order[i * batch_size : (i + 1) * batch_size]
             xb, yb = x[idx], y[idx]
             if image:
-                xb = _augment(xb, generator, pad=2, flip=True)
+                xb = flip_crop(xb, generator, pad=2, flip=True)
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
             if not torch.isfinite(loss):

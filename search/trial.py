@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from search.workloads import Workload
+    from search.workloads.augment import Augment
     from spaces.joint import JointSpace
     from targets.base import Target
     from targets.measurer import Measurer
@@ -63,8 +64,21 @@ class TrialContext:
             _SPACES[self.key] = cached
         return cached
 
+    def augmentation(self) -> Augment | None:
+        """The function ``data.augment`` names (None for null), resolved and tried once per
+        worker process (:func:`~search.workloads.augment.resolve_augment`)."""
+        from search.workloads.augment import resolve_augment
+
+        key = (self.key, self.spec.data.augment, tuple(self.spec.model.input_shape))
+        if key not in _AUGMENTS:
+            fn = resolve_augment(self.spec.data, self.spec.model.input_shape)
+            _AUGMENTS.clear()  # a worker serves one study at a time
+            _AUGMENTS[key] = fn
+        return _AUGMENTS[key]
+
 
 _SPACES: dict[str, tuple[nn.Module, JointSpace]] = {}
+_AUGMENTS: dict[tuple[str, str | None, tuple[int, ...]], Augment | None] = {}
 
 
 @dataclass(frozen=True)
@@ -150,6 +164,7 @@ def _run(
     target = task.target or context.target
     torch.manual_seed(spec.search.seed + task.number)
     teacher, space = context.teacher_and_space()
+    augment = context.augmentation()  # a bad data.augment fails every trial: fail it first
     provenance = trial_provenance(context, target)
 
     t = time.perf_counter()
@@ -206,7 +221,13 @@ def _run(
     data = FinetuneData(work.x_finetune, work.y_finetune, work.x_val, work.y_val)
     try:
         model = finetune(
-            student.model, data, work.teacher_logits, student.policy.distillation, report=report
+            student.model,
+            data,
+            work.teacher_logits,
+            student.policy.distillation,
+            report=report,
+            augment=augment,
+            teacher=teacher,
         )
     except Stopped as stop:
         timings["train"] = time.perf_counter() - t

@@ -12,6 +12,11 @@ False, :func:`finetune` raises :class:`Stopped` (which is *not* an EdgetuneError
 stopped on purpose, it did not fail); ``Stopped.step`` and ``Stopped.accuracy`` hold the last
 report. A loss that becomes NaN or infinite raises :class:`~spaces.errors.TrialError`.
 
+**Augmentation.** With ``augment`` (the spec's ``data.augment``), every fine-tune batch is
+augmented, drawing from its own generator seeded from ``cfg.seed`` (a trial is reproducible,
+and the data order is the same as without it); the cached logits were computed on the
+un-augmented images, so the teacher is run on each augmented batch instead.
+
 Params (only for ranges with ``low < high``; a fixed value is not searched): ``kd.temperature``,
 ``kd.alpha``, ``kd.lr`` (log scale when the spec says so).
 
@@ -39,7 +44,10 @@ if TYPE_CHECKING:
 
 PREFIX = "kd."
 EVAL_BATCH = 512
+AUGMENT_SEED_OFFSET = 0x5EED  # the augmentation's generator: cfg.seed + this
 Report = Callable[[int, float], bool]
+Augment = Callable[[Tensor, torch.Generator], Tensor]
+"""``fn(x, generator) -> x'``: one fine-tune batch augmented, of the same shape."""
 
 
 class Stopped(Exception):  # a signal, not an error: not an EdgetuneError
@@ -110,15 +118,24 @@ def distillation_loss(student: Tensor, teacher: Tensor, y: Tensor, *, temperatur
 
 
 def finetune(student: nn.Module, data: FinetuneData, logits: Tensor, cfg: DistillConfig, *,
-             report: Report | None = None) -> nn.Module:
+             report: Report | None = None, augment: Augment | None = None,
+             teacher: nn.Module | None = None) -> nn.Module:
     """Distil ``logits`` (the teacher's, aligned with ``data.x``) into ``student``, in place.
 
+    With ``augment`` (``fn(x, generator) -> x'``, the spec's ``data.augment``), each batch is
+    augmented with a generator seeded from ``cfg.seed``, and the targets are ``teacher``'s
+    logits on the augmented batch (eval mode, no grad) instead of the cached ``logits``.
+    Without it, ``teacher`` is not used.
+
     Returns the student (in eval mode). Raises :class:`Stopped` when ``report`` returns False,
-    and TrialError on a NaN/inf loss.
+    and TrialError on a NaN/inf loss, or ``augment`` without ``teacher``.
     """
     if len(logits) != len(data.x):
         raise TrialError(f"teacher logits must align with the fine-tune subset: got {len(logits)} "
                          f"logits for {len(data.x)} samples; compute them on the same subset")
+    if augment is not None and teacher is None:
+        raise TrialError("data.augment: the fine-tune needs the teacher to compute its logits on "
+                         "the augmented images; pass teacher= with augment=")
     params = [p for p in student.parameters() if p.requires_grad]
     opt: torch.optim.Optimizer
     if cfg.optimizer == "adam":
@@ -127,6 +144,8 @@ def finetune(student: nn.Module, data: FinetuneData, logits: Tensor, cfg: Distil
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
     gen = torch.Generator().manual_seed(cfg.seed)
+    # its own stream, so the data order is the same with and without augmentation
+    augment_gen = torch.Generator().manual_seed(cfg.seed + AUGMENT_SEED_OFFSET)
     order = torch.randperm(len(data.x), generator=gen)
     cursor = 0
     for step in range(1, cfg.steps + 1):
@@ -134,18 +153,11 @@ def finetune(student: nn.Module, data: FinetuneData, logits: Tensor, cfg: Distil
             order, cursor = torch.randperm(len(data.x), generator=gen), 0
         idx = order[cursor : cursor + cfg.batch_size]
         cursor += cfg.batch_size
-        student.train()
-        loss = distillation_loss(student(data.x[idx]), logits[idx], data.y[idx],
-                                 temperature=cfg.temperature, alpha=cfg.alpha)
-        if not torch.isfinite(loss):
-            raise TrialError(
-                f"loss became {float(loss.detach())} at step {step} (lr={cfg.lr:.3g}, "
-                f"T={cfg.temperature:.3g}, alpha={cfg.alpha:.3g}); lower space.distillation.lr "
-                "or the compression of this candidate"
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        x, targets = data.x[idx], logits[idx]
+        if augment is not None and teacher is not None:
+            x, targets = augmented_batch(x, augment, augment_gen, teacher)
+        distill_step(student, opt, x, targets, data.y[idx], cfg, step=step,
+                     augmented=augment is not None)
         schedule.step()
         if report is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
             val_accuracy = accuracy(student, data.val_x, data.val_y)
@@ -153,6 +165,39 @@ def finetune(student: nn.Module, data: FinetuneData, logits: Tensor, cfg: Distil
                 raise Stopped(step, val_accuracy)
     student.eval()
     return student
+
+
+def distill_step(student: nn.Module, opt: torch.optim.Optimizer, x: Tensor, targets: Tensor,
+                 y: Tensor, cfg: DistillConfig, *, step: int, augmented: bool = False) -> float:
+    """One optimizer step of distillation towards ``targets`` (teacher logits on ``x``), in
+    train mode; the loss. TrialError on a NaN/inf loss (``step`` and ``cfg`` say where)."""
+    student.train()
+    loss = distillation_loss(student(x), targets, y, temperature=cfg.temperature,
+                             alpha=cfg.alpha)
+    if not torch.isfinite(loss):
+        raise TrialError(
+            f"loss became {float(loss.detach())} at step {step} (lr={cfg.lr:.3g}, "
+            f"T={cfg.temperature:.3g}, alpha={cfg.alpha:.3g}); lower space.distillation.lr "
+            "or the compression of this candidate"
+            + ("; or check data.augment's output" if augmented else "")
+        )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def augmented_batch(x: Tensor, augment: Augment, gen: torch.Generator,
+                    teacher: nn.Module) -> tuple[Tensor, Tensor]:
+    """One augmented batch and the teacher's logits on it."""
+    out = augment(x, gen)
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        got = f"shape {list(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+        raise TrialError(f"data.augment: returned {got} for a batch of shape {list(x.shape)}; "
+                         "return a tensor of the same shape")
+    teacher.eval()
+    return out, teacher(out)
 
 
 def _midpoint(r: FloatRange) -> float:

@@ -29,6 +29,7 @@ from typing import Any
 
 from search.errors import EdgetuneError, SpecError
 from search.spec import (
+    BUILTIN_AUGMENT_NAMES,
     BUILTIN_DATA_NAMES,
     BUILTIN_MODEL_NAMES,
     ENTRY_POINT,
@@ -50,6 +51,7 @@ TARGET_SUFFIXES = (".json", ".yaml", ".yml")
 BUILTINS = {
     "model.name": ("model", BUILTIN_MODEL_NAMES),
     "data.name": ("data set", BUILTIN_DATA_NAMES),
+    "data.augment": ("augmentation", BUILTIN_AUGMENT_NAMES),
 }
 
 

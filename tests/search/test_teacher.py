@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from search.errors import TrialError, WorkloadError
-from search.teacher import EpochLog, _augment, train_teacher
+from search.teacher import EpochLog, train_teacher
+from search.workloads.augment import flip_crop
 from spaces.distillation import accuracy
 
 
@@ -71,13 +72,13 @@ def test_augment_crops_and_flips_each_sample() -> None:
     x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6)
     g = torch.Generator().manual_seed(0)
     for _ in range(10):
-        out = _augment(x, g, pad=2, flip=True)
+        out = flip_crop(x, g, pad=2, flip=True)
         assert out.shape == x.shape
         for i in range(2):
             # Each sample is its own image shifted by at most 2 pixels, maybe mirrored: the
             # pixel values it shows come from that sample only.
             assert set(out[i].unique().tolist()) <= set(x[i].unique().tolist())
-    assert torch.equal(_augment(x, g, pad=0, flip=False), x)
+    assert torch.equal(flip_crop(x, g, pad=0, flip=False), x)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,243 @@
+"""Finalize: train the chosen candidates longer, on the whole fine-tune subset.
+
+A trial's fine-tune is short, so that a study can afford many of them; the winner deserves
+more. ``finalize`` rebuilds a trial's student with its search-time weights and goes on with the
+same distillation and quantization-aware training (the trial's temperature, alpha and learning
+rate, with a cosine schedule over the whole run), for ``epochs`` passes over the spec's
+fine-tune subset (``data.finetune_size`` images; the validation subset stays unseen). Teacher
+logits are computed once, in batches.
+
+Progress is checkpointed (student, optimizer, schedule and step) to
+``<artifacts>/finalize/<study>-trial<N>.pt`` every :data:`CHECKPOINT_EVERY_S` seconds and at
+each epoch's end, so a killed finalize resumes where it stopped. The result, its weights in the
+artifact store and its figures in the study's ``finalized`` user attribute, is what ``export``
+uses for that trial.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from search.errors import StudyError
+from search.record import TrialRecord
+from search.spec import Spec
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+    from torch import nn
+
+    from search.workloads.objects import Objects
+
+FINALIZED = "finalized"
+"""The study user attribute holding each finalized trial's record, by trial number."""
+CHECKPOINT_EVERY_S = 30.0
+
+
+@dataclass(frozen=True)
+class Finalized:
+    """One finalized trial: how long it trained, its validation accuracy at the end of the
+    search and after finalizing, and the artifact holding its weights."""
+
+    trial: int
+    epochs: int
+    steps: int
+    images: int
+    val_accuracy_search: float | None
+    val_accuracy: float
+    artifact: str
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def finalized_records(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """The study's finalized trials (their :meth:`Finalized.as_dict`), by trial number."""
+    return {int(k): dict(v) for k, v in study.user_attrs.get(FINALIZED, {}).items()}
+
+
+def finalize_choice(
+    study: optuna.Study, spec: Spec, trials: list[int] | None, top: int
+) -> list[int]:
+    """The trials to finalize: ``trials`` when given, else the ``top`` best feasible ones."""
+    from search.study import best_rows
+
+    if trials:
+        return list(dict.fromkeys(trials))
+    best = [r.trial for r in best_rows(study, spec, limit=top)]
+    if not best:
+        raise StudyError(
+            f"study {study.study_name!r} has no feasible complete trial to finalize; run more "
+            "trials (`edgetune resume`) or name one with --trial N"
+        )
+    return best
+
+
+def checkpoint_path(study_name: str, trial: int) -> Path:
+    from search.artifacts import artifact_dir
+
+    return artifact_dir() / "finalize" / f"{study_name}-trial{trial}.pt"
+
+
+def finalize_trials(
+    study: optuna.Study,
+    spec: Spec,
+    *,
+    trials: list[int],
+    epochs: int,
+    log: Callable[[str], None],
+    progress: bool = True,
+    objects: Objects | None = None,
+) -> list[Finalized]:
+    """Finalize each of ``trials`` (complete trials with stored weights) for ``epochs`` passes
+    over the fine-tune subset."""
+    from search.export import choose_trial
+    from search.workloads import load_data, load_teacher, split
+    from spaces.distillation import teacher_logits
+
+    if epochs < 1:
+        raise StudyError(f"--epochs: must be at least 1, got {epochs}")
+    chosen = [choose_trial(study, spec, n) for n in trials]  # every one checked before training
+    teacher = load_teacher(spec, objects)
+    data = load_data(spec.data, spec.model, objects.data if objects else None)
+    parts = split(data, spec.data, spec.search.seed)
+    x, y = parts["x_finetune"], parts["y_finetune"]
+    t = time.perf_counter()
+    logits = teacher_logits(teacher, x)
+    log(f"teacher logits on the {len(x)} fine-tune images in {time.perf_counter() - t:.1f} s")
+    done = []
+    for trial, record in chosen:
+        result = _finalize_one(
+            study, spec, trial, record, teacher, parts, (x, y, logits), epochs, log, progress
+        )
+        attrs = {str(k): v for k, v in finalized_records(study).items()}
+        attrs[str(trial.number)] = result.as_dict()
+        study.set_user_attr(FINALIZED, attrs)
+        checkpoint_path(study.study_name, trial.number).unlink(missing_ok=True)
+        log(
+            f"trial {trial.number}: validation accuracy {_pct(result.val_accuracy_search)} at "
+            f"the end of the search, {result.val_accuracy:.4f} finalized "
+            f"({result.epochs} epochs, {result.steps} steps, {result.seconds:.0f} s)"
+        )
+        done.append(result)
+    return done
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _finalize_one(
+    study: optuna.Study,
+    spec: Spec,
+    trial: optuna.trial.FrozenTrial,
+    record: TrialRecord,
+    teacher: nn.Module,
+    parts: dict[str, torch.Tensor],
+    train: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    epochs: int,
+    log: Callable[[str], None],
+    progress: bool,
+) -> Finalized:
+    import torch
+
+    from search.artifacts import upload
+    from search.console import StepBar
+    from search.export import rebuild, study_reduce_range
+    from search.workloads.augment import resolve_augment
+    from spaces.distillation import DistillConfig, accuracy, augmented_batch, distill_step
+
+    x, y, logits = train
+    student = rebuild(
+        spec, trial, record, teacher, parts["x_calib"],
+        reduce_range=study_reduce_range(study, spec),
+    ).model
+    assert student is not None
+    kd = record.policy.get("distillation", {})
+    batch = spec.data.batch_size
+    per_epoch = max(1, len(x) // batch)
+    total = per_epoch * epochs
+    cfg = DistillConfig(temperature=float(kd["temperature"]), alpha=float(kd["alpha"]),
+                        lr=float(kd["lr"]), steps=total, eval_every=total, batch_size=batch)
+    augment = resolve_augment(spec.data, spec.model.input_shape)
+    opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    path = checkpoint_path(study.study_name, trial.number)
+    step, seconds = _resume(path, trial.number, total, student, opt, schedule, log)
+    bar = StepBar(total, enabled=progress, label=f"finalizing trial {trial.number}")
+    started, saved = time.perf_counter() - seconds, time.perf_counter()
+    order, gen = _epoch(len(x), spec.search.seed, step // per_epoch)
+    while step < total:
+        if step % per_epoch == 0:
+            order, gen = _epoch(len(x), spec.search.seed, step // per_epoch)
+        idx = order[(step % per_epoch) * batch : (step % per_epoch + 1) * batch]
+        xb, targets = x[idx], logits[idx]
+        if augment is not None:
+            xb, targets = augmented_batch(xb, augment, gen, teacher)
+        step += 1
+        loss = distill_step(student, opt, xb, targets, y[idx], cfg, step=step,
+                            augmented=augment is not None)
+        schedule.step()
+        bar.update(step, f"epoch {(step - 1) // per_epoch + 1}/{epochs}, loss {loss:.4f}")
+        if step % per_epoch == 0 or time.perf_counter() - saved > CHECKPOINT_EVERY_S:
+            _save(path, trial.number, total, step, time.perf_counter() - started,
+                  student, opt, schedule)
+            saved = time.perf_counter()
+    bar.close()
+    student.eval()
+    val = accuracy(student, parts["x_val"], parts["y_val"])
+    buf = io.BytesIO()
+    torch.save(student.state_dict(), buf)
+    artifact = upload(study, f"trial-{trial.number}-finalized.pt", buf.getvalue())
+    return Finalized(trial.number, epochs, total, len(x), record.accuracy, val, artifact,
+                     time.perf_counter() - started)
+
+
+def _epoch(n: int, seed: int, epoch: int) -> tuple[torch.Tensor, torch.Generator]:
+    """Epoch ``epoch``'s shuffle and augmentation generator: the same on a resumed run."""
+    import torch
+
+    key = seed * 1_000_003 + epoch
+    return (torch.randperm(n, generator=torch.Generator().manual_seed(key)),
+            torch.Generator().manual_seed(key + 1))
+
+
+def _save(path: Path, trial: int, total: int, step: int, seconds: float, student: nn.Module,
+          opt: torch.optim.Optimizer, schedule: Any) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"trial": trial, "total": total, "step": step, "seconds": seconds,
+                "model": student.state_dict(), "opt": opt.state_dict(),
+                "schedule": schedule.state_dict()}, tmp)
+    tmp.replace(path)  # a kill mid-write leaves the previous checkpoint whole
+
+
+def _resume(path: Path, trial: int, total: int, student: nn.Module, opt: torch.optim.Optimizer,
+            schedule: Any, log: Callable[[str], None]) -> tuple[int, float]:
+    """Load the checkpoint of an interrupted run of the same trial and length; (step, seconds)
+    it had reached, or (0, 0.0) to start afresh."""
+    import torch
+
+    if not path.exists():
+        return 0, 0.0
+    try:
+        state = torch.load(path, weights_only=True)
+        if (state["trial"], state["total"]) != (trial, total):
+            log(f"{path}: a checkpoint of another run ({state['total']} steps); starting afresh")
+            return 0, 0.0
+        student.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        schedule.load_state_dict(state["schedule"])
+    except Exception as exc:  # a damaged checkpoint costs the progress, never the run
+        log(f"{path}: unreadable checkpoint ({type(exc).__name__}); starting afresh")
+        return 0, 0.0
+    log(f"resuming trial {trial} at step {state['step']} of {total} from {path}")
+    return int(state["step"]), float(state["seconds"])
