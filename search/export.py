@@ -300,10 +300,15 @@ def _export_files(
     }
     from search.figures import write_figures
     from search.report import export_markdown
+    from search.sensitivity import stored_sensitivity
     from spaces.pruning import kept_channels
 
+    sens = stored_sensitivity(study)
+    summary["sensitivity"] = sens.per_unit(record.policy.get("bits", {})) if sens else None
+    summary["study_sensitivity"] = sens.as_dict() if sens else None
     summary["figures"] = write_figures(
-        study, spec, out, trial=trial.number, teacher_channels=kept_channels(teacher)
+        study, spec, out, trial=trial.number, teacher_channels=kept_channels(teacher),
+        sensitivity=summary["sensitivity"],
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "report.md").write_text(export_markdown(summary, best_rows(study, spec), spec))

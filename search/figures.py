@@ -249,10 +249,11 @@ def write_figures(
     trial: int,
     peers: Mapping[str, tuple[float, float]] | None = None,
     teacher_channels: Mapping[str, int] | None = None,
+    sensitivity: Mapping[str, float] | None = None,
 ) -> dict[str, str]:
     """Write ``front.png`` (the study's trained trials, accuracy against latency, with trial
     ``trial`` ringed) and ``policy.png`` (trial ``trial``'s per-layer policy, beside
-    ``teacher_channels`` when given) into ``out``; return their file names relative to ``out``,
+    ``teacher_channels`` and each layer's measured ``sensitivity`` when given) into ``out``; return their file names relative to ``out``,
     by figure."""
     record = StudyRecord.read(study) or StudyRecord({})
     teacher, drop = record.teacher, spec.constraints.max_accuracy_drop
@@ -273,5 +274,6 @@ def write_figures(
     policy = dict(trial_record.policy) if trial_record else {}
     missing = "" if policy.get("bits") or policy.get("kept_channels") else " (none recorded)"
     title = f"study {study.study_name}, trial {trial}: per-layer policy{missing}"
-    plot_policy(policy, out / POLICY_PNG, title=title, teacher_channels=teacher_channels)
+    plot_policy(policy, out / POLICY_PNG, title=title, teacher_channels=teacher_channels,
+                sensitivity=sensitivity)
     return {"front": FRONT_PNG, "policy": POLICY_PNG}

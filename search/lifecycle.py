@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from search.budgets import (
@@ -24,6 +24,7 @@ from search.budgets import (
 from search.errors import SpecError, StudyError
 from search.onnx_export import onnx_bytes
 from search.record import StudyRecord
+from search.sensitivity import context_sensitivity, store_sensitivity, stored_sensitivity
 from search.spec import COST_KEYS, Spec, spec_to_json
 from search.trial import TrialContext
 
@@ -166,7 +167,10 @@ def start_study(
     spec = ctx.spec  # cut to the precisions the target prices
     teacher, space = ctx.teacher_and_space()
     require_reachable(ctx.budgets, cheapest_scored(prepared))
-    seeds = feasible_seeds(space, teacher, spec, ctx.target, ctx.budgets, spec.search.seed_trials)
+    sensitivity = context_sensitivity(ctx, log)
+    prepared = Prepared(replace(ctx, sensitivity=sensitivity), prepared.teacher_record)
+    seeds = feasible_seeds(space, teacher, spec, ctx.target, ctx.budgets,
+                           spec.search.seed_trials, sensitivity=sensitivity)
     study = studies.create(spec, storage, name)
     StudyRecord(
         spec_to_json(spec),
@@ -174,6 +178,7 @@ def start_study(
         ctx.budgets.as_dict(),
         int8_reduce_range=ctx.reduce_range,
     ).write(study)
+    store_sensitivity(study, sensitivity)
     for params in seeds:
         study.enqueue_trial(params)
     log(f"study {name!r} in {storage}: {len(seeds)} feasible seed candidates enqueued")
@@ -209,7 +214,11 @@ def resume_prepared(
             dict(record.teacher) or prepared.teacher_record,
         )
     fail_stale(study, log)
-    return prepared
+    ctx = prepared.context
+    sensitivity = stored_sensitivity(study) or store_sensitivity(
+        study, context_sensitivity(ctx, log)  # a study of an earlier release: measured once
+    )
+    return Prepared(replace(ctx, sensitivity=sensitivity), prepared.teacher_record)
 
 
 def ensure_trials_left(done: int, target_done: int, name: str) -> None:

@@ -79,17 +79,24 @@ def study_text(summary: dict[str, Any]) -> str:
     )
 
 
-def _policy_table(policy: dict[str, Any]) -> str:
+def _policy_table(policy: dict[str, Any], sensitivity: dict[str, float] | None = None) -> str:
+    """Bits and kept channels per layer; with the study's sensitivity, the validation accuracy
+    each layer's bits lose when applied alone to the teacher."""
     bits = policy.get("bits", {})
     kept = policy.get("kept_channels", {})
     names = list(dict.fromkeys([*kept, *bits]))
-    lines = ["layer | weight bits | activation bits | kept channels", "--- | --- | --- | ---"]
+    head = ["layer", "weight bits", "activation bits", "kept channels"]
+    if sensitivity is not None:
+        head.append("accuracy lost alone at these bits")
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for name in names:
         w, a = bits.get(name, [32, 32])
-        lines.append(
-            f"{name} | {'float' if w == 32 else w} | {'float' if a == 32 else a} | "
-            f"{_fmt(kept.get(name))}"
-        )
+        cells = [name, "float" if w == 32 else str(w), "float" if a == 32 else str(a),
+                 _fmt(kept.get(name))]
+        if sensitivity is not None:
+            loss = sensitivity.get(name)
+            cells.append("-" if loss is None else f"{loss:+.2%}")
+        lines.append(" | ".join(cells))
     return "\n".join(lines)
 
 
@@ -169,6 +176,34 @@ def _finalized_row(summary: dict[str, Any]) -> str:
     )
 
 
+def _grid(title: str, rows: dict[str, dict[str, float]]) -> str:
+    cols = sorted({c for r in rows.values() for c in r}, key=float)
+    lines = [" | ".join([title, *cols]), " | ".join("---" for _ in range(len(cols) + 1))]
+    lines += [
+        " | ".join([name, *(f"{r[c]:+.2%}" if c in r else "-" for c in cols)])
+        for name, r in rows.items()
+    ]
+    return "\n".join(lines)
+
+
+def _sensitivity_text(sens: dict[str, Any] | None) -> str:
+    """The study's sensitivity tables: accuracy lost by each unit's bits and each pruning
+    ratio, applied alone to the teacher (no fine-tune)."""
+    if not sens:
+        return ""
+    parts = [
+        f"\n## Sensitivity of the teacher\n\nValidation accuracy lost when one part is "
+        f"compressed alone, no fine-tune (teacher {sens['teacher_accuracy']:.4f}; measured once "
+        f"for this study, in {sens['seconds']:.0f} s). The repair and the seeds spend bits and "
+        "channels where these losses are smallest.\n"
+    ]
+    for key, title in (("weight", "weight bits"), ("act", "activation bits"),
+                       ("pruning", "pruning ratio")):
+        if sens.get(key):
+            parts.append(_grid(title, sens[key]) + "\n")
+    return "\n".join(parts)
+
+
 def _figure(summary: dict[str, Any], key: str, caption: str) -> str:
     """A markdown image line for one of the export's figures (empty if it was not written)."""
     name = summary.get("figures", {}).get(key)
@@ -222,8 +257,8 @@ Energy: {summary.get("energy_model") or "-"}.{_approximated_sentence(summary)}
 {_figure(summary, "front", "validation accuracy against latency, every trained trial")}
 ## Per-layer policy
 
-{_policy_table(summary["policy"])}
-{_figure(summary, "policy", "bits and kept channels per layer")}
+{_policy_table(summary["policy"], summary.get("sensitivity"))}
+{_figure(summary, "policy", "bits and kept channels per layer")}{_sensitivity_text(summary.get("study_sensitivity"))}
 Distillation: {", ".join(f"{k} {_fmt(v)}" for k, v in kd.items()) or "-"}.
 
 ## Running it

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from search.budgets import Budgets
+    from search.sensitivity import Sensitivity
     from search.spec import Spec
     from spaces.joint import JointSpace
     from targets.base import Target
@@ -27,8 +28,11 @@ def feasible_seeds(
     target: Target,
     budgets: Budgets,
     n: int,
+    *,
+    sensitivity: Sensitivity | None = None,
 ) -> list[dict[str, Any]]:
-    """Up to ``n`` candidates predicted feasible, least pruning first."""
+    """Up to ``n`` candidates predicted feasible, least pruning first, their bits where the
+    study's measured ``sensitivity`` says they cost the least accuracy."""
     from spaces.student import student_architecture
 
     if n <= 0:
@@ -42,7 +46,7 @@ def feasible_seeds(
     seeds: list[dict[str, Any]] = []
     for ratio in ratios:
         start = student_architecture(teacher, space.uniform_params(ratio, top_w, top_a), space)
-        params, feasible = repair_bits(space, start, target, budgets)
+        params, feasible = repair_bits(space, start, target, budgets, sensitivity=sensitivity)
         if feasible and params not in seeds:
             seeds.append(params)
             if len(seeds) >= n:

@@ -31,6 +31,7 @@ from search.spec import Spec
 if TYPE_CHECKING:
     from torch import nn
 
+    from search.sensitivity import Sensitivity
     from search.workloads import Workload
     from search.workloads.augment import Augment
     from spaces.joint import JointSpace
@@ -52,6 +53,7 @@ class TrialContext:
     reduce_range: bool  # 8-bit weights in ±63 (the study's, see StudyRecord.int8_reduce_range)
     measurer: Measurer | None = None  # candidates are measured on the device before training
     teacher_onnx: bytes | None = None  # measured beside each candidate, in the same run
+    sensitivity: Sensitivity | None = None  # the study's accuracy prior of the repair
     key: str = field(default_factory=lambda: uuid.uuid4().hex)  # one per driver run
 
     def teacher_and_space(self) -> tuple[nn.Module, JointSpace]:
@@ -174,7 +176,9 @@ def _run(
     broken = _clearly_broken(context, target, context.budgets.broken(costs))
     if broken:
         t = time.perf_counter()
-        repaired, feasible = repair_bits(space, shape, target, context.budgets)
+        repaired, feasible = repair_bits(
+            space, shape, target, context.budgets, sensitivity=context.sensitivity
+        )
         timings["repair"] = time.perf_counter() - t
         return TrialOutcome(
             task.number,

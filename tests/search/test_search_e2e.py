@@ -73,7 +73,9 @@ def test_check_exits_nonzero_for_a_budget_nobody_meets(tmp_path: Path, edgetune_
 
 def test_search_resume_show_export(spec_file: Path, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/studies.db"
-    out = as_json(edgetune("search", str(spec_file), "--storage", storage, "--json"))
+    searched = edgetune("search", str(spec_file), "--storage", storage, "--json")
+    assert "sensitivity of the teacher measured" in searched.stderr  # once, at the start
+    out = as_json(searched)
     assert out["study"] == "tiny" and out["trained"] == 4
     assert out["states"]["complete"] + out["states"]["stopped"] == 4
     assert sum(out["states"].values()) == out["n_trials"] >= 4  # plus any ruled out
@@ -96,7 +98,9 @@ def test_search_resume_show_export(spec_file: Path, tmp_path: Path) -> None:
         assert row["size_kb"] <= out["budgets"]["size_kb"]
         assert set(row) >= {"trial", "accuracy", "energy_mj", "peak_memory_kb", "params"}
 
-    resumed = as_json(edgetune("resume", "tiny", "--storage", storage, "--trials", "2", "--json"))
+    again = edgetune("resume", "tiny", "--storage", storage, "--trials", "2", "--json")
+    assert "sensitivity" not in again.stderr  # the stored one is reused, not measured again
+    resumed = as_json(again)
     assert resumed["trained"] == 6
     shown = as_json(edgetune("show", "tiny", "--storage", storage, "--json"))
     assert shown["states"] == resumed["states"]
@@ -145,6 +149,9 @@ def test_search_resume_show_export(spec_file: Path, tmp_path: Path) -> None:
     # the teacher row of the candidates' table holds the study's teacher, not dashes
     (teacher_row,) = [line for line in report.splitlines() if line.startswith("teacher |")]
     assert f"{summary['teacher_search']['accuracy']:.4g}" in teacher_row
+    # the study's sensitivity, per layer beside the policy and as tables
+    assert set(summary["sensitivity"]) == set(summary["policy"]["bits"])
+    assert "## Sensitivity of the teacher" in report and "accuracy lost alone" in report
     # the figures are written beside the report, and the report shows them
     assert summary["figures"] == {"front": "front.png", "policy": "policy.png"}
     for name in summary["figures"].values():

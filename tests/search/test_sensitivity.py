@@ -1,0 +1,94 @@
+"""The per-study sensitivity: measured on the real teacher, stored as JSON, and the repair's
+accuracy prior (the bits a budget forces down go where they cost the least)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from search.budgets import Budgets
+from search.repair import repair_bits
+from search.sensitivity import Sensitivity, measure_sensitivity, reestimate_batchnorm
+from search.trial import TrialContext
+from spaces.distillation import accuracy
+from spaces.student import student_architecture
+
+
+@pytest.fixture(scope="module")
+def measured(context: TrialContext) -> Sensitivity:
+    teacher, space = context.teacher_and_space()
+    w = context.workload
+    return measure_sensitivity(teacher, space, (w.x_val, w.y_val), w.x_calib, reduce_range=False)
+
+
+def test_every_unit_bit_width_and_ratio_is_measured_against_the_teacher(
+    context: TrialContext, measured: Sensitivity
+) -> None:
+    teacher, space = context.teacher_and_space()
+    assert space.quantization is not None and space.pruning is not None
+    w = context.workload
+    assert measured.teacher_accuracy == accuracy(teacher, w.x_val, w.y_val)
+    units = space.quantization.bit_units()
+    assert set(measured.weight) == {u for u, ps in units.items() if f"wbits.{u}" in ps}
+    assert set(measured.act) == {u for u, ps in units.items() if f"abits.{u}" in ps}
+    assert set(measured.act) - set(measured.weight) == {"stage1.add", "stage2.add", "stage3.add"}
+    for tables, choices in ((measured.weight, (4, 8)), (measured.act, (8,))):
+        assert all(set(t) == set(choices) for t in tables.values())  # float is not measured
+    assert set(measured.pruning) == set(space.pruning.distributions())
+    assert all(set(t) == set(space.pruning.grid[1:]) for t in measured.pruning.values())
+    # pruning alone, with no fine-tune, costs accuracy, and more of it at the largest ratio
+    most = max(space.pruning.grid)
+    least = min(space.pruning.grid[1:])
+    assert sum(t[most] for t in measured.pruning.values()) > sum(
+        t[least] for t in measured.pruning.values()
+    )
+    assert max(t[most] for t in measured.pruning.values()) > 0.02
+    assert measured.seconds > 0
+
+
+def test_it_round_trips_through_json(measured: Sensitivity) -> None:
+    assert Sensitivity.from_dict(json.loads(json.dumps(measured.as_dict()))) == measured
+
+
+def test_batchnorm_statistics_become_those_of_the_calibration_images() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    x = torch.randn(200, 1, 8, 8) * 3 + 1
+    reestimate_batchnorm(model, x, batch=50)  # equal batches: the average of their means
+    with torch.no_grad():
+        conv_out = model[0](x)
+    bn = model[1]
+    assert isinstance(bn, nn.BatchNorm2d) and bn.running_mean is not None
+    torch.testing.assert_close(bn.running_mean, conv_out.mean(dim=(0, 2, 3)), atol=1e-4, rtol=1e-4)
+    assert not model.training and bn.momentum == 0.1  # restored
+
+
+def test_the_repair_lowers_the_bits_of_the_unit_that_costs_nothing(context: TrialContext) -> None:
+    teacher, space = context.teacher_and_space()
+    assert space.quantization is not None
+    units = [u for u, ps in space.quantization.bit_units().items() if f"wbits.{u}" in ps]
+    cheap = "stage3.conv2.0"  # the largest layer: 4-bit weights there alone save the most
+    assert cheap in units
+    # every unit loses 5 points at 4-bit weights, except the one that loses nothing
+    sens = Sensitivity(
+        0.9,
+        {u: {4: 0.0 if u == cheap else 0.05, 8: 0.001} for u in units},
+        {u: {8: 0.001} for u in space.quantization.bit_units()},
+        {},
+        1.0,
+    )
+    eight = space.uniform_params(0.0, 8, 8)
+    fits = {**eight, f"wbits.{cheap}": 4}
+    arch = student_architecture(teacher, fits, space)
+    size = context.target.predict(arch.graph, arch.policy.bits).as_dict()["size_kb"]
+    start = student_architecture(teacher, eight, space)
+    params, feasible = repair_bits(
+        space, start, context.target, Budgets({"size_kb": size * 1.001}), sensitivity=sens
+    )
+    assert feasible
+    lowered = {k for k, v in params.items() if k.startswith("wbits.") and v == 4}
+    assert lowered == {f"wbits.{cheap}"}
+    # activations do not count towards size: they go back to float, which costs nothing here
+    assert sens.bits_loss(space, params) < sens.bits_loss(space, fits)
