@@ -16,13 +16,14 @@ from search.console import Progress
 from search.lifecycle import Prepared
 from search.record import TrialRecord, scored_costs, set_reason
 from search.refit import Refit
-from search.trial import TrialOutcome, TrialTask
+from search.trial import TrialOutcome, TrialTask, repaired_neighbour, screen
 
 if TYPE_CHECKING:
     import optuna
 
     from search.executors import Executor
     from spaces.joint import JointSpace
+    from spaces.student import Student
 
 
 def trained_count(study: optuna.Study) -> int:
@@ -196,16 +197,24 @@ class Driver:
         return upload(trial, f"trial-{trial.number}-student.pt", state)
 
     # -- the loop --------------------------------------------------------------------------
-    def _ask(self) -> None:
+    def _ask(self) -> tuple[TrialOutcome, Student] | None:
+        """Sample a proposal and screen it on the cost model here: one it rules out is returned
+        (with its architecture, for the repair) without ever waiting for a worker; any other
+        goes to the executor."""
         start = time.perf_counter()
         trial = self.study.ask()
         self.heartbeat.add(trial.number)
         assert self.space is not None, "run() sets the space before asking"
         params = self.space.suggest(trial)
         self.running[trial.number] = trial
-        self.driver_s[trial.number] = time.perf_counter() - start
         refitted = self.refit.target if self.refit.refits else None
-        self.executor.submit(TrialTask(trial.number, params, target=refitted))
+        task = TrialTask(trial.number, params, target=refitted)
+        screened = screen(self.prepared.context, task, {})
+        self.driver_s[trial.number] = time.perf_counter() - start
+        if screened.ruled_out is not None:
+            return screened.ruled_out, screened.shape
+        self.executor.submit(task)
+        return None
 
     def _best(self) -> tuple[int, float | None]:
         records = [r for r in map(TrialRecord.read, self.study.get_trials(deepcopy=False)) if r]
@@ -239,21 +248,24 @@ class Driver:
                     )
                     want = target_done - done - len(self.running)
                     while not give_up and want > 0 and len(self.running) < self.executor.capacity:
-                        self._ask()
-                        want -= 1
+                        ruled_out = self._ask()
+                        if ruled_out is None:
+                            want -= 1
+                            continue
+                        outcome, shape = ruled_out
+                        done = self._settle(outcome, progress, counts)  # told at once, then:
+                        repair = repaired_neighbour(self.prepared.context,
+                                                    self.refit.target, shape, {})
+                        if repair is not None:
+                            self.study.enqueue_trial(repair, skip_if_exists=True)
+                        give_up = counts["infeasible"] > _infeasible_cap(target_done)
                     if not self.running:
                         break
                     for outcome in self.executor.wait(timeout_s=2.0):
-                        message = self.tell(outcome)
-                        self.refit.add(outcome)
-                        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+                        done = self._settle(outcome, progress, counts)
                         if outcome.repair is not None:
                             # the cost model's feasible neighbour of this candidate: tried next
                             self.study.enqueue_trial(outcome.repair, skip_if_exists=True)
-                        done = trained_count(self.study)
-                        progress.update(
-                            done, *self._best(), len(self.running), counts["infeasible"], message
-                        )
             if counts["failed"] > target_done:
                 self.log(f"stopped: {counts['failed']} trials failed; see `edgetune show`")
             if counts["infeasible"] > _infeasible_cap(target_done):
@@ -266,6 +278,15 @@ class Driver:
             self.executor.shutdown()
             self._fail_running()
             self.refit.flush()  # the next study starts from every candidate measured here
+
+    def _settle(self, outcome: TrialOutcome, progress: Progress, counts: dict[str, int]) -> int:
+        """Tell an outcome, count it and show it; the study's trained trials now."""
+        message = self.tell(outcome)
+        self.refit.add(outcome)
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        done = trained_count(self.study)
+        progress.update(done, *self._best(), len(self.running), counts["infeasible"], message)
+        return done
 
     def _fail_running(self) -> None:
         """After an error or Ctrl-C: never leave this driver's trials RUNNING."""

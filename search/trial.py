@@ -20,7 +20,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from search.budgets import Budgets, describe_excess
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from search.workloads import Workload
     from search.workloads.augment import Augment
     from spaces.joint import JointSpace
+    from spaces.student import Student
     from targets.base import Target
     from targets.measurer import Measurer
 
@@ -153,14 +154,65 @@ def _clearly_broken(
     return {k: v for k, v in broken.items() if not (k == "latency_ms" and v <= doubt)}
 
 
+@dataclass(frozen=True)
+class Screened:
+    """A proposal priced on the cost model: its architecture, predicted costs and, when the
+    prediction rules it out clearly, its infeasible outcome (without a repair yet)."""
+
+    shape: Student
+    costs: dict[str, float]
+    ruled_out: TrialOutcome | None
+
+
+def screen(context: TrialContext, task: TrialTask, timings: dict[str, float]) -> Screened:
+    """Price a proposal on its layer graph only, in a fraction of a second: the driver screens
+    each one this way before a worker sees it, and the trial again with its own target."""
+    from spaces.student import student_architecture
+
+    target = task.target or context.target
+    teacher, space = context.teacher_and_space()
+    t = time.perf_counter()
+    shape = student_architecture(teacher, task.params, space)
+    costs = target.predict(shape.graph, shape.policy.bits).as_dict()
+    timings["predict"] = time.perf_counter() - t
+    broken = _clearly_broken(context, target, context.budgets.broken(costs))
+    if not broken:
+        return Screened(shape, costs, None)
+    outcome = TrialOutcome(
+        task.number,
+        "infeasible",
+        costs=costs,
+        reason=f"over budget (predicted): {describe_excess(broken)}",
+        policy=shape.summary(),
+        timings_s=timings,
+        provenance=trial_provenance(context, target),
+    )
+    return Screened(shape, costs, outcome)
+
+
+def repaired_neighbour(
+    context: TrialContext, target: Target, shape: Student, timings: dict[str, float]
+) -> dict[str, Any] | None:
+    """The params of the feasible neighbour of a ruled-out candidate (its bits repaired on the
+    cost model), or None when the repair finds none."""
+    from search.repair import repair_bits
+
+    t = time.perf_counter()
+    _, space = context.teacher_and_space()
+    repaired, feasible = repair_bits(
+        space, shape, target, context.budgets, sensitivity=context.sensitivity
+    )
+    timings["repair"] = time.perf_counter() - t
+    return repaired if feasible else None
+
+
 def _run(
     context: TrialContext, task: TrialTask, report: Reporter, timings: dict[str, float]
 ) -> TrialOutcome:
     import torch
 
-    from search.repair import repair_bits
     from spaces.distillation import FinetuneData, Stopped, accuracy, finetune
-    from spaces.student import build_student, student_architecture
+    from spaces.student import build_student
 
     spec, work = context.spec, context.workload
     target = task.target or context.target
@@ -169,27 +221,11 @@ def _run(
     augment = context.augmentation()  # a bad data.augment fails every trial: fail it first
     provenance = trial_provenance(context, target)
 
-    t = time.perf_counter()
-    shape = student_architecture(teacher, task.params, space)
-    costs = target.predict(shape.graph, shape.policy.bits).as_dict()
-    timings["predict"] = time.perf_counter() - t
-    broken = _clearly_broken(context, target, context.budgets.broken(costs))
-    if broken:
-        t = time.perf_counter()
-        repaired, feasible = repair_bits(
-            space, shape, target, context.budgets, sensitivity=context.sensitivity
-        )
-        timings["repair"] = time.perf_counter() - t
-        return TrialOutcome(
-            task.number,
-            "infeasible",
-            costs=costs,
-            reason=f"over budget (predicted): {describe_excess(broken)}",
-            policy=shape.summary(),
-            timings_s=timings,
-            repair=repaired if feasible else None,
-            provenance=provenance,
-        )
+    screened = screen(context, task, timings)
+    costs = screened.costs
+    if screened.ruled_out is not None:
+        repair = repaired_neighbour(context, target, screened.shape, timings)
+        return replace(screened.ruled_out, repair=repair)
 
     t = time.perf_counter()
     student = build_student(

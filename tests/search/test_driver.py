@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 
 from search.budgets import Budgets
@@ -11,7 +13,8 @@ from search.lifecycle import Prepared
 from search.record import TrialRecord
 from search.spec import parse_spec
 from search.study import directions, rows, stopper_for
-from search.trial import TrialContext, TrialOutcome
+from search.trial import TrialContext, TrialOutcome, TrialTask
+from spaces.student import student_architecture
 
 SPEC = {
     "name": "d",
@@ -77,3 +80,42 @@ def test_tell_records_feasibility_reason_and_constraints() -> None:
     records = [TrialRecord.read(t) for t in study.trials]
     assert all(r is not None and r.driver_s is not None for r in records)
     assert trained_count(study) == 3  # two complete and one stopped; not infeasible, not failed
+
+
+class Recording(InProcessExecutor):
+    """The in-process executor, noting which trials reach it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.submitted: list[int] = []
+
+    def submit(self, task: TrialTask) -> None:
+        self.submitted.append(task.number)
+        super().submit(task)
+
+
+def test_a_proposal_the_cost_model_rules_out_never_reaches_a_worker(
+    context: TrialContext, artifacts: Path
+) -> None:
+    from dataclasses import replace
+
+    spec = context.spec
+    teacher, space = context.teacher_and_space()
+    # a tight size budget: most proposals of the sampler are over it
+    eight = student_architecture(teacher, space.uniform_params(0.25, 8, 8), space)
+    size = context.target.predict(eight.graph, eight.policy.bits).as_dict()["size_kb"]
+    tight = replace(context, budgets=Budgets({"size_kb": size}))
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, directions=directions(spec),
+                                sampler=optuna.samplers.RandomSampler(seed=3))
+    executor = Recording()
+    Driver(study, storage, Prepared(tight, {"accuracy": 0.9}), executor, log=print,
+           progress=False).run(target_done=1, timeout_s=None)
+    records = {t.number: r for t in study.trials if (r := TrialRecord.read(t)) is not None}
+    ruled_out = {n for n, r in records.items() if "(predicted)" in r.reason}
+    assert ruled_out, "the tight budget rules some proposals out"
+    assert not ruled_out & set(executor.submitted)  # told by the driver, no worker involved
+    assert trained_count(study) == 1
+    # the trial that was trained fits the budget
+    trained = [r for r in records.values() if r.status in ("complete", "stopped")]
+    assert trained and all(r.feasible for r in trained if r.status == "complete")
