@@ -50,8 +50,11 @@ def download(artifact_id: str) -> bytes:
         return path.read_bytes()
 
 
-def upload(study_or_trial: Any, name: str, data: bytes) -> str:
-    """Store ``data`` as an artifact of a study or a running trial, named ``name``; its id."""
+def upload(
+    study_or_trial: Any, name: str, data: bytes, mimetype: str = "application/octet-stream"
+) -> str:
+    """Store ``data`` as an artifact of a study or a running trial, named ``name``; its id.
+    optuna-dashboard lists it there for download (and shows an ``image/*`` one)."""
     from optuna.artifacts import upload_artifact
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,5 +64,5 @@ def upload(study_or_trial: Any, name: str, data: bytes) -> str:
             artifact_store=artifact_store(),
             file_path=str(path),
             study_or_trial=study_or_trial,
-            mimetype="application/octet-stream",
+            mimetype=mimetype,
         )

@@ -298,6 +298,7 @@ def _export_files(
             },
         },
     }
+    from search.artifacts import upload
     from search.figures import write_figures
     from search.report import export_markdown
     from search.sensitivity import stored_sensitivity
@@ -310,6 +311,8 @@ def _export_files(
         study, spec, out, trial=trial.number, teacher_channels=kept_channels(teacher),
         sensitivity=summary["sensitivity"],
     )
+    for name in summary["figures"].values():  # optuna-dashboard shows the same figures
+        upload(study, f"trial-{trial.number}-{name}", (out / name).read_bytes(), "image/png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "report.md").write_text(export_markdown(summary, best_rows(study, spec), spec))
     return summary

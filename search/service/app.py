@@ -17,7 +17,7 @@ import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import swagger_ui_bundle
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
@@ -285,6 +285,27 @@ def create_app(cfg: ServiceConfig, limits: Limits | None = None) -> FastAPI:
         """An export job: 202 while it runs, the zip (model.onnx, report.md, summary.json and
         the figures front.png and policy.png) when it is done, 409 with the one-line error when
         it failed."""
+        job = await finished(name, trial)
+        return job if isinstance(job, Response) else await zipped(job)
+
+    @api.get(
+        "/studies/{name}/export/{trial}/{figure}.png",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, 202: {}, 409: {}},
+    )
+    async def get_figure(
+        name: Name, trial: int, figure: Literal["front", "policy"]
+    ) -> Response:
+        """A figure of a finished export: `front` (validation accuracy against latency of every
+        trained trial) or `policy` (bits and kept channels per layer); 202 and 409 as the
+        export's own URL."""
+        job = await finished(name, trial)
+        if isinstance(job, Response):
+            return job
+        return FileResponse(job.out / f"{figure}.png", media_type="image/png")
+
+    async def finished(name: str, trial: int) -> ExportJob | Response:
+        """The done export job of a trial, or the response that says why there is none."""
         job = exports.find(name, await run_in_threadpool(study_id, name), trial)
         if job is None:
             raise HTTPException(
@@ -297,7 +318,7 @@ def create_app(cfg: ServiceConfig, limits: Limits | None = None) -> FastAPI:
         if job.state == "failed":
             detail = f"export of trial {trial} failed: {job.error}"
             return JSONResponse({**job.as_dict(), "detail": detail}, status_code=409)
-        return await zipped(job)
+        return job
 
     @api.get(
         "/studies/{name}/export",

@@ -90,7 +90,19 @@ async function download(name, button) {
     const file = (cd.match(/filename="([^"]+)"/) || [null, `${name}.zip`])[1];
     const a = el("a", { href: URL.createObjectURL(blob), download: file });
     document.body.append(a); a.click(); a.remove();
+    await showFigures(name, job.url);
   } finally { button.disabled = false; button.textContent = "Download"; }
+}
+
+// The export's figures, fetched with the token (an <img src> could not send it).
+async function showFigures(name, url) {
+  for (const figure of ["front", "policy"]) {
+    const res = await api("GET", `${url}/${figure}.png`);
+    if (!res.ok) return;
+    $(`#${figure}-figure`).src = URL.createObjectURL(await res.blob());
+  }
+  $("#figures-name").textContent = name;
+  $("#figures").hidden = false;
 }
 
 function row(s) {

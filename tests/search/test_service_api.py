@@ -187,6 +187,12 @@ def test_submit_stop_resume_export(service: Service) -> None:
         summary = json.loads(next(zf.read(n) for n in zf.namelist() if n.endswith(".json")))
     assert summary["trial"] == d["best"]["trial"]
     assert res.headers["content-disposition"].endswith('-trial{}.zip"'.format(summary["trial"]))
+    # the page shows the same figures, each at its own URL
+    for figure in ("front", "policy"):
+        png = service.get(f"{job.json()['url']}/{figure}.png")
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        assert png.content.startswith(b"\x89PNG")
+    assert service.get(f"{job.json()['url']}/secrets.png").status_code == 422
 
 
 def test_json_submission_and_200_concurrent_status_requests(service: Service) -> None:

@@ -1,7 +1,8 @@
 """The web page in headless Chromium (Debian chromium + chromium-driver, never a downloaded
 browser): enter the token, open optuna-dashboard through its login, upload a spec, watch the
 study progress, see a second study wait as queued and take it out of the queue, stop the first,
-resume it with the button and see the trial count grow."""
+resume it with the button and see the trial count grow, then download its export and see the
+export's figures."""
 
 from __future__ import annotations
 
@@ -155,5 +156,18 @@ def test_upload_watch_stop_resume_in_the_browser(
             browser.save_screenshot(str(Path(SCREENSHOT_DIR) / "edgetune-resumed.png"))
         css(f"{row} button.stop").click()  # no need to finish it
         wait("the stopped state", lambda: state() == "stopped", 120)
+
+        # Download exports the best feasible trial; the page then shows the export's figures
+        wait("a trial to download", lambda: css(f"{row} button.download").is_enabled(), 600)
+        css(f"{row} button.download").click()
+        wait("the export's figures", lambda: css("#figures").is_displayed(), 600)
+        assert css("#figures-name").text == "web" and css("#action-error").text == ""
+        for figure in ("front", "policy"):
+            shown = browser.execute_script(
+                f"return document.getElementById('{figure}-figure').naturalWidth"
+            )
+            assert shown > 500, f"{figure}.png is not shown"
+        if SCREENSHOT_DIR:
+            browser.save_screenshot(str(Path(SCREENSHOT_DIR) / "edgetune-figures.png"))
     finally:
         service.stop()
