@@ -74,6 +74,11 @@ def study_text(summary: dict[str, Any]) -> str:
             else ""
         )
         + fidelity_text(summary.get("latency_fidelity"))
+        + "".join(
+            f"\nfinalized trial {n}: validation accuracy {f['val_accuracy_search'] or 0:.4f} in "
+            f"the search, {f['val_accuracy']:.4f} after {f['epochs']} epochs (export uses it)"
+            for n, f in summary.get("finalized", {}).items()
+        )
         + "\n\n"
         + best_table(summary)
     )

@@ -61,6 +61,8 @@ def test_finalize_killed_resumes_and_export_uses_it(tmp_path: Path, edgetune_hom
     assert done["steps"] == EPOCHS * 8 and done["epochs"] == EPOCHS
     assert done["val_accuracy"] > done["val_accuracy_search"]  # 64 steps against the trial's 8
     assert not checkpoint.exists()
+    shown = edgetune("show", "fin", "--storage", storage)
+    assert f"finalized trial {done['trial']}: validation accuracy" in shown.stdout
 
     out = tmp_path / "export"
     export = edgetune("export", "fin", "--storage", storage, "--out", str(out), "--json")
@@ -71,4 +73,3 @@ def test_finalize_killed_resumes_and_export_uses_it(tmp_path: Path, edgetune_hom
     assert abs(summary["accuracy_onnx"] - summary["accuracy_torch"]) <= 0.01
     report = (out / "report.md").read_text()
     assert f"then {done['val_accuracy']:.4f}" in report
-    assert "(finalized weights)" in export.stderr + export.stdout or summary["finalized"]
