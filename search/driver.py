@@ -232,8 +232,8 @@ class Driver:
         progress = Progress(target_done, self.progress_enabled)
         counts = {"failed": 0, "infeasible": 0}
         last_stale_check = 0.0
-        self.executor.start(context, self.on_progress)
         try:
+            self.executor.start(context, self.on_progress)  # a failed start shuts down too
             with self.heartbeat:
                 done = trained_count(self.study)
                 progress.update(done, *self._best(), 0, 0)

@@ -2,7 +2,8 @@
 
 Measured once per study, before the search, for the user's own teacher: for each quantization
 unit (a layer, stage or the model, as the space's granularity says), each weight bit-width with
-everything else float, and each activation bit-width likewise; for each pruning parameter, each
+everything else at its most bits (float; on a target without float, against the model at its
+most bits), and each activation bit-width likewise; for each pruning parameter, each
 ratio with nothing else pruned, BatchNorm statistics re-estimated on the calibration images. No
 fine-tuning, as in AMC's and HAWQ's analyses. It is stored in the study (user attribute
 ``sensitivity``), so a resumed study reuses it, and it is the accuracy prior of the repair and
@@ -40,28 +41,27 @@ class Sensitivity:
     seconds: float
 
     def bits_loss(self, space: JointSpace, params: Mapping[str, Any]) -> float:
-        """The summed loss of a params dict's bits, each unit's as measured alone (floats: 0)."""
+        """The summed loss of a params dict's bits, each unit's as measured alone (a unit at its
+    most bits: 0)."""
         if space.quantization is None:
             return 0.0
         total = 0.0
         for unit, unit_params in space.quantization.bit_units().items():
             for param in unit_params:
                 table = self.weight if param.startswith("wbits.") else self.act
-                bits = int(params[param])
-                total += 0.0 if bits == FLOAT_BITS else max(table[unit][bits], 0.0)
+                # the most bits a unit may have is the reference: not in the table, loss 0
+                total += max(table.get(unit, {}).get(int(params[param]), 0.0), 0.0)
         return total
 
     def per_unit(self, bits: Mapping[str, tuple[int, int] | list[int]]) -> dict[str, float]:
-        """The loss of each unit at the given (weight, activation) bits, for the policy chart."""
-        out = {}
-        for unit, (w, a) in bits.items():
-            loss = 0.0
-            if w != FLOAT_BITS and unit in self.weight:
-                loss += self.weight[unit].get(int(w), 0.0)
-            if a != FLOAT_BITS and unit in self.act:
-                loss += self.act[unit].get(int(a), 0.0)
-            out[unit] = loss
-        return out
+        """The loss of each unit at the given (weight, activation) bits, for the policy chart
+        (units measured per layer only: a stage's or the model's bits name no layer)."""
+        return {
+            unit: self.weight.get(unit, {}).get(int(w), 0.0)
+            + self.act.get(unit, {}).get(int(a), 0.0)
+            for unit, (w, a) in bits.items()
+            if unit in self.weight or unit in self.act
+        }
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (keys as strings), as the study stores it."""
@@ -129,22 +129,30 @@ def measure_sensitivity(
 
     start = time.perf_counter()
     x_val, y_val = val
-    base = space.uniform_params()  # no pruning, every unit float
+    q = space.quantization
+    top_w = max(q.spec.weight_bits) if q else FLOAT_BITS
+    top_a = max(q.spec.activation_bits) if q else FLOAT_BITS
+    base = space.uniform_params(0.0, top_w, top_a)  # no pruning, every unit at its most bits
     reference = accuracy(teacher, x_val, y_val)
+    bits_reference = reference
+    if (top_w, top_a) != (FLOAT_BITS, FLOAT_BITS):  # a target without float: against int8
+        model = build_student(teacher, base, space, calib=calib, reduce_range=reduce_range).model
+        assert model is not None
+        bits_reference = accuracy(model, x_val, y_val)
     weight: dict[str, dict[int, float]] = {}
     act: dict[str, dict[int, float]] = {}
-    units = space.quantization.bit_units() if space.quantization else {}
+    units = q.bit_units() if q else {}
     for unit, unit_params in units.items():
         for param, choices in unit_params.items():
             table = weight if param.startswith("wbits.") else act
             for bits in choices:
-                if bits == FLOAT_BITS:
+                if bits == base[param]:
                     continue
                 student = build_student(
                     teacher, {**base, param: bits}, space, calib=calib, reduce_range=reduce_range
                 )
                 assert student.model is not None
-                loss = reference - accuracy(student.model, x_val, y_val)
+                loss = bits_reference - accuracy(student.model, x_val, y_val)
                 table.setdefault(unit, {})[bits] = loss
     pruning: dict[str, dict[float, float]] = {}
     if space.pruning is not None:

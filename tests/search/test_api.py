@@ -142,6 +142,9 @@ def test_own_model_class_on_ray_and_a_model_that_cannot_pickle(
     session.session = Session()  # type: ignore[assignment]
     with pytest.raises(EdgetuneError, match=r"cannot be sent to Ray's workers.*executor: process"):
         api.search(_spec("session", "ray"), model=session, data=_data(), storage=storage)
+    import ray
+
+    assert not ray.is_initialized()  # the failed start shut its Ray down
 
 
 def test_bad_arguments_get_one_line_errors(tmp_path: Path) -> None:

@@ -92,3 +92,20 @@ def test_the_repair_lowers_the_bits_of_the_unit_that_costs_nothing(context: Tria
     assert lowered == {f"wbits.{cheap}"}
     # activations do not count towards size: they go back to float, which costs nothing here
     assert sens.bits_loss(space, params) < sens.bits_loss(space, fits)
+
+
+def test_a_space_without_float_is_measured_against_its_most_bits(context: TrialContext) -> None:
+    """An int8-only target's space (weights 4 or 8 bits, activations 8): each unit's 4-bit
+    weights against the model at 8 bits everywhere; nothing to measure for activations."""
+    from spaces.joint import JointSpace
+
+    teacher, _ = context.teacher_and_space()
+    spec = context.spec
+    assert spec.space.quantization is not None
+    int8 = spec.space.model_copy(update={"quantization": spec.space.quantization.model_copy(
+        update={"weight_bits": (4, 8), "activation_bits": (8,)})})
+    space = JointSpace(teacher, spec.model.input_shape, int8, batch_size=spec.data.batch_size)
+    w = context.workload
+    sens = measure_sensitivity(teacher, space, (w.x_val, w.y_val), w.x_calib, reduce_range=False)
+    assert sens.act == {} and sens.weight and all(set(t) == {4} for t in sens.weight.values())
+    assert sens.bits_loss(space, space.uniform_params(0.0, 8, 8)) == 0.0
