@@ -172,16 +172,15 @@ def _spec_of(spec: Spec | Mapping[str, Any] | str | Path, objects: Objects, **se
         base = Path.cwd()
     else:
         raise SpecError(f"spec: expected a dict, a path or a Spec, got {type(spec).__name__}")
+    def merge(key: str, updates: Mapping[str, Any]) -> None:
+        section = raw.get(key)
+        raw[key] = {**(section if isinstance(section, Mapping) else {}), **updates}
+
     if objects.model is not None:
-        model = raw.get("model")
-        raw["model"] = {**(model if isinstance(model, Mapping) else {}), "name": OBJECT}
+        merge("model", {"name": OBJECT})
     if objects.data is not None:
-        data = raw.get("data")
-        raw["data"] = {**(data if isinstance(data, Mapping) else {}), "name": OBJECT}
-    overrides = {k: v for k, v in search.items() if v is not None}
-    if overrides:
-        section = raw.get("search")
-        raw["search"] = {**(section if isinstance(section, Mapping) else {}), **overrides}
+        merge("data", {"name": OBJECT})
+    merge("search", {k: v for k, v in search.items() if v is not None})
     return parse_spec(raw, base=base, source="spec")
 
 

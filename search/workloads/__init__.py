@@ -8,6 +8,9 @@ into objects here, in one place:
 * :mod:`search.workloads.build`: :func:`build_model`, :func:`load_teacher`,
   :func:`teacher_cache_path`, and :func:`build_workload`, which makes the :class:`Workload`
   every trial of a study shares;
+* :mod:`search.workloads.objects`: a model and data given as Python objects (``search.api``)
+  instead of names;
+* :mod:`search.workloads.augment`: ``data.augment``, resolved and tried once;
 * :mod:`search.workloads.models`: the built-in models (``resnet8``, ``dscnn``,
   ``mobilenetv2``);
 * :mod:`search.workloads.fashion_mnist`: the built-in data set's idx reader and normalization.
