@@ -9,10 +9,11 @@ objects. A worker that dies is retried once; a second death is a failed outcome 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from search.errors import EdgetuneError
@@ -76,6 +77,21 @@ def _ray_env() -> dict[str, str]:
     """Settings every Ray process needs: no usage stats, and a local Ray that binds to loopback
     only (Ray otherwise binds to the machine's network address)."""
     return {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` for the block, then each variable as it was."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _code_modules() -> list[Any]:
@@ -146,9 +162,12 @@ class RayExecutor(Executor):
         self._on_progress: ProgressCallback | None = None
 
     def start(self, context: TrialContext, on_progress: ProgressCallback) -> None:
+        with _environment(_ray_env()):  # for Ray's own processes; the caller's is left as it was
+            self._start(context, on_progress)
+
+    def _start(self, context: TrialContext, on_progress: ProgressCallback) -> None:
         import logging
 
-        os.environ.update(_ray_env())
         import ray
 
         self._on_progress = on_progress

@@ -126,8 +126,11 @@ def test_own_model_class_on_ray_and_a_model_that_cannot_pickle(
     tmp_path: Path, edgetune_home: Path
 ) -> None:
     storage = f"sqlite:///{tmp_path}/s.db"
+    environment = dict(os.environ)
     result = api.search(_spec("own-class", "ray"), model=Wide().eval(), data=_data(),
                         storage=storage)
+    for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED"):
+        assert os.environ.get(name) == environment.get(name)  # edgetune's Ray settings: not left
     assert result.trained == 1
     [candidate] = result.front()
     assert set(candidate.policy["kept_channels"]) == {"conv1", "conv2", "fc"}
