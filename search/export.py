@@ -156,7 +156,7 @@ def export_trial(
 ) -> dict[str, Any]:
     """Export trial ``number`` (default: the best feasible) into the new folder ``out``:
     written in a temporary folder beside it and renamed into place, so ``out`` holds all of
-    ``model.onnx``, ``report.md`` and ``summary.json`` or does not exist."""
+    ``model.onnx``, ``report.md``, ``summary.json`` and the figures, or does not exist."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(
             f"--out: {out} already exists and is not an empty folder; export into a new folder "
@@ -169,7 +169,7 @@ def export_trial(
         summary = _export_files(study, spec, tmp, out, number=number, log=log, objects=objects)
         if out.is_dir():
             out.rmdir()  # empty: checked above
-        tmp.rename(out)  # all three files appear at once, or none
+        tmp.rename(out)  # every file appears at once, or none
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary
