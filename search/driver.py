@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from search.console import Progress
@@ -209,11 +210,12 @@ class Driver:
         self.running[trial.number] = trial
         refitted = self.refit.target if self.refit.refits else None
         task = TrialTask(trial.number, params, target=refitted)
-        screened = screen(self.prepared.context, task, {})
+        timings: dict[str, float] = {}
+        screened = screen(self.prepared.context, task, timings)
         self.driver_s[trial.number] = time.perf_counter() - start
         if screened.ruled_out is not None:
             return screened.ruled_out, screened.shape
-        self.executor.submit(task)
+        self.executor.submit(replace(task, costs=screened.costs, timings_s=timings))
         return None
 
     def _best(self) -> tuple[int, float | None]:

@@ -25,7 +25,6 @@ from search.workloads.augment import flip_crop
 __all__ = ["EpochLog", "train_teacher"]
 
 
-
 @dataclass(frozen=True)
 class EpochLog:
     """What :func:`train_teacher` reports after each epoch."""

@@ -89,6 +89,10 @@ class TrialTask:
     number: int
     params: dict[str, Any]
     target: Target | None = None  # the target refitted during the study, if it was
+    # predicted costs from the driver's screening (same params, same target), and its
+    # timings: the trial does not price them again
+    costs: dict[str, float] | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -166,7 +170,7 @@ class Screened:
 
 def screen(context: TrialContext, task: TrialTask, timings: dict[str, float]) -> Screened:
     """Price a proposal on its layer graph only, in a fraction of a second: the driver screens
-    each one this way before a worker sees it, and the trial again with its own target."""
+    each one this way before a worker sees it (a trial given no costs screens itself)."""
     from spaces.student import student_architecture
 
     target = task.target or context.target
@@ -219,13 +223,16 @@ def _run(
     torch.manual_seed(spec.search.seed + task.number)
     teacher, space = context.teacher_and_space()
     augment = context.augmentation()  # a bad data.augment fails every trial: fail it first
-    provenance = trial_provenance(context, target)
 
-    screened = screen(context, task, timings)
-    costs = screened.costs
-    if screened.ruled_out is not None:
-        repair = repaired_neighbour(context, target, screened.shape, timings)
-        return replace(screened.ruled_out, repair=repair)
+    costs = task.costs
+    timings.update(task.timings_s)
+    if costs is None:
+        screened = screen(context, task, timings)
+        costs = screened.costs
+        if screened.ruled_out is not None:
+            repair = repaired_neighbour(context, target, screened.shape, timings)
+            return replace(screened.ruled_out, repair=repair)
+    provenance = trial_provenance(context, target)
 
     t = time.perf_counter()
     student = build_student(
