@@ -53,7 +53,10 @@ from cost_models.ops import (
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["from_torch"]
+__all__ = ["JOIN_MODULES", "from_torch", "fx_trace", "join_kind"]
+
+# parameterless modules that join activations: their class name is their layer kind
+JOIN_MODULES = {"Add": "add", "Mul": "mul", "Cat": "concat"}
 
 _ACT_MODULES = ("ReLU", "ReLU6", "Hardswish", "Hardsigmoid", "SiLU", "Sigmoid", "GELU",
                 "LeakyReLU", "Tanh", "ELU", "Mish", "PReLU", "Hardtanh")
@@ -82,13 +85,21 @@ def _unwrap(mod: Any) -> Any:
     return mod
 
 
+def join_kind(mod: Any) -> str | None:
+    """``add``, ``mul`` or ``concat`` for a parameterless module of class ``Add``, ``Mul`` or
+    ``Cat`` (a join of activations, as :func:`spaces.functional.modularize` makes them), else
+    None."""
+    kind = JOIN_MODULES.get(type(mod).__name__)
+    return kind if kind is not None and not any(True for _ in mod.parameters()) else None
+
+
 def _is_leaf(mod: Any) -> bool:
     from torch import nn
 
     if isinstance(mod, nn.Sequential):
         return False
     return (
-        type(mod).__name__ == "Add"
+        join_kind(mod) is not None
         or _unwrap(mod) is not mod
         or mod.__module__.startswith("torch.nn")
     )
@@ -101,9 +112,10 @@ def _attr(gm: Any, target: str) -> Any:
     return obj
 
 
-def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
-    """The layer graph of ``model`` for one input of shape ``(C, H, W)`` (``(C, L)`` for a
-    1-D network, ``(F,)`` for an MLP)."""
+def fx_trace(model: nn.Module) -> Any:
+    """``model`` traced by ``torch.fx`` into a GraphModule whose leaves are torch's own modules,
+    ``Add``/``Mul``/``Cat`` modules and quantization wrappers (user modules are traced through).
+    Raises UnsupportedLayerError when fx cannot trace it."""
     import torch
     from torch import fx
 
@@ -111,18 +123,25 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
         def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
             return _is_leaf(m)
 
+    try:
+        return fx.GraphModule(model, _Tracer().trace(model))
+    except Exception as exc:  # fx raises many types; re-raise as ours with the cause
+        raise UnsupportedLayerError(
+            f"torch.fx could not trace {type(model).__name__}: {exc}. edgetune needs a "
+            f"model whose forward has no data-dependent control flow"
+        ) from exc
+
+
+def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
+    """The layer graph of ``model`` for one input of shape ``(C, H, W)`` (``(C, L)`` for a
+    1-D network, ``(F,)`` for an MLP)."""
+    import torch
+    from torch import fx
+
     was_training = model.training
     model.eval()
     try:
-        tracer = _Tracer()
-        try:
-            fx_graph = tracer.trace(model)
-        except Exception as exc:  # fx raises many types; re-raise as ours with the cause
-            raise UnsupportedLayerError(
-                f"torch.fx could not trace {type(model).__name__}: {exc}. edgetune needs a "
-                f"model whose forward has no data-dependent control flow"
-            ) from exc
-        gm = fx.GraphModule(model, fx_graph)
+        gm = fx_trace(model)
         _propagate_shapes(gm, (1, *input_shape))
     finally:
         model.train(was_training)
@@ -237,6 +256,10 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
     def elementwise(node: Any, name: str, kind: str, act: str = "") -> None:
         add_layer(node, name, kind, (arg_node(node),), macs=prod(shape(node)), act=act)
 
+    def concat(node: Any, name: str, args: Any) -> None:
+        parts = tuple(a for a in args if isinstance(a, fx.Node) and a in src)
+        add_layer(node, name, "concat", parts, macs=prod(shape(node)))
+
     def matmul(node: Any) -> None:
         a, b = node.args[0], node.args[1]
         if isinstance(b, fx.Node) and b.op == "get_attr" and a in src:
@@ -290,8 +313,10 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
                 elementwise(node, name, "pad", pad_mode(cname[:-6]))
             elif cname == "Softmax":
                 elementwise(node, name, "softmax")
-            elif cname == "Add":
-                binary(node, name, "add")
+            elif join_kind(inner) in ("add", "mul"):
+                binary(node, name, JOIN_MODULES[cname])
+            elif join_kind(inner) == "concat":
+                concat(node, name, node.args)
             else:
                 raise UnsupportedLayerError(
                     f"layer {name!r} has type {type(mod).__name__}, which edgetune's cost "
@@ -323,8 +348,7 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
             ) == {1}:
                 gap(node, node.name)
             elif fname in ("cat", "concat", "concatenate"):
-                parts = tuple(a for a in node.args[0] if isinstance(a, fx.Node) and a in src)
-                add_layer(node, node.name, "concat", parts, macs=prod(shape(node)))
+                concat(node, node.name, node.args[0])
             elif fname == "interpolate":
                 resize(node, node.name, str(node.kwargs.get("mode", "nearest")))
             elif fname == "pad":

@@ -197,6 +197,9 @@ class CheckResult:
     """How the target's energy figures are made (``Target.energy_label``)."""
     approximated: tuple[str, ...] = ()
     """The teacher's layers priced without fitted coefficients (from the bytes they move)."""
+    in_float: tuple[str, ...] | None = None
+    """The joins and ops left in float in the exported fewest-bits corner (None: no
+    quantization in the space)."""
 
     @property
     def broken(self) -> dict[str, float]:
@@ -212,6 +215,7 @@ class CheckResult:
             "restricted": list(self.restricted),
             "energy": self.energy,
             "approximated": list(self.approximated),
+            "in_float": None if self.in_float is None else list(self.in_float),
         }
 
     def text(self) -> str:
@@ -238,6 +242,14 @@ class CheckResult:
                 f"priced from the bytes they move (no fitted coefficients on this target): "
                 f"{', '.join(self.approximated)}"
             )
+        if self.in_float:
+            lines.append(
+                "exported in float at the fewest bits (nothing to quantize them with: an op on "
+                f"a constant, or a kind edgetune does not quantize): {', '.join(self.in_float)}"
+            )
+        elif self.in_float is not None:
+            lines.append("exported at the fewest bits: every conv, linear, add, mul and concat "
+                         "quantized")
         return "\n".join(lines)
 
 
@@ -255,5 +267,39 @@ def check_spec(spec: Spec, target: Target, model: nn.Module) -> CheckResult:
     space = JointSpace(model, spec.model.input_shape, spec.space, batch_size=spec.data.batch_size)
     cheapest = cheapest_costs(space, model, spec, target)
     return CheckResult(
-        teacher, cheapest, budgets, restriction.notes, target.energy_label, predicted.approximated
+        teacher, cheapest, budgets, restriction.notes, target.energy_label, predicted.approximated,
+        export_fewest_bits(space, model, spec),
+    )
+
+
+# layer kinds that read two or more activations, or that onnxruntime has an int8 kernel for
+_QUANTIZABLE_KINDS = ("conv", "dwconv", "linear", "add", "mul", "concat", "matmul")
+
+
+def export_fewest_bits(space: JointSpace, model: nn.Module, spec: Spec) -> tuple[str, ...] | None:
+    """Quantize and export the fewest-bits corner, pruned the most (calibrated on random inputs:
+    this checks the path, not the accuracy), and list its layers left in float. Raises the
+    path's own error (ExportError, UnsupportedLayerError...) naming the layer at fault."""
+    import torch
+
+    from cost_models.graph import Precision
+    from search.onnx_export import to_onnx
+    from spaces.student import build_student
+
+    q, p = spec.space.quantization, spec.space.pruning
+    if q is None:
+        return None
+    params = space.uniform_params(
+        p.max_ratio if p else 0.0, min(q.weight_bits), min(q.activation_bits)
+    )
+    calib = torch.randn(8, *spec.model.input_shape, generator=torch.Generator().manual_seed(0))
+    student = build_student(model, params, space, calib=calib, reduce_range=False)
+    assert student.model is not None
+    to_onnx(student.model, spec.model.input_shape)
+    float_precision = Precision()
+    return tuple(
+        f"{layer.name} ({layer.kind})"
+        for layer in student.graph.layers
+        if layer.kind in _QUANTIZABLE_KINDS
+        and student.policy.bits.get(layer.name, float_precision) == float_precision
     )

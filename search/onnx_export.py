@@ -8,7 +8,8 @@ convention of :mod:`cost_models.graph`:
   point 0, then ``DequantizeLinear(axis=0)``; 2..4 bits the same with INT4; 32 stays float;
 * ``act_bits`` 8 / 16: the layer's input goes through ``QuantizeLinear`` -> ``DequantizeLinear``
   with the wrapper's per-tensor scale and a UINT8 / INT16 zero point; 32 stays float;
-* an ``Add`` with ``act_bits`` 8 / 16 has both inputs and its output in that QDQ form.
+* an ``Add``, ``Mul`` or ``Cat`` with ``act_bits`` 8 / 16 has every input and its output in that
+  QDQ form.
 
 The integers and scales are the wrapper's own (:meth:`QuantLayer.int_weight`, the ``scale`` and
 ``zero_point`` buffers of :class:`ActQuant`), so onnxruntime computes what the torch student
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
 
 OPSET = 21
 LEGACY_OPSET = 20  # the newest the legacy exporter writes; the ops used are unchanged in 21
-_OPS = {"conv": ("Conv",), "linear": ("Gemm",), "add": ("Add",)}
+_OPS = {"conv": ("Conv",), "linear": ("Gemm",), "add": ("Add",), "mul": ("Mul",),
+        "concat": ("Concat",)}
 
 
 def scope_path(name: str) -> str:
@@ -207,16 +209,18 @@ def to_onnx(student: nn.Module, input_shape: Sequence[int]) -> onnx.ModelProto:
     dimension dynamic). Raises ExportError if a wrapped layer cannot be found or checked."""
     import onnx
 
-    from spaces.quantization import QuantAdd, QuantConv2d, wrappers
+    from spaces.base import layer_kind
+    from spaces.quantization import QuantConv2d, QuantJoin, input_quantizer, wrappers
 
     model = _export_float(_float_skeleton(student), input_shape)
     editor = _Editor(model)
     for name, wrapper in wrappers(student).items():
-        if isinstance(wrapper, QuantAdd):
-            index = editor.find(name, "add")
+        if isinstance(wrapper, QuantJoin):
+            index = editor.find(name, str(layer_kind(wrapper.layer)))
             node = model.graph.node[index]
-            node.input[0] = editor.qdq(index, node.input[0], f"{name}.input_a", wrapper.act_a)
-            node.input[1] = editor.qdq(index, node.input[1], f"{name}.input_b", wrapper.act_b)
+            for i, act in enumerate(wrapper.input_quants()):
+                prefix = f"{name}.{input_quantizer(i).replace('act', 'input')}"
+                node.input[i] = editor.qdq(index, node.input[i], prefix, act)
             out = node.output[0]
             node.output[0] = f"{name}.output_float"
             editor.qdq(

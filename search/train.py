@@ -18,12 +18,12 @@ def train_from_spec(spec_path: Path, *, epochs: int, log: Callable[[str], None])
     import torch
 
     from search.teacher import train_teacher
-    from search.workloads import build_model, load_data, teacher_cache_path
+    from search.workloads import load_data, model_as_written, teacher_cache_path
     from spaces.distillation import accuracy
 
     spec = load_spec(spec_path)
     data = load_data(spec.data, spec.model)
-    model = build_model(spec.model)
+    model = model_as_written(spec.model)
     n = len(data.x_train) - spec.data.val_size
     x = data.normalize(data.x_train[:n])
     torch.manual_seed(spec.search.seed)

@@ -2,7 +2,8 @@
 
 ``ls spaces/`` shows the plug-in points: :mod:`spaces.base` (the :class:`Knob` interface),
 :mod:`spaces.pruning`, :mod:`spaces.quantization`, :mod:`spaces.distillation` and
-:mod:`spaces.joint`. The names below are imported on first use, so ``import spaces`` does not
+:mod:`spaces.joint`; :mod:`spaces.functional` makes functional joins (``+``, ``*``,
+``torch.cat``) modules the knobs can wrap. The names below are imported on first use, so ``import spaces`` does not
 load torch.
 """
 
@@ -22,7 +23,7 @@ _EXPORTS = {
     "QuantizationKnob": "spaces.quantization",
     "QuantConv2d": "spaces.quantization",
     "QuantLinear": "spaces.quantization",
-    "QuantAdd": "spaces.quantization",
+    "QuantJoin": "spaces.quantization",
     "ActQuant": "spaces.quantization",
     "fold_batchnorm": "spaces.quantization",
     "DistillationKnob": "spaces.distillation",
@@ -32,6 +33,7 @@ _EXPORTS = {
     "finetune": "spaces.distillation",
     "accuracy": "spaces.distillation",
     "teacher_logits": "spaces.distillation",
+    "modularize": "spaces.functional",
     "JointSpace": "spaces.joint",
     "Policy": "spaces.joint",
     "Student": "spaces.student",

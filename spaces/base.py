@@ -7,7 +7,8 @@ knows nothing about Optuna storage, Ray or targets: :class:`spaces.joint.JointSp
 knobs, and the search package drives them.
 
 Tracing (:func:`trace_layers`) runs the model once on a zero input with forward hooks and lists
-its compute layers (Conv2d, Linear and residual ``Add`` modules) in execution order with their
+its compute layers (Conv2d, Linear, and the ``Add``, ``Mul`` and ``Cat`` modules that join activations;
+see :mod:`spaces.functional`) in execution order with their
 output shapes. Stages are derived from it: a *stage* is the set of layers with the same output
 resolution (H, W); stages are numbered ``stage0``, ``stage1``... in the order their resolution
 first appears, and layers without spatial output (Linear) form one last stage of their own.
@@ -26,11 +27,6 @@ if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
     from torch import nn
-
-# Class name of a residual-addition module (``forward(a, b) -> a + b``): the built-in models
-# live above spaces (search.workloads) and users bring their own, so an addition module is
-# recognised by its class name.
-ADD_CLASS_NAME = "Add"
 
 
 class Knob(ABC):
@@ -109,7 +105,7 @@ def require(params: Mapping[str, Any], name: str) -> Any:
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A compute layer seen while tracing: name, kind (conv, linear, add) and output shape."""
+    """A compute layer seen while tracing: name, kind (conv, linear, add, mul, concat) and output shape."""
 
     name: str
     kind: str
@@ -121,22 +117,18 @@ class LayerInfo:
         return self.out_shape[2:]
 
 
-def is_add(module: nn.Module) -> bool:
-    """Whether a module is a residual addition (a parameterless ``Add`` module)."""
-    return type(module).__name__ == ADD_CLASS_NAME and not any(True for _ in module.parameters())
-
-
 def layer_kind(module: nn.Module) -> str | None:
-    """``conv``, ``linear`` or ``add`` for a compute layer the knobs handle, else None."""
+    """``conv``, ``linear``, or ``add``/``mul``/``concat`` (a parameterless ``Add``/``Mul``/``Cat``
+    module, see :mod:`spaces.functional`) for a compute layer the knobs handle, else None."""
     from torch import nn
+
+    from cost_models.torch_graph import join_kind
 
     if isinstance(module, nn.Conv2d):
         return "conv"
     if isinstance(module, nn.Linear):
         return "linear"
-    if is_add(module):
-        return "add"
-    return None
+    return join_kind(module)
 
 
 def example_input(model: nn.Module, input_shape: Sequence[int]) -> Any:
@@ -185,7 +177,7 @@ def trace_layers(model: nn.Module, input_shape: Sequence[int]) -> list[LayerInfo
         model.train(was_training)
     if not seen:
         raise UnsupportedLayerError(
-            f"{type(model).__name__}: no Conv2d, Linear or Add layer ran in a forward pass of a "
+            f"{type(model).__name__}: no Conv2d, Linear, Add, Mul or Cat layer ran in a forward pass of a "
             f"{tuple(input_shape)} input; edgetune compresses only those layers"
         )
     return list(seen.values())

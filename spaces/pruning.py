@@ -69,7 +69,7 @@ def _named_groups(model: nn.Module, input_shape: Sequence[int]) -> tuple[Any, li
     layers = trace_layers(model, input_shape)
     order = {info.name: i for i, info in enumerate(layers)}
     stages = stage_names(layers)
-    classifier = [info.name for info in layers if info.kind != "add"][-1]
+    classifier = [info.name for info in layers if info.kind in ("conv", "linear")][-1]
     try:
         graph = tp.DependencyGraph().build_dependency(
             model, example_inputs=example_input(model, input_shape)

@@ -2,7 +2,9 @@
 
 :func:`quantize_model` folds every BatchNorm into the conv before it, then wraps each Conv2d / Linear
 named in ``bits`` into :class:`QuantConv2d` / :class:`QuantLinear` (the original layer stays
-as ``.layer``) and each residual ``Add`` into :class:`QuantAdd`:
+as ``.layer``) and each ``Add``, ``Mul`` and ``Cat`` module (a join of activations, written as
+a module or as ``+``, ``*``, ``torch.cat``: see :mod:`spaces.functional`) into
+:class:`QuantJoin`, which quantizes every input and the output:
 
 * weights: per output channel, symmetric, ``qmax = 2**(bits-1) - 1`` (so ``2*qmax + 1``
   levels); with ``reduce_range`` an 8-bit weight uses ±63, because onnxruntime's u8s8 kernels
@@ -19,7 +21,7 @@ A ``weight_bits`` of 32 (or an ``act_bits`` of 32) leaves that part float; a lay
 :class:`ActQuant` are the exact integers and scales the ONNX exporter writes.
 
 Params: ``wbits.<layer>`` for every conv/linear layer and ``abits.<layer>`` for every conv,
-linear and Add layer (granularity ``layer``); ``wbits.stage<i>`` / ``abits.stage<i>`` (stage);
+linear, Add, Mul and Cat layer (granularity ``layer``); ``wbits.stage<i>`` / ``abits.stage<i>`` (stage);
 ``wbits.model`` / ``abits.model`` (model).
 """
 
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +37,7 @@ from torch.nn import functional as F
 
 from cost_models.errors import UnsupportedLayerError
 from cost_models.graph import FLOAT_BITS, Bits, Precision
-from spaces.base import Knob, is_add, layer_kind, require, stage_names, trace_layers
+from spaces.base import Knob, layer_kind, require, stage_names, trace_layers
 from spaces.errors import SpaceError
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
     from spaces.config import QuantizationSpace
 
+JOIN_KINDS = ("add", "mul", "concat")
 W_PREFIX = "wbits."
 A_PREFIX = "abits."
 CALIB_BATCH = 256
@@ -165,20 +168,37 @@ class QuantLinear(QuantLayer):
         return F.linear(self.quant_input(x), self.weight(), self.layer.bias)
 
 
-class QuantAdd(nn.Module):
-    """A residual ``Add`` with both inputs and its output fake-quantized (QDQ form in ONNX)."""
+class QuantJoin(nn.Module):
+    """An ``Add``, ``Mul`` or ``Cat`` module with every input and its output fake-quantized (QDQ
+    form in ONNX, which onnxruntime runs as ``QLinearAdd``/``QLinearMul``/``QLinearConcat``).
+    The input quantizers are ``act_a``, ``act_b``...; the output's is ``act_out``."""
 
-    def __init__(self, layer: nn.Module, act_bits: int) -> None:
+    def __init__(self, layer: nn.Module, act_bits: int, inputs: int) -> None:
         super().__init__()
         self.layer = layer
         self.weight_bits = FLOAT_BITS
         self.act_bits = act_bits
-        self.act_a = ActQuant(act_bits)
-        self.act_b = ActQuant(act_bits)
+        self.inputs = inputs
+        for i in range(inputs):
+            self.add_module(input_quantizer(i), ActQuant(act_bits))
         self.act_out = ActQuant(act_bits)
 
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        return self.act_out(self.layer(self.act_a(a), self.act_b(b)))
+    def input_quants(self) -> list[ActQuant]:
+        return [cast(ActQuant, getattr(self, input_quantizer(i))) for i in range(self.inputs)]
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        if len(xs) != self.inputs:
+            raise UnsupportedLayerError(
+                f"a {type(self.layer).__name__} traced with {self.inputs} inputs got {len(xs)}; "
+                "give each join its own module"
+            )
+        return self.act_out(self.layer(*(q(x) for q, x in zip(self.input_quants(), xs, strict=True))))
+
+
+def input_quantizer(i: int) -> str:
+    """The attribute of a join's ``i``-th input quantizer: ``act_a``, ``act_b``... ``act_z``,
+    then ``act_26``..."""
+    return f"act_{chr(ord('a') + i)}" if i < 26 else f"act_{i}"
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -244,27 +264,28 @@ def fold_batchnorm(model: nn.Module, example: Tensor) -> nn.Module:
 def quantize_model(model: nn.Module, bits: Bits, calib: Tensor, *, reduce_range: bool) -> nn.Module:
     """A fake-quantized, BN-folded deep copy of ``model``, calibrated on ``calib``.
 
-    ``bits`` maps layer names (Conv2d, Linear or Add modules) to their Precision; other layers
+    ``bits`` maps layer names (Conv2d, Linear, Add, Mul or Cat modules) to their Precision; other layers
     stay float. The copy is in eval mode; training it is QAT.
     """
     student = fold_batchnorm(copy.deepcopy(model), calib[:8])
     modules = dict(student.named_modules())
+    arity = _join_arity(student, calib[:1])
     for name, precision in bits.items():
         module = modules.get(name)
         kind = None if module is None else layer_kind(module)
         if module is None or kind is None:
             found = "no such layer" if module is None else f"a {type(module).__name__}"
             raise UnsupportedLayerError(
-                f"bits name {name!r}, which is {found}; give bits only for the Conv2d, Linear "
-                "and Add layers of the model (see QuantizationKnob.layers)"
+                f"bits name {name!r}, which is {found}; give bits only for the Conv2d, Linear, "
+                "Add, Mul and Cat layers of the model (see QuantizationKnob.layers)"
             )
         if precision.weight_bits == FLOAT_BITS and precision.act_bits == FLOAT_BITS:
             continue
         wrapper: nn.Module
-        if kind == "add":
+        if kind in JOIN_KINDS:
             if precision.act_bits == FLOAT_BITS:
                 continue
-            wrapper = QuantAdd(module, precision.act_bits)
+            wrapper = QuantJoin(module, precision.act_bits, arity[name])
         elif isinstance(module, nn.Conv2d):
             if module.padding_mode != "zeros":
                 raise UnsupportedLayerError(f"{name}: padding_mode {module.padding_mode!r} "
@@ -276,6 +297,23 @@ def quantize_model(model: nn.Module, bits: Bits, calib: Tensor, *, reduce_range:
         _set_submodule(student, name, wrapper)
     calibrate(student, calib)
     return student
+
+
+@torch.no_grad()
+def _join_arity(model: nn.Module, example: Tensor) -> dict[str, int]:
+    """How many inputs each Add, Mul and Cat module of ``model`` gets in a forward of ``example``."""
+    arity: dict[str, int] = {}
+    handles = [
+        module.register_forward_pre_hook(
+            lambda _m, args, n=name: arity.__setitem__(n, len(args)))
+        for name, module in model.named_modules() if layer_kind(module) in JOIN_KINDS
+    ]
+    try:
+        model.eval()(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return arity
 
 
 @torch.no_grad()
@@ -295,9 +333,9 @@ def calibrate(model: nn.Module, calib: Tensor) -> None:
         q.freeze()
 
 
-def wrappers(model: nn.Module) -> dict[str, QuantLayer | QuantAdd]:
+def wrappers(model: nn.Module) -> dict[str, QuantLayer | QuantJoin]:
     """Every quantization wrapper of a student, by layer name."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, QuantLayer | QuantAdd)}
+    return {n: m for n, m in model.named_modules() if isinstance(m, QuantLayer | QuantJoin)}
 
 
 class QuantizationKnob(Knob):
@@ -312,7 +350,9 @@ class QuantizationKnob(Knob):
         key = {"layer": lambda n: n, "stage": stages.__getitem__, "model": lambda n: "model"}[
             spec.granularity
         ]
-        self._w: dict[str, str] = {i.name: W_PREFIX + key(i.name) for i in self.layers if i.kind != "add"}
+        self._w: dict[str, str] = {
+            i.name: W_PREFIX + key(i.name) for i in self.layers if i.kind not in JOIN_KINDS
+        }
         self._a: dict[str, str] = {i.name: A_PREFIX + key(i.name) for i in self.layers}
 
     def owns(self, name: str) -> bool:
@@ -329,7 +369,8 @@ class QuantizationKnob(Knob):
         return dists
 
     def decode(self, params: Mapping[str, Any]) -> dict[str, Precision]:
-        """Precision per layer: every conv, linear and Add layer (Add weights are 32)."""
+        """Precision per layer: every conv, linear, Add, Mul and Cat layer (a join's weight
+        bits are 32: it has none)."""
         return {
             info.name: Precision(
                 int(require(params, self._w[info.name])) if info.name in self._w else FLOAT_BITS,
@@ -363,14 +404,14 @@ class QuantizationKnob(Knob):
 
 __all__ = [
     "ActQuant",
-    "QuantAdd",
     "QuantConv2d",
+    "QuantJoin",
     "QuantLayer",
     "QuantLinear",
     "QuantizationKnob",
     "calibrate",
     "fold_batchnorm",
-    "is_add",
+    "input_quantizer",
     "quantize_model",
     "quantize_weight",
     "weight_qmax",

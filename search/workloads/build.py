@@ -34,6 +34,7 @@ __all__ = [
     "build_model",
     "build_workload",
     "load_teacher",
+    "model_as_written",
     "teacher_cache_path",
 ]
 
@@ -60,7 +61,17 @@ class Workload:
 
 
 def build_model(spec: ModelSpec, objects: Objects | None = None) -> nn.Module:
-    """A model as the spec names it: a fresh, untrained one, or a copy of the model object."""
+    """A model as the spec names it (a fresh, untrained one, or a copy of the model object),
+    with its functional ``+``, ``*`` and ``torch.cat`` made modules, so that they are quantized
+    like every other layer (:func:`spaces.functional.modularize`)."""
+    from spaces.functional import modularize
+
+    return modularize(model_as_written(spec, objects))
+
+
+def model_as_written(spec: ModelSpec, objects: Objects | None = None) -> nn.Module:
+    """The model as its author wrote it: what ``edgetune train`` trains and what a teacher's
+    state_dict is of."""
     from torch import nn
 
     from search.workloads.models import BUILTIN_MODELS
@@ -127,7 +138,9 @@ def load_teacher(spec: Spec, objects: Objects | None = None) -> nn.Module:
             f"model.weights: not given and no cached teacher at {path}; "
             f"run `edgetune train SPEC` first, or set model.weights"
         )
-    model = build_model(spec.model, objects)
+    from spaces.functional import modularize
+
+    model = model_as_written(spec.model, objects)  # the state_dict is the model's as written
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state:
@@ -139,7 +152,7 @@ def load_teacher(spec: Spec, objects: Objects | None = None) -> nn.Module:
             f"{spec.model.name} ({type(exc).__name__}: {str(exc)[:200]}); "
             "save it with torch.save(model.state_dict(), path)"
         ) from None
-    return model.eval()
+    return modularize(model).eval()
 
 
 def build_workload(spec: Spec, teacher: nn.Module, data: Dataset) -> Workload:

@@ -4,31 +4,28 @@ Each builder is ``(input_shape=(C, H, W), num_classes=10) -> nn.Module`` and tak
 inputs of shape ``N×C×H×W`` (for Fashion-MNIST,
 :func:`search.workloads.fashion_mnist.normalize`).
 
-The models are made only of plain modules (Conv2d, BatchNorm2d, ReLU/ReLU6, AdaptiveAvgPool2d,
-Flatten, Linear and :class:`Add`), so ``torch.fx.symbolic_trace`` works, torch-pruning sees every
-channel dependency, and quantization can wrap each residual addition: every addition is its
-own :class:`Add` instance, never a functional ``+``.
+``resnet8``, ``dscnn`` and ``mobilenetv2`` are made only of modules (Conv2d, BatchNorm2d,
+ReLU/ReLU6, AdaptiveAvgPool2d, Flatten, Linear and :class:`Add`). ``mobilenetv3`` and
+``densenet`` are written as users write such networks, with functional ``+``, ``*`` and
+``torch.cat``: edgetune turns each into a module of its own when it loads a model
+(:func:`spaces.functional.modularize`), so they are pruned, quantized and priced like the rest.
+All of them trace with ``torch.fx``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from search.errors import WorkloadError
+from spaces.functional import Add
 
 InputShape = tuple[int, int, int]
 ModelBuilder = Callable[..., nn.Module]
 
-__all__ = ["BUILTIN_MODELS", "Add", "dscnn", "mobilenetv2", "resnet8"]
-
-
-class Add(nn.Module):
-    """A residual addition as a module (one instance per addition), so it can be wrapped."""
-
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        return a + b
+__all__ = ["BUILTIN_MODELS", "Add", "densenet", "dscnn", "mobilenetv2", "mobilenetv3", "resnet8"]
 
 
 def _check(input_shape: InputShape, num_classes: int, model: str) -> InputShape:
@@ -211,8 +208,131 @@ def mobilenetv2(input_shape: InputShape = (1, 28, 28), num_classes: int = 10) ->
     return MobileNetV2(c, num_classes, stem_stride=1 if min(h, w) <= 32 else 2)
 
 
+# ------------------------------------------------------------------------------ MobileNetV3
+
+
+class SqueezeExcite(nn.Module):
+    """Global average pool, 1x1 conv squeeze (ReLU), 1x1 conv excite, hard-sigmoid, then the
+    input scaled channel by channel: a functional ``x * s`` that broadcasts (N,C,1,1)."""
+
+    def __init__(self, channels: int, squeezed: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.squeeze = nn.Conv2d(channels, squeezed, 1)
+        self.relu = nn.ReLU()
+        self.excite = nn.Conv2d(squeezed, channels, 1)
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gate(self.excite(self.relu(self.squeeze(self.pool(x)))))
+
+
+class V3Block(nn.Module):
+    """Expand 1x1, depthwise k x k, optional squeeze-and-excitation, linear 1x1; a functional
+    ``x + out`` shortcut when stride is 1 and the channels match."""
+
+    def __init__(self, cin: int, hidden: int, cout: int, *, kernel: int, stride: int,
+                 se: bool, act: type[nn.Module]) -> None:
+        super().__init__()
+        self.expand = _conv_bn(cin, hidden, 1, act=act)
+        self.depthwise = _conv_bn(hidden, hidden, kernel, stride=stride, groups=hidden, act=act)
+        self.se: nn.Module = SqueezeExcite(hidden, max(8, hidden // 4)) if se else nn.Identity()
+        self.project = _conv_bn(hidden, cout, 1, act=None)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.project(self.se(self.depthwise(self.expand(x))))
+        return x + out if self.residual else out
+
+
+# (kernel, hidden, out channels, squeeze-and-excitation, activation, stride)
+_MBV3_CONFIG: tuple[tuple[int, int, int, bool, type[nn.Module], int], ...] = (
+    (3, 32, 16, True, nn.ReLU, 2),
+    (3, 48, 24, False, nn.ReLU, 2),
+    (3, 64, 24, False, nn.ReLU, 1),
+    (5, 96, 40, True, nn.Hardswish, 2),
+    (5, 128, 40, True, nn.Hardswish, 1),
+)
+
+
+class MobileNetV3(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.stem = _conv_bn(in_channels, 16, 3, act=nn.Hardswish)
+        blocks: list[nn.Module] = []
+        cin = 16
+        for kernel, hidden, cout, se, act, stride in _MBV3_CONFIG:
+            blocks.append(V3Block(cin, hidden, cout, kernel=kernel, stride=stride, se=se, act=act))
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.head = _conv_bn(cin, 128, 1, act=nn.Hardswish)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Linear(128, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.head(self.blocks(self.stem(x)))
+        return self.classifier(self.flatten(self.pool(x)))
+
+
+def mobilenetv3(input_shape: InputShape = (1, 28, 28), num_classes: int = 10) -> nn.Module:
+    """A small MobileNetV3 (stem 3x3 16 hard-swish; five blocks 16/24/24/40/40 with 3x3 and 5x5
+    depthwise convs, squeeze-and-excitation in three of them, hard-swish in the last two and two
+    functional residual adds; head 1x1 conv 128, average pool, linear)."""
+    c, _, _ = _check(input_shape, num_classes, "mobilenetv3")
+    return MobileNetV3(c, num_classes)
+
+
+# --------------------------------------------------------------------------------- DenseNet
+
+
+class DenseLayer(nn.Module):
+    """Conv 3x3 (BN, ReLU) of ``growth`` channels, concatenated to its input (``torch.cat``)."""
+
+    def __init__(self, cin: int, growth: int) -> None:
+        super().__init__()
+        self.conv = _conv_bn(cin, growth, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([x, self.conv(x)], dim=1)
+
+
+class DenseNet(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, growth: int = 12, depth: int = 3) -> None:
+        super().__init__()
+        self.stem = _conv_bn(in_channels, 16, 3)
+        stages: list[nn.Module] = []
+        cin = 16
+        for stage in range(3):
+            layers: list[nn.Module] = []
+            for _ in range(depth):
+                layers.append(DenseLayer(cin, growth))
+                cin += growth
+            if stage < 2:  # transition: 1x1 conv to half the channels, 2x2 average pool
+                layers += [_conv_bn(cin, cin // 2, 1), nn.AvgPool2d(2)]
+                cin //= 2
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.flatten(self.pool(self.stages(self.stem(x)))))
+
+
+def densenet(input_shape: InputShape = (1, 28, 28), num_classes: int = 10) -> nn.Module:
+    """A small DenseNet: stem 3x3 16, three dense stages of three conv-BN-ReLU layers (growth
+    12) each concatenated to its input with ``torch.cat``, 1x1 transitions halving the channels
+    and 2x2 average pools between the stages, average pool, linear."""
+    c, _, _ = _check(input_shape, num_classes, "densenet")
+    return DenseNet(c, num_classes)
+
+
 BUILTIN_MODELS: dict[str, ModelBuilder] = {
     "resnet8": resnet8,
     "dscnn": dscnn,
     "mobilenetv2": mobilenetv2,
+    "mobilenetv3": mobilenetv3,
+    "densenet": densenet,
 }

@@ -4,11 +4,15 @@ with hand-set constants."""
 from __future__ import annotations
 
 import pytest
+import torch
+from torch import Tensor, nn
 
 from search.budgets import Budgets, check_spec, require_reachable
 from search.errors import InfeasibleSpecError
 from search.spec import parse_spec
+from search.workloads import build_model
 from search.workloads.models import resnet8
+from spaces.functional import modularize
 from tests.toy_target import toy_target
 
 SPEC = {
@@ -100,3 +104,36 @@ def test_relative_latency_on_a_measured_device_is_a_ratio_to_the_teacher() -> No
     )
     assert absolute.latency_share is None
     assert not absolute.feasible({"latency_ms": 0.25, "latency_ratio": 0.1}, accuracy=None)
+
+
+class _HalfScaled(nn.Module):
+    """A conv, an SE-style product of two activations, and a product by a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.gate = nn.Conv2d(8, 8, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)
+        x = x * torch.sigmoid(self.gate(x))
+        return self.head(torch.flatten(self.pool(x * 0.5), 1))
+
+
+def test_check_exports_the_fewest_bits_corner_and_names_what_stays_float() -> None:
+    spec = parse_spec({**SPEC, "model": {"name": "mobilenetv3"}, "constraints": {}})
+    result = check_spec(spec, toy_target(), build_model(spec.model).eval())
+    assert result.in_float == ()  # functional SE products, residual adds: all quantized
+    assert "every conv, linear, add, mul and concat quantized" in result.text()
+
+    result = check_spec(spec, toy_target(), modularize(_HalfScaled()).eval())
+    assert result.in_float == ("mul_1 (mul)",)  # by a constant: nothing to quantize it with
+    assert "exported in float at the fewest bits" in result.text()
+    assert result.as_dict()["in_float"] == ["mul_1 (mul)"]
+
+
+def test_check_without_quantization_reports_no_export() -> None:
+    spec = parse_spec({**SPEC, "constraints": {}, "space": {"quantization": None}})
+    assert check_spec(spec, toy_target(), resnet8((1, 28, 28)).eval()).in_float is None

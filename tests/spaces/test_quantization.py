@@ -9,9 +9,9 @@ from cost_models.graph import Precision
 from spaces.config import QuantizationSpace
 from spaces.quantization import (
     ActQuant,
-    QuantAdd,
     QuantConv2d,
     QuantizationKnob,
+    QuantJoin,
     QuantLinear,
     fold_batchnorm,
     quantize_model,
@@ -100,7 +100,7 @@ def test_quantize_model_wraps_named_layers_only(resnet: nn.Module) -> None:
     found = wrappers(student)
     assert set(found) == {"stem.0", "stage1.conv1.0", "stage1.add", "classifier"}
     assert isinstance(found["stem.0"], QuantConv2d) and found["stem.0"].qmax == 63
-    assert isinstance(found["stage1.add"], QuantAdd) and found["stage1.add"].act_a.bits == 16
+    assert isinstance(found["stage1.add"], QuantJoin) and found["stage1.add"].input_quants()[0].bits == 16
     assert isinstance(found["classifier"], QuantLinear)
     assert found["stage1.conv1.0"].act is None  # type: ignore[union-attr]
     assert type(student.get_submodule("stage2.conv1.0")) is nn.Conv2d

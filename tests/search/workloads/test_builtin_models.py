@@ -6,24 +6,40 @@ import pytest
 import torch
 from torch import fx, nn
 
+from cost_models.torch_graph import fx_trace, join_kind
 from search.errors import WorkloadError
-from search.workloads.models import BUILTIN_MODELS, Add, dscnn, mobilenetv2, resnet8
+from search.workloads.models import (
+    BUILTIN_MODELS,
+    Add,
+    densenet,
+    dscnn,
+    mobilenetv2,
+    mobilenetv3,
+    resnet8,
+)
+from spaces.functional import modularize
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (1, 49, 10)]
 
-# How many residual additions each model has (one Add instance each).
-EXPECTED_ADDS = {"resnet8": 3, "dscnn": 0, "mobilenetv2": 4}
-
-
-class _AddIsLeaf(fx.Tracer):
-    """The tracer a quantizer would use: Add stays a module, so it can be wrapped."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, Add) or super().is_leaf_module(m, module_qualified_name)
+# The joins of activations each model has once loaded (one module each): resnet8 and
+# mobilenetv2 are written with Add modules, mobilenetv3 and densenet with functional ops.
+EXPECTED_JOINS = {
+    "resnet8": {"add": 3},
+    "dscnn": {},
+    "mobilenetv2": {"add": 4},
+    "mobilenetv3": {"add": 2, "mul": 3},
+    "densenet": {"concat": 9},
+}
 
 
 def test_registry_names_the_builders() -> None:
-    assert BUILTIN_MODELS == {"resnet8": resnet8, "dscnn": dscnn, "mobilenetv2": mobilenetv2}
+    assert BUILTIN_MODELS == {
+        "resnet8": resnet8,
+        "dscnn": dscnn,
+        "mobilenetv2": mobilenetv2,
+        "mobilenetv3": mobilenetv3,
+        "densenet": densenet,
+    }
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -43,6 +59,9 @@ def test_builds_outputs_and_traces(name: str, shape: tuple[int, int, int]) -> No
         nn.BatchNorm2d,
         nn.ReLU,
         nn.ReLU6,
+        nn.Hardswish,
+        nn.Hardsigmoid,
+        nn.AvgPool2d,
         nn.AdaptiveAvgPool2d,
         nn.Flatten,
         nn.Linear,
@@ -55,20 +74,20 @@ def test_builds_outputs_and_traces(name: str, shape: tuple[int, int, int]) -> No
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_MODELS))
-def test_residuals_are_add_modules_one_per_addition(name: str) -> None:
-    model = BUILTIN_MODELS[name]((1, 28, 28))
-    adds = [n for n, m in model.named_modules() if isinstance(m, Add)]
-    assert len(adds) == EXPECTED_ADDS[name]
-    graph = _AddIsLeaf().trace(model)
-    functional_adds = [
-        n
-        for n in graph.nodes
-        if (n.op == "call_function" and n.target in (operator.add, torch.add))
-        or (n.op == "call_method" and n.target in ("add", "add_"))
+def test_every_join_is_a_module_of_its_own_once_loaded(name: str) -> None:
+    model = modularize(BUILTIN_MODELS[name]((1, 28, 28)))
+    joins = {n: join_kind(m) for n, m in model.named_modules() if join_kind(m) is not None}
+    counts = {k: list(joins.values()).count(k) for k in set(joins.values())}
+    assert counts == EXPECTED_JOINS[name]
+    graph = fx_trace(model).graph  # joins are leaves: no functional +, * or cat is left
+    functional = [
+        n for n in graph.nodes
+        if (n.op == "call_function" and n.target in (operator.add, operator.mul, torch.cat))
+        or (n.op == "call_method" and n.target in ("add", "add_", "mul", "mul_"))
     ]
-    assert functional_adds == []
-    called = [n.target for n in graph.nodes if n.op == "call_module" and n.target in adds]
-    assert sorted(called) == sorted(adds)  # each instance is called exactly once
+    assert functional == []
+    called = [n.target for n in graph.nodes if n.op == "call_module" and n.target in joins]
+    assert sorted(called) == sorted(joins)  # each instance is called exactly once
 
 
 def test_resnet8_matches_mlperf_tiny_size() -> None:

@@ -86,6 +86,7 @@ def test_package_exports_its_public_names() -> None:
         "build_workload",
         "load_data",
         "load_teacher",
+        "model_as_written",
         "split",
         "teacher_cache_path",
     ]
@@ -104,7 +105,7 @@ def test_importing_the_package_loads_neither_torch_nor_experiments() -> None:
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("name", ["resnet8", "dscnn", "mobilenetv2"])
+@pytest.mark.parametrize("name", ["resnet8", "dscnn", "mobilenetv2", "mobilenetv3", "densenet"])
 def test_build_model_builds_the_builtin_models(name: str) -> None:
     model = build_model(ModelSpec(name=name, input_shape=(1, 28, 28), num_classes=10))
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
