@@ -108,7 +108,7 @@ def trial_memory_bytes(context: TrialContext) -> int:
     """What one trial asks Ray for: torch's own footprint plus the shared data, with headroom."""
     w = context.workload
     tensors = [*w.teacher_state.values(), w.x_finetune, w.x_val, w.teacher_logits]
-    data_bytes = sum(t.numel() * t.element_size() for t in tensors)
+    data_bytes = sum(t.nbytes for t in tensors)  # streamed images: 0
     return int(700 * 2**20 + 3 * data_bytes)
 
 

@@ -22,7 +22,6 @@ from search.record import StudyRecord, TrialRecord
 from search.spec import Spec
 
 if TYPE_CHECKING:
-    import numpy as np
     import onnx
     import optuna
     from torch import nn
@@ -132,7 +131,9 @@ def _latency_budget(
     }
 
 
-def onnx_accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
+def onnx_accuracy(model: onnx.ModelProto, x: Any, y: Any, batch: int = 256) -> float:
+    """Top-1 accuracy of ``model`` in onnxruntime on (``x``, ``y``): arrays, tensors or
+    streamed images, read a batch at a time."""
     import numpy as np
     import onnxruntime as ort
 
@@ -140,8 +141,8 @@ def onnx_accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, batch: i
     name = session.get_inputs()[0].name
     correct = 0
     for i in range(0, len(x), batch):
-        logits = session.run(None, {name: x[i : i + batch]})[0]
-        correct += int((np.argmax(logits, axis=1) == y[i : i + batch]).sum())
+        logits = session.run(None, {name: np.asarray(x[i : i + batch], dtype=np.float32)})[0]
+        correct += int((np.argmax(logits, axis=1) == np.asarray(y[i : i + batch])).sum())
     return correct / len(x)
 
 
@@ -230,11 +231,10 @@ def _export_files(
             f"target {target.name} is not this machine and names no agent server: its latency "
             "is the cost model's prediction for that device, not measured"
         )
-    x_test = data.normalize(data.x_test).numpy()
-    y_test = data.y_test.numpy()
-    acc_onnx = onnx_accuracy(model, x_test, y_test)
-    acc_teacher = onnx_accuracy(teacher_model, x_test, y_test)
-    acc_torch = accuracy(student, data.normalize(data.x_test), data.y_test)
+    x_test = data.normalize(data.x_test)  # a tensor, or streamed batch by batch
+    acc_onnx = onnx_accuracy(model, x_test, data.y_test)
+    acc_teacher = onnx_accuracy(teacher_model, x_test, data.y_test)
+    acc_torch = accuracy(student, x_test, data.y_test)
     log(f"measured in {time.perf_counter() - t:.1f} s")
 
     costs = target.predict(rebuilt.graph, rebuilt.policy.bits)

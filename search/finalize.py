@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from search.workloads.objects import Objects
+    from spaces.distillation import Images
 
 FINALIZED = "finalized"
 """The study user attribute holding each finalized trial's record, by trial number."""
@@ -139,8 +140,8 @@ def _finalize_one(
     trial: optuna.trial.FrozenTrial,
     record: TrialRecord,
     teacher: nn.Module,
-    parts: dict[str, torch.Tensor],
-    train: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    parts: dict[str, Any],
+    train: tuple[Images, torch.Tensor, torch.Tensor],
     epochs: int,
     log: Callable[[str], None],
     progress: bool,

@@ -126,6 +126,11 @@ class DataSpec(_Frozen):
     val_size: int = Field(default=2000, ge=64)
     calibration_size: int = Field(default=256, ge=16)
     batch_size: int = Field(default=64, ge=1)
+    stream: bool | None = Field(
+        default=None,
+        description="Datasets and DataLoaders: null streams one larger than half the available "
+        "memory (images read batch by batch), true streams any, false refuses a large one",
+    )
     augment: Annotated[str | None, ENTRY_POINT_FIELD] = Field(
         default=None,
         description="null (none), the built-in flip-crop, or module:function called as "

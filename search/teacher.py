@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,9 @@ from torch import Tensor, nn
 
 from search.errors import WorkloadError
 from search.workloads.augment import flip_crop
+
+if TYPE_CHECKING:
+    from spaces.distillation import Images
 
 __all__ = ["EpochLog", "train_teacher"]
 
@@ -42,8 +46,8 @@ class EpochLog:
         )
 
 
-def _check_data(x: Tensor, y: Tensor, what: str) -> None:
-    if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+def _check_data(x: Images, y: Tensor, what: str) -> None:
+    if len(x.shape) < 2 or y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise WorkloadError(
             f"{what}: x must be N×... and y must hold N labels with N >= 1, "
             f"got x {tuple(x.shape)} and y {tuple(y.shape)}"
@@ -52,7 +56,7 @@ def _check_data(x: Tensor, y: Tensor, what: str) -> None:
 
 def train_teacher(
     model: nn.Module,
-    x: Tensor,
+    x: Images,
     y: Tensor,
     *,
     epochs: int,
@@ -68,7 +72,8 @@ def train_teacher(
     at ``lr``; cross-entropy loss. ``x`` is what the model takes (already normalized). With
     ``augment``, 4-D image inputs get a random crop (2-pixel edge padding) and a random
     horizontal flip, which suits Fashion-MNIST; pass ``augment=False`` for inputs where a flip
-    changes the meaning (spectrograms). ``log`` is called after every epoch.
+    changes the meaning (spectrograms). ``log`` is called after every epoch. ``x`` is read one
+    batch at a time, so it may be streamed.
     """
     _check_data(x, y, "train_teacher")
     if epochs < 1 or batch_size < 1 or not (lr > 0 and math.isfinite(lr)):
@@ -85,7 +90,7 @@ def train_teacher(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=0.25
     )
-    image = augment and x.ndim == 4
+    image = augment and len(x.shape) == 4
     for epoch in range(1, epochs + 1):
         model.train()
         start = time.perf_counter()

@@ -25,7 +25,8 @@ def train_from_spec(spec_path: Path, *, epochs: int, log: Callable[[str], None])
     data = load_data(spec.data, spec.model)
     model = model_as_written(spec.model)
     n = len(data.x_train) - spec.data.val_size
-    x = data.normalize(data.x_train[:n])
+    x = data.normalize(data.x_train[:n] if isinstance(data.x_train, torch.Tensor)
+                       else data.x_train.subset(torch.arange(n)))  # streamed: stays streamed
     torch.manual_seed(spec.search.seed)
     start = time.perf_counter()
     train_teacher(

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -73,25 +73,39 @@ class DistillConfig:
     seed: int = 0
 
 
+class Images(Protocol):
+    """Images indexable by a tensor of positions: a tensor, or images a data set streams batch
+    by batch (``search.workloads.stream.StreamedImages``)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: Any) -> Tensor: ...
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+
 @dataclass(frozen=True)
 class FinetuneData:
-    """The fine-tune subset (``x``, ``y``) and the validation subset (``val_x``, ``val_y``)."""
+    """The fine-tune subset (``x``, ``y``) and the validation subset (``val_x``, ``val_y``).
+    ``x`` is read one batch at a time, so it may be streamed."""
 
-    x: Tensor
+    x: Images
     y: Tensor
     val_x: Tensor
     val_y: Tensor
 
 
 @torch.no_grad()
-def teacher_logits(model: nn.Module, x: Tensor, *, batch_size: int = EVAL_BATCH) -> Tensor:
-    """The model's logits on ``x`` (eval mode), computed in batches; once per study."""
+def teacher_logits(model: nn.Module, x: Images, *, batch_size: int = EVAL_BATCH) -> Tensor:
+    """The model's logits on ``x`` (eval mode), computed batch by batch (``x`` may be
+    streamed: only the logits are kept); once per study."""
     model.eval()
     return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = EVAL_BATCH) -> float:
+def accuracy(model: nn.Module, x: Images, y: Tensor, batch_size: int = EVAL_BATCH) -> float:
     """Top-1 accuracy of ``model`` on (``x``, ``y``), in eval mode."""
     if len(x) == 0:
         raise TrialError("accuracy needs at least one sample, got an empty set; check data sizes")

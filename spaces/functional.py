@@ -3,16 +3,15 @@
 
 Users write squeeze-and-excitation as ``x * s``, residuals as ``x + y`` and DenseNet blocks as
 ``torch.cat([x, y], 1)``. A fake-quant wrapper can only be put around a module, so
-:func:`modularize` traces the model with ``torch.fx`` (leaves as the cost models trace it) and
-rewrites every such op whose operands are all activations (not constants, parameters or zero
-tensors) into a call of a module of its own. The module is named after the module whose forward
-ran the op and the op: ``blocks.3.se.mul``, ``stages.0.1.cat`` (``_1``, ``_2``... when one
-forward runs it more than once). A model without such ops is returned as it is; one that fx
-cannot trace too (the cost models then say why). An op on a constant (``x * 0.5``,
-``x + 3``) is left as it is: it has no second activation to quantize.
-
-The result is a ``torch.fx.GraphModule`` whose parameters keep their names, so a state_dict of
-the original model loads into it. It pickles (for Ray) and deep-copies like any module.
+:func:`modularize` traces, with ``torch.fx``, the forward of each of the model's own modules
+(not torch's layers and containers), its submodules as leaves, and rewrites every such op whose
+operands are all activations (not constants, parameters or zero tensors) into a call of a new
+module, set on the module that runs it: ``blocks.3.se.mul``, ``stages.0.1.cat`` (``mul_1``...
+when one forward runs several). That module becomes a ``torch.fx.GraphModule`` in its place, so
+the hierarchy, every name and the state_dict stay as written, and the ONNX exporter's scopes
+follow the names. A module without such ops is kept as it is, and so is one fx cannot trace
+(the cost models then say why). An op on a constant (``x * 0.5``, ``x + 3``) is left as it is:
+it has no second activation to quantize.
 """
 
 from __future__ import annotations

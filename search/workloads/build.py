@@ -23,6 +23,7 @@ from search.spec import ModelSpec, Spec
 from search.workloads.data import Dataset, split
 from search.workloads.entry_points import entry_point
 from search.workloads.objects import OBJECT, Objects, object_missing
+from search.workloads.stream import StreamedImages
 from targets.home import edgetune_home
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ class Workload:
 
     model: ModelSpec
     teacher_state: dict[str, torch.Tensor]
-    x_finetune: torch.Tensor
+    x_finetune: torch.Tensor | StreamedImages
+    """In memory, or streamed from the user's Dataset batch by batch."""
     y_finetune: torch.Tensor
     teacher_logits: torch.Tensor
     x_val: torch.Tensor

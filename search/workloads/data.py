@@ -10,11 +10,14 @@ subsets.
   ``(image, label)`` pair, images C x H x W tensors in the scale the model expects;
 * a dict with ``train`` and ``test`` as those, and optional ``mean`` and ``std``.
 
-Datasets and loaders are read into memory once, item by item (a loader's own batching and
-shuffling are not used: the spec's sizes and seed choose the subsets); one larger than half the
-available memory is refused with a clear error, as are data the model cannot take: wrong image
-shapes, labels that are not integers in ``[0, num_classes)``, NaN or infinite pixels, an empty
-split. All of this happens when a study starts, before any trial.
+Datasets and loaders are read once, item by item (a loader's own batching and shuffling are not
+used: the spec's sizes and seed choose the subsets). One that fits in half the available memory
+is kept in memory; a larger one (or any, with ``data.stream: true``) is streamed: its labels are
+kept and its images read again batch by batch when needed
+(:class:`~search.workloads.stream.StreamedImages`); ``data.stream: false`` refuses one that does
+not fit instead. Data the model cannot take are refused with a clear error: wrong image shapes,
+labels that are not integers in ``[0, num_classes)``, NaN or infinite pixels, an empty split.
+All of this happens when a study starts, before any trial.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from search.errors import WorkloadError
 from search.spec import DataSpec, ModelSpec
 from search.workloads.entry_points import entry_point
 from search.workloads.objects import OBJECT, object_missing
+from search.workloads.stream import StreamedImages
 
 if TYPE_CHECKING:
     import torch
@@ -37,18 +41,22 @@ __all__ = ["Dataset", "load_data", "split"]
 
 @dataclass(frozen=True)
 class Dataset:
-    """Pixels in [0, 1] (N×C×H×W float32) and int64 labels, plus the normalization to apply."""
+    """Pixels (N×C×H×W float32, in memory or streamed) and int64 labels, plus the
+    normalization to apply."""
 
-    x_train: torch.Tensor
+    x_train: torch.Tensor | StreamedImages
     y_train: torch.Tensor
-    x_test: torch.Tensor
+    x_test: torch.Tensor | StreamedImages
     y_test: torch.Tensor
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x: Any) -> Any:
+        """``x`` normalized: a tensor, or streamed images that normalize each batch read."""
         import torch
 
+        if isinstance(x, StreamedImages):
+            return x.normalized(self.mean, self.std)
         mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
         return (x - mean) / std
@@ -61,7 +69,7 @@ def load_data(spec: DataSpec, model: ModelSpec | None = None, given: Any = None)
     if spec.name == OBJECT:
         if given is None:
             raise object_missing("data")
-        data = _from_loader(given, "the data object")
+        data = _from_loader(given, "the data object", spec.stream)
     elif spec.name == "fashion-mnist":
         from search.workloads.fashion_mnist import MEAN, STD, load_fashion_mnist
 
@@ -80,7 +88,7 @@ def load_data(spec: DataSpec, model: ModelSpec | None = None, given: Any = None)
                 f"data.name: {spec.name} raised {type(exc).__name__}: {str(exc)[:200]}; fix "
                 "the loader (run it alone to see the traceback)"
             ) from None
-        data = _from_loader(out, spec.name)
+        data = _from_loader(out, spec.name, spec.stream)
     _check(data, spec.name, model)
     return data
 
@@ -91,7 +99,7 @@ _RETURNS = (
 )
 
 
-def _from_loader(out: Any, name: str) -> Dataset:
+def _from_loader(out: Any, name: str, stream: bool | None) -> Dataset:
     import torch
 
     if isinstance(out, tuple | list) and len(out) == 2:
@@ -100,31 +108,38 @@ def _from_loader(out: Any, name: str) -> Dataset:
         raise WorkloadError(f"data.name: {name} {_RETURNS}; it returned {type(out).__name__}")
     if "train" in out or "test" in out:
         try:
-            x_train, y_train = _read(out["train"], f"{name} (train)")
-            x_test, y_test = _read(out["test"], f"{name} (test)")
+            train = _read(out["train"], f"{name} (train)", stream)
+            test = _read(out["test"], f"{name} (test)", stream)
         except KeyError as exc:
             raise WorkloadError(f"data.name: {name} {_RETURNS}; missing {exc}") from None
-    else:
-        try:
-            x_train, y_train, x_test, y_test = (
-                out["x_train"], out["y_train"], out["x_test"], out["y_test"])
-        except KeyError as exc:
-            raise WorkloadError(f"data.name: {name} {_RETURNS}; missing {exc}") from None
+        return Dataset(*train, *test, mean=_stats(out, name, "mean", 0.0),
+                       std=_stats(out, name, "std", 1.0))
+    try:
+        x_train, y_train, x_test, y_test = (
+            out["x_train"], out["y_train"], out["x_test"], out["y_test"])
+    except KeyError as exc:
+        raise WorkloadError(f"data.name: {name} {_RETURNS}; missing {exc}") from None
     tensors = (x_train, y_train, x_test, y_test)
     if not all(isinstance(t, torch.Tensor) for t in tensors):
         raise WorkloadError(f"data.name: {name}: x_train, y_train, x_test and y_test must be "
                             "torch tensors; convert them with torch.as_tensor")
+    return Dataset(x_train.float(), y_train, x_test.float(), y_test,
+                   mean=_stats(out, name, "mean", 0.0), std=_stats(out, name, "std", 1.0))
+
+
+def _stats(out: dict[str, Any], name: str, key: str, default: float) -> tuple[float, ...]:
     try:
-        mean = tuple(float(v) for v in out.get("mean", (0.0,)))
-        std = tuple(float(v) for v in out.get("std", (1.0,)))
+        return tuple(float(v) for v in out.get(key, (default,)))
     except (TypeError, ValueError):
         raise WorkloadError(f"data.name: {name}: mean and std must be sequences of numbers, "
                             "one per channel") from None
-    return Dataset(x_train.float(), y_train, x_test.float(), y_test, mean=mean, std=std)
 
 
-def _read(source: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A torch ``Dataset`` (or a ``DataLoader``'s) read into (images, labels) tensors."""
+def _read(
+    source: Any, where: str, stream: bool | None
+) -> tuple[torch.Tensor | StreamedImages, torch.Tensor]:
+    """A torch ``Dataset`` (or a ``DataLoader``'s) read into (images, labels): the images in
+    memory, or streamed (``stream`` true, or None and too large for memory), each checked."""
     import torch
     from torch.utils.data import DataLoader, IterableDataset
 
@@ -143,6 +158,8 @@ def _read(source: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     if n == 0:
         raise WorkloadError(f"data.name: {where} is empty; it must hold at least one item")
     xs, ys = [], []
+    streamed = bool(stream)
+    first: tuple[int, ...] = ()
     for i in range(n):
         try:
             item = ds[i]
@@ -156,26 +173,40 @@ def _read(source: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
                                 "an (image, label) pair; return (image, label) from __getitem__")
         x = torch.as_tensor(item[0])
         if i == 0:
+            first = tuple(x.shape)
             limit = _memory_limit_bytes()
             need = n * x.numel() * 4
-            if need > limit:
+            if need > limit and stream is False:
                 raise WorkloadError(
                     f"data.name: {where} would take {need / 2**30:.1f} GiB in memory, more "
-                    f"than half the available memory ({limit / 2**30:.1f} GiB); edgetune "
-                    "reads the data set into memory: use a smaller subset (the search uses "
-                    "data.finetune_size + data.val_size images)"
+                    f"than half the available memory ({limit / 2**30:.1f} GiB), and "
+                    "data.stream is false: stream it (data.stream: true or null) or use a "
+                    "smaller subset"
                 )
+            streamed = streamed or need > limit
+        if streamed:  # checked now, read again batch by batch: never all in memory
+            if tuple(x.shape) != first:
+                raise WorkloadError(f"data.name: {where}: images have different shapes "
+                                    f"{[list(first), list(x.shape)]}; resize them to one "
+                                    "C x H x W shape")
+            if not bool(torch.isfinite(x.float()).all()):
+                raise WorkloadError(f"data.name: {where}: image {i} has NaN or infinite "
+                                    "pixels; clean or drop it")
+        else:
+            xs.append(x)
         label = _label(item[1])
         if label is None:
             raise WorkloadError(f"data.name: {where}: item {i}'s label is not one integer "
                                 f"({item[1]!r}); return class indices")
-        xs.append(x)
         ys.append(label)
+    labels = torch.tensor(ys, dtype=torch.int64)
+    if streamed:
+        return StreamedImages(ds, torch.arange(n), first, where), labels
     shapes = {tuple(x.shape) for x in xs}
     if len(shapes) != 1:
         raise WorkloadError(f"data.name: {where}: images have different shapes "
                             f"{sorted(shapes)[:3]}; resize them to one C x H x W shape")
-    return torch.stack(xs).float(), torch.tensor(ys, dtype=torch.int64)
+    return torch.stack(xs).float(), labels
 
 
 def _label(v: Any) -> int | None:
@@ -207,7 +238,7 @@ def _check(data: Dataset, name: str, model: ModelSpec | None) -> None:
     for split_name, x, y in (("train", data.x_train, data.y_train),
                              ("test", data.x_test, data.y_test)):
         where = f"data.name: {name} ({split_name})"
-        if x.ndim != 4:
+        if len(x.shape) != 4:
             raise WorkloadError(f"{where}: images have shape {tuple(x.shape)}; give N x C x H x W")
         if len(x) == 0:
             raise WorkloadError(f"{where} is empty; it must hold at least one image")
@@ -216,7 +247,8 @@ def _check(data: Dataset, name: str, model: ModelSpec | None) -> None:
                                 f"{tuple(y.shape)}; give one integer label per image")
         if y.is_floating_point() and not bool((y == y.round()).all()):
             raise WorkloadError(f"{where}: labels are not integers; give class indices")
-        if not bool(torch.isfinite(x).all()):
+        # streamed images were checked as they were read
+        if isinstance(x, torch.Tensor) and not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0])
             raise WorkloadError(f"{where}: image {bad} has NaN or infinite pixels; clean or "
                                 "drop it")
@@ -242,7 +274,7 @@ def _check(data: Dataset, name: str, model: ModelSpec | None) -> None:
         raise WorkloadError(f"data.name: {name}: std must be positive, got {data.std}")
 
 
-def split(data: Dataset, spec: DataSpec, seed: int) -> dict[str, torch.Tensor]:
+def split(data: Dataset, spec: DataSpec, seed: int) -> dict[str, Any]:
     """Fine-tune, validation and calibration subsets of the training set, normalized.
 
     The validation subset is the last ``val_size`` training images (the built-in teachers are
@@ -261,11 +293,16 @@ def split(data: Dataset, spec: DataSpec, seed: int) -> dict[str, torch.Tensor]:
     pool = n - spec.val_size
     ft = torch.randperm(pool, generator=torch.Generator().manual_seed(seed))[: spec.finetune_size]
     val = torch.arange(pool, n)
-    x_ft = data.normalize(data.x_train[ft])
+    x = data.x_train
+    if isinstance(x, StreamedImages):  # the fine-tune subset stays streamed; the rest is small
+        x_ft: Any = data.normalize(x.subset(ft))
+        x_val = data.normalize(x.subset(val)).read_all()
+    else:
+        x_ft, x_val = data.normalize(x[ft]), data.normalize(x[val])
     return {
         "x_finetune": x_ft,
         "y_finetune": data.y_train[ft],
-        "x_val": data.normalize(data.x_train[val]),
+        "x_val": x_val,
         "y_val": data.y_train[val],
         "x_calib": x_ft[: spec.calibration_size],
     }

@@ -177,20 +177,16 @@ _MBV2_CONFIG: tuple[tuple[int, int, int, int], ...] = (
 )
 
 
-class MobileNetV2(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, stem_stride: int) -> None:
+class MobileNet(nn.Module):
+    """A stem, blocks, a 1x1 head conv of 128 channels, average pool and a linear classifier:
+    the MobileNetV2 and MobileNetV3 layouts."""
+
+    def __init__(self, stem: nn.Module, blocks: list[nn.Module], cin: int,
+                 head_act: type[nn.Module], num_classes: int) -> None:
         super().__init__()
-        self.stem = _conv_bn(in_channels, 16, 3, stride=stem_stride, act=nn.ReLU6)
-        blocks: list[nn.Module] = []
-        cin = 16
-        for expansion, cout, repeats, stride in _MBV2_CONFIG:
-            for i in range(repeats):
-                blocks.append(
-                    InvertedResidual(cin, cout, stride=stride if i == 0 else 1, expansion=expansion)
-                )
-                cin = cout
+        self.stem = stem
         self.blocks = nn.Sequential(*blocks)
-        self.head = _conv_bn(cin, 128, 1, act=nn.ReLU6)
+        self.head = _conv_bn(cin, 128, 1, act=head_act)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.classifier = nn.Linear(128, num_classes)
@@ -205,7 +201,16 @@ def mobilenetv2(input_shape: InputShape = (1, 28, 28), num_classes: int = 10) ->
     head 1x1 conv 128, average pool, linear). The stem has stride 1 for inputs up to 32 pixels
     on their shorter side (28×28, 32×32, 49×10) and stride 2 for larger ones."""
     c, h, w = _check(input_shape, num_classes, "mobilenetv2")
-    return MobileNetV2(c, num_classes, stem_stride=1 if min(h, w) <= 32 else 2)
+    blocks: list[nn.Module] = []
+    cin = 16
+    for expansion, cout, repeats, stride in _MBV2_CONFIG:
+        for i in range(repeats):
+            blocks.append(
+                InvertedResidual(cin, cout, stride=stride if i == 0 else 1, expansion=expansion)
+            )
+            cin = cout
+    stem = _conv_bn(c, 16, 3, stride=1 if min(h, w) <= 32 else 2, act=nn.ReLU6)
+    return MobileNet(stem, blocks, cin, nn.ReLU6, num_classes)
 
 
 # ------------------------------------------------------------------------------ MobileNetV3
@@ -255,32 +260,18 @@ _MBV3_CONFIG: tuple[tuple[int, int, int, bool, type[nn.Module], int], ...] = (
 )
 
 
-class MobileNetV3(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int) -> None:
-        super().__init__()
-        self.stem = _conv_bn(in_channels, 16, 3, act=nn.Hardswish)
-        blocks: list[nn.Module] = []
-        cin = 16
-        for kernel, hidden, cout, se, act, stride in _MBV3_CONFIG:
-            blocks.append(V3Block(cin, hidden, cout, kernel=kernel, stride=stride, se=se, act=act))
-            cin = cout
-        self.blocks = nn.Sequential(*blocks)
-        self.head = _conv_bn(cin, 128, 1, act=nn.Hardswish)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.classifier = nn.Linear(128, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.head(self.blocks(self.stem(x)))
-        return self.classifier(self.flatten(self.pool(x)))
-
-
 def mobilenetv3(input_shape: InputShape = (1, 28, 28), num_classes: int = 10) -> nn.Module:
     """A small MobileNetV3 (stem 3x3 16 hard-swish; five blocks 16/24/24/40/40 with 3x3 and 5x5
     depthwise convs, squeeze-and-excitation in three of them, hard-swish in the last two and two
     functional residual adds; head 1x1 conv 128, average pool, linear)."""
     c, _, _ = _check(input_shape, num_classes, "mobilenetv3")
-    return MobileNetV3(c, num_classes)
+    blocks: list[nn.Module] = []
+    cin = 16
+    for kernel, hidden, cout, se, act, stride in _MBV3_CONFIG:
+        blocks.append(V3Block(cin, hidden, cout, kernel=kernel, stride=stride, se=se, act=act))
+        cin = cout
+    stem = _conv_bn(c, 16, 3, act=nn.Hardswish)
+    return MobileNet(stem, blocks, cin, nn.Hardswish, num_classes)
 
 
 # --------------------------------------------------------------------------------- DenseNet

@@ -70,16 +70,19 @@ def test_readme_example_runs_as_written_and_the_cli_says_it_needs_the_objects(
 
 
 class Wide(nn.Module):
-    """A model class of the caller's own (not a built-in), with functional ops."""
+    """A model class of the caller's own (not a built-in), with functional ops: a gate
+    written as ``x * sigmoid(...)`` that edgetune makes a module to quantize it."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
         self.conv2 = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.gate = nn.Conv2d(32, 32, 1)
         self.fc = nn.Linear(32, 10)
 
     def forward(self, x: Tensor) -> Tensor:
         x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        x = x * torch.sigmoid(self.gate(x))
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
@@ -109,11 +112,12 @@ def _data(n: int = 2000) -> dict[str, object]:
             "test": TensorDataset(x_test[:n], y_test[:n]), "mean": [MEAN], "std": [STD]}
 
 
-def _spec(name: str, executor: str) -> dict[str, object]:
+def _spec(name: str, executor: str, *, stream: bool | None = None) -> dict[str, object]:
     return {
         "name": name,
         "model": {"input_shape": [1, 28, 28]},
-        "data": {"finetune_size": 256, "val_size": 256, "calibration_size": 64},
+        "data": {"finetune_size": 256, "val_size": 256, "calibration_size": 64,
+                 "stream": stream},
         "constraints": {"size_kb": "50%"},
         "space": {"quantization": {"weight_bits": [8, 32], "activation_bits": [8, 32]},
                   "pruning": {"max_ratio": 0.5, "step": 0.25, "round_to": 4},
@@ -127,13 +131,15 @@ def test_own_model_class_on_ray_and_a_model_that_cannot_pickle(
 ) -> None:
     storage = f"sqlite:///{tmp_path}/s.db"
     environment = dict(os.environ)
-    result = api.search(_spec("own-class", "ray"), model=Wide().eval(), data=_data(),
-                        storage=storage)
+    # the data streamed: the workers read the Dataset (pickled) batch by batch
+    result = api.search(_spec("own-class", "ray", stream=True), model=Wide().eval(),
+                        data=_data(), storage=storage)
     for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED"):
         assert os.environ.get(name) == environment.get(name)  # edgetune's Ray settings: not left
     assert result.trained == 1
     [candidate] = result.front()
-    assert set(candidate.policy["kept_channels"]) == {"conv1", "conv2", "fc"}
+    assert set(candidate.policy["kept_channels"]) == {"conv1", "conv2", "gate", "fc"}
+    assert "mul" in candidate.policy["bits"]  # the functional gate, quantized as a layer
     exported = candidate.export(tmp_path / "out")
     assert exported.onnx.exists() and 0.0 <= exported.accuracy <= 1.0
 
@@ -141,7 +147,7 @@ def test_own_model_class_on_ray_and_a_model_that_cannot_pickle(
     locked.lock = threading.Lock()  # type: ignore[assignment]  # nothing copies a lock
     with pytest.raises(WorkloadError, match="model: the model object cannot be copied"):
         api.search(_spec("locked", "ray"), model=locked, data=_data(), storage=storage)
-    session = Wide().eval()
+    session = _teacher().eval()  # all modules, so it is sent to Ray as it is
     session.session = Session()  # type: ignore[assignment]
     with pytest.raises(EdgetuneError, match=r"cannot be sent to Ray's workers.*executor: process"):
         api.search(_spec("session", "ray"), model=session, data=_data(), storage=storage)

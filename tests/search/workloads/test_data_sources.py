@@ -118,7 +118,9 @@ def broken_item() -> tuple[Any, Any]:
 @pytest.mark.parametrize("source", ["as_datasets", "as_loaders"])
 def test_datasets_and_loaders_load_as_the_same_tensors(source: str) -> None:
     ref = load_data(DataSpec(name=f"{HERE}:as_tensors"), MODEL)
-    data = load_data(DataSpec(name=f"{HERE}:{source}"), MODEL)
+    data = load_data(DataSpec(name=f"{HERE}:{source}"), MODEL)  # small: read into memory
+    assert isinstance(data.x_train, torch.Tensor) and isinstance(data.x_test, torch.Tensor)
+    assert isinstance(ref.x_train, torch.Tensor) and isinstance(ref.x_test, torch.Tensor)
     assert torch.equal(data.x_train, ref.x_train) and torch.equal(data.y_train, ref.y_train)
     assert torch.equal(data.x_test, ref.x_test) and torch.equal(data.y_test, ref.y_test)
     assert data.y_train.dtype == torch.int64

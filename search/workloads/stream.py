@@ -1,0 +1,96 @@
+"""Images streamed from a map-style ``torch.utils.data.Dataset``, batch by batch.
+
+A data set larger than memory (or one with ``data.stream: true``) is never read into memory:
+:class:`StreamedImages` holds the user's Dataset and the positions of a subset, and ``x[idx]``
+reads the items at ``idx`` (a tensor, list or slice of positions) and stacks their images,
+normalized. The fine-tune reads its batches this way, the teacher's logits are computed from
+it batch by batch, and the export measures test accuracy batch by batch. Only the labels (one
+integer per image), the validation and calibration subsets (``data.val_size`` and
+``data.calibration_size`` images) and the teacher's logits on the fine-tune subset (4 bytes per
+class per image) are kept in memory; on Ray they travel in the workload, through Ray's object
+store, and so does the Dataset object, pickled: it must be picklable, and read its files from a
+path each Ray node can reach.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from search.errors import WorkloadError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["StreamedImages"]
+
+
+@dataclass(frozen=True)
+class StreamedImages:
+    """The images of ``source`` at ``positions``, read on demand (see the module docstring).
+
+    ``item_shape`` is one image's C x H x W; ``mean``/``std`` the normalization applied to
+    each batch read (empty: none); ``where`` names the data for errors.
+    """
+
+    source: Any
+    positions: torch.Tensor
+    item_shape: tuple[int, ...]
+    where: str
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.item_shape)
+
+    @property
+    def nbytes(self) -> int:
+        """0: no image is held in memory (what a Ray task's memory request counts)."""
+        return 0
+
+    def subset(self, positions: torch.Tensor) -> StreamedImages:
+        """The images at ``positions`` of this subset, still streamed."""
+        return replace(self, positions=self.positions[positions])
+
+    def normalized(self, mean: tuple[float, ...], std: tuple[float, ...]) -> StreamedImages:
+        return replace(self, mean=mean, std=std)
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        """The images at ``key`` (positions in this subset), read and stacked: float32."""
+        import torch
+
+        picked = self.positions[key]
+        if picked.ndim == 0:
+            picked = picked.reshape(1)
+        images = []
+        for index in picked.tolist():
+            try:
+                image = torch.as_tensor(self.source[index][0]).float()
+            except Exception as exc:  # the user's Dataset
+                raise WorkloadError(
+                    f"data.name: {self.where}: reading item {index} raised "
+                    f"{type(exc).__name__}: {str(exc)[:200]}; fix the Dataset's __getitem__"
+                ) from None
+            if tuple(image.shape) != self.item_shape:
+                raise WorkloadError(
+                    f"data.name: {self.where}: item {index} has shape {list(image.shape)}, "
+                    f"item 0 {list(self.item_shape)}; resize them to one C x H x W shape"
+                )
+            images.append(image)
+        x = torch.stack(images) if images else torch.empty(0, *self.item_shape)
+        if self.mean:
+            mean = torch.tensor(self.mean).view(1, -1, *([1] * (x.ndim - 2)))
+            std = torch.tensor(self.std).view(1, -1, *([1] * (x.ndim - 2)))
+            x = (x - mean) / std
+        return x
+
+    def read_all(self) -> torch.Tensor:
+        """Every image of this subset in memory: for the small subsets (validation,
+        calibration) only."""
+        import torch
+
+        return self[torch.arange(len(self))]
