@@ -24,7 +24,7 @@ Mapping (batch 1, NCHW; the MACs of each kind are listed in :mod:`cost_models.gr
   activation an ``act`` layer whose ``act`` names it (``sigmoid``, ``hardswish``, ``silu``...).
   Flatten/reshape/view/squeeze/unsqueeze/dropout/identity are free.
 * A wrapper module with a ``.layer`` attribute that is a ``Conv1d``/``Conv2d``/``Linear`` (the
-  quantization knob's ``QuantConv2d``/``QuantLinear``) is that layer, named after the wrapper.
+  quantization knob's ``QuantConv``/``QuantLinear``) is that layer, named after the wrapper.
 * Dead code is no layer (:mod:`cost_models.dead_code`): ``x * 0`` (a scalar zero or an
   all-zero buffer), ``torch.zeros_like`` and any op reading only zeros are zero tensors, ``a +
   zero`` is ``a``, and ops the output does not need are dropped.

@@ -210,7 +210,7 @@ def to_onnx(student: nn.Module, input_shape: Sequence[int]) -> onnx.ModelProto:
     import onnx
 
     from spaces.base import layer_kind
-    from spaces.quantization import QuantConv2d, QuantJoin, input_quantizer, wrappers
+    from spaces.quantization import QuantConv, QuantJoin, input_quantizer, wrappers
 
     model = _export_float(_float_skeleton(student), input_shape)
     editor = _Editor(model)
@@ -227,7 +227,7 @@ def to_onnx(student: nn.Module, input_shape: Sequence[int]) -> onnx.ModelProto:
                 index, node.output[0], f"{name}.output", wrapper.act_out, after=True, out=out
             )
             continue
-        index = editor.find(name, "conv" if isinstance(wrapper, QuantConv2d) else "linear")
+        index = editor.find(name, "conv" if isinstance(wrapper, QuantConv) else "linear")
         node = model.graph.node[index]
         if wrapper.act is not None:
             node.input[0] = editor.qdq(index, node.input[0], f"{name}.input", wrapper.act)

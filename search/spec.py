@@ -99,7 +99,11 @@ class ModelSpec(_Frozen):
         max_length=MAX_NAME_CHARS,
     )
     weights: Path | None = None
-    input_shape: tuple[int, int, int] = (1, 28, 28)
+    input_shape: tuple[int, ...] = Field(
+        default=(1, 28, 28),
+        description="one input without the batch: [channels, height, width], or [channels, "
+        "length] for a 1-D network (Conv1d)",
+    )
     num_classes: int = Field(default=10, ge=2)
 
     @field_validator("name")
@@ -109,10 +113,11 @@ class ModelSpec(_Frozen):
 
     @field_validator("input_shape")
     @classmethod
-    def _positive_shape(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
-        if any(d <= 0 for d in v):
+    def _positive_shape(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if len(v) not in (2, 3) or any(d <= 0 for d in v):
             raise ValueError(
-                f"must be three positive sizes [channels, height, width], got {list(v)}"
+                "must be positive sizes [channels, height, width] (or [channels, length] for a "
+                f"1-D network), got {list(v)}"
             )
         return v
 

@@ -21,7 +21,7 @@ _EXPORTS = {
     "Group": "spaces.pruning",
     "kept_channels": "spaces.pruning",
     "QuantizationKnob": "spaces.quantization",
-    "QuantConv2d": "spaces.quantization",
+    "QuantConv": "spaces.quantization",
     "QuantLinear": "spaces.quantization",
     "QuantJoin": "spaces.quantization",
     "ActQuant": "spaces.quantization",

@@ -7,9 +7,8 @@ knows nothing about Optuna storage, Ray or targets: :class:`spaces.joint.JointSp
 knobs, and the search package drives them.
 
 Tracing (:func:`trace_layers`) runs the model once on a zero input with forward hooks and lists
-its compute layers (Conv2d, Linear, and the ``Add``, ``Mul`` and ``Cat`` modules that join activations;
-see :mod:`spaces.functional`) in execution order with their
-output shapes. Stages are derived from it: a *stage* is the set of layers with the same output
+its compute layers (Conv1d, Conv2d, Linear, and the ``Add``, ``Mul`` and ``Cat`` modules that join
+activations; see :mod:`spaces.functional`) in execution order with their output shapes. Stages are derived from it: a *stage* is the set of layers with the same output
 resolution (H, W); stages are numbered ``stage0``, ``stage1``... in the order their resolution
 first appears, and layers without spatial output (Linear) form one last stage of their own.
 """
@@ -124,7 +123,7 @@ def layer_kind(module: nn.Module) -> str | None:
 
     from cost_models.torch_graph import join_kind
 
-    if isinstance(module, nn.Conv2d):
+    if isinstance(module, nn.Conv1d | nn.Conv2d):
         return "conv"
     if isinstance(module, nn.Linear):
         return "linear"
@@ -177,7 +176,8 @@ def trace_layers(model: nn.Module, input_shape: Sequence[int]) -> list[LayerInfo
         model.train(was_training)
     if not seen:
         raise UnsupportedLayerError(
-            f"{type(model).__name__}: no Conv2d, Linear, Add, Mul or Cat layer ran in a forward pass of a "
+            f"{type(model).__name__}: no Conv1d, Conv2d, Linear, Add, Mul or Cat layer ran in a "
+            "forward pass of a "
             f"{tuple(input_shape)} input; edgetune compresses only those layers"
         )
     return list(seen.values())

@@ -46,8 +46,7 @@ class JointSpace:
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int], space: Space, *,
                  batch_size: int = 64) -> None:
-        c, h, w = input_shape
-        self.input_shape: tuple[int, int, int] = (int(c), int(h), int(w))
+        self.input_shape: tuple[int, ...] = tuple(int(d) for d in input_shape)
         self.pruning = PruningKnob(model, input_shape, space.pruning) if space.pruning else None
         self.quantization = (
             QuantizationKnob(model, input_shape, space.quantization) if space.quantization else None

@@ -77,7 +77,7 @@ def _named_groups(model: nn.Module, input_shape: Sequence[int]) -> tuple[Any, li
         groups = list(
             graph.get_all_groups(
                 ignored_layers=[model.get_submodule(classifier)],
-                root_module_types=(nn.Conv2d, nn.Linear),
+                root_module_types=(nn.Conv1d, nn.Conv2d, nn.Linear),
             )
         )
     except Exception as exc:  # torch-pruning raises bare exceptions on graphs it cannot trace
@@ -181,7 +181,7 @@ def prune_channels(
 
 
 def kept_channels(model: nn.Module) -> dict[str, int]:
-    """Output channels of every Conv2d and Linear layer, by layer name (for reports).
+    """Output channels of every conv and Linear layer, by layer name (for reports).
 
     A layer wrapped for quantization (held as ``.layer``) is reported under the wrapper's name.
     """
@@ -190,10 +190,10 @@ def kept_channels(model: nn.Module) -> dict[str, int]:
     modules = dict(model.named_modules())
     out: dict[str, int] = {}
     for name, m in modules.items():
-        if isinstance(m, nn.Conv2d | nn.Linear):
+        if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear):
             parent, _, attr = name.rpartition(".")
             key = parent if attr == "layer" and getattr(modules.get(parent), "layer", None) is m else name
-            out[key] = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+            out[key] = m.out_features if isinstance(m, nn.Linear) else m.out_channels
     return out
 
 

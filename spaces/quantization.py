@@ -1,7 +1,7 @@
 """Quantization: per-layer fake quantization (weights and input activations), trainable (QAT).
 
-:func:`quantize_model` folds every BatchNorm into the conv before it, then wraps each Conv2d / Linear
-named in ``bits`` into :class:`QuantConv2d` / :class:`QuantLinear` (the original layer stays
+:func:`quantize_model` folds every BatchNorm into the conv before it, then wraps each Conv1d,
+Conv2d and Linear named in ``bits`` into :class:`QuantConv` / :class:`QuantLinear` (the original layer stays
 as ``.layer``) and each ``Add``, ``Mul`` and ``Cat`` module (a join of activations, written as
 a module or as ``+``, ``*``, ``torch.cat``: see :mod:`spaces.functional`) into
 :class:`QuantJoin`, which quantizes every input and the output:
@@ -127,7 +127,8 @@ class ActQuant(nn.Module):
 class QuantLayer(nn.Module):
     """Base of the conv/linear wrappers: fake-quant input, then the layer with fake-quant weights."""
 
-    def __init__(self, layer: nn.Conv2d | nn.Linear, precision: Precision, *, reduce_range: bool) -> None:
+    def __init__(self, layer: nn.Conv1d | nn.Conv2d | nn.Linear, precision: Precision, *,
+                 reduce_range: bool) -> None:
         super().__init__()
         self.layer = layer
         self.weight_bits = precision.weight_bits
@@ -154,8 +155,10 @@ class QuantLayer(nn.Module):
         return x if self.act is None else self.act(x)
 
 
-class QuantConv2d(QuantLayer):
-    layer: nn.Conv2d
+class QuantConv(QuantLayer):
+    """A Conv1d or Conv2d with fake-quantized input and weights."""
+
+    layer: nn.Conv1d | nn.Conv2d
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layer._conv_forward(self.quant_input(x), self.weight(), self.layer.bias)
@@ -208,7 +211,8 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module, example: Tensor) -> nn.Module:
-    """Fold each BatchNorm2d that directly consumes a Conv2d's output into that conv, in place.
+    """Fold each BatchNorm that directly consumes a conv's output (BatchNorm1d after a Conv1d,
+    BatchNorm2d after a Conv2d) into that conv, in place.
 
     The BN becomes ``nn.Identity``. Pairs are found by running ``example`` (eval mode); the
     result is checked against the unfolded outputs, and a mismatch (a conv output also used
@@ -219,10 +223,10 @@ def fold_batchnorm(model: nn.Module, example: Tensor) -> nn.Module:
     pairs: list[tuple[str, str]] = []
     handles = []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv1d | nn.Conv2d):
             handles.append(m.register_forward_hook(
                 lambda _m, _i, out, n=name: produced.__setitem__(id(out), (n, out))))
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
             def pre(_m: nn.Module, inputs: tuple[Tensor, ...], n: str = name) -> None:
                 hit = produced.get(id(inputs[0]))
                 if hit is not None and hit[1] is inputs[0]:
@@ -236,7 +240,8 @@ def fold_batchnorm(model: nn.Module, example: Tensor) -> nn.Module:
     for conv_name, bn_name in pairs:
         conv = model.get_submodule(conv_name)
         bn = model.get_submodule(bn_name)
-        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+        assert isinstance(conv, nn.Conv1d | nn.Conv2d)
+        assert isinstance(bn, nn.BatchNorm1d | nn.BatchNorm2d)
         mean, var = bn.running_mean, bn.running_var
         if mean is None or var is None:
             raise UnsupportedLayerError(
@@ -247,7 +252,7 @@ def fold_batchnorm(model: nn.Module, example: Tensor) -> nn.Module:
         beta = bn.bias if bn.affine else torch.zeros_like(var)
         factor = gamma / torch.sqrt(var + bn.eps)
         bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
-        conv.weight.copy_(conv.weight * factor.reshape(-1, 1, 1, 1))
+        conv.weight.copy_(conv.weight * factor.reshape(-1, *([1] * (conv.weight.dim() - 1))))
         conv.bias = nn.Parameter((bias - mean) * factor + beta)
         _set_submodule(model, bn_name, nn.Identity())
     folded = model(example)
@@ -264,7 +269,8 @@ def fold_batchnorm(model: nn.Module, example: Tensor) -> nn.Module:
 def quantize_model(model: nn.Module, bits: Bits, calib: Tensor, *, reduce_range: bool) -> nn.Module:
     """A fake-quantized, BN-folded deep copy of ``model``, calibrated on ``calib``.
 
-    ``bits`` maps layer names (Conv2d, Linear, Add, Mul or Cat modules) to their Precision; other layers
+    ``bits`` maps layer names (Conv1d, Conv2d, Linear, Add, Mul or Cat modules) to their
+    Precision; other layers
     stay float. The copy is in eval mode; training it is QAT.
     """
     student = fold_batchnorm(copy.deepcopy(model), calib[:8])
@@ -276,7 +282,7 @@ def quantize_model(model: nn.Module, bits: Bits, calib: Tensor, *, reduce_range:
         if module is None or kind is None:
             found = "no such layer" if module is None else f"a {type(module).__name__}"
             raise UnsupportedLayerError(
-                f"bits name {name!r}, which is {found}; give bits only for the Conv2d, Linear, "
+                f"bits name {name!r}, which is {found}; give bits only for the conv, Linear, "
                 "Add, Mul and Cat layers of the model (see QuantizationKnob.layers)"
             )
         if precision.weight_bits == FLOAT_BITS and precision.act_bits == FLOAT_BITS:
@@ -286,11 +292,11 @@ def quantize_model(model: nn.Module, bits: Bits, calib: Tensor, *, reduce_range:
             if precision.act_bits == FLOAT_BITS:
                 continue
             wrapper = QuantJoin(module, precision.act_bits, arity[name])
-        elif isinstance(module, nn.Conv2d):
+        elif isinstance(module, nn.Conv1d | nn.Conv2d):
             if module.padding_mode != "zeros":
                 raise UnsupportedLayerError(f"{name}: padding_mode {module.padding_mode!r} "
                                             "cannot be exported; use padding_mode='zeros'")
-            wrapper = QuantConv2d(module, precision, reduce_range=reduce_range)
+            wrapper = QuantConv(module, precision, reduce_range=reduce_range)
         else:
             assert isinstance(module, nn.Linear)
             wrapper = QuantLinear(module, precision, reduce_range=reduce_range)
@@ -404,7 +410,7 @@ class QuantizationKnob(Knob):
 
 __all__ = [
     "ActQuant",
-    "QuantConv2d",
+    "QuantConv",
     "QuantJoin",
     "QuantLayer",
     "QuantLinear",

@@ -31,7 +31,7 @@ from search.errors import WorkloadError
 from search.spec import DataSpec, ModelSpec
 from search.workloads.entry_points import entry_point
 from search.workloads.objects import OBJECT, object_missing
-from search.workloads.stream import StreamedImages
+from search.workloads.stream import StreamedImages, normalize_batch
 
 if TYPE_CHECKING:
     import torch
@@ -53,13 +53,9 @@ class Dataset:
 
     def normalize(self, x: Any) -> Any:
         """``x`` normalized: a tensor, or streamed images that normalize each batch read."""
-        import torch
-
         if isinstance(x, StreamedImages):
             return x.normalized(self.mean, self.std)
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
-        return (x - mean) / std
+        return normalize_batch(x, self.mean, self.std)
 
 
 def load_data(spec: DataSpec, model: ModelSpec | None = None, given: Any = None) -> Dataset:
@@ -238,8 +234,10 @@ def _check(data: Dataset, name: str, model: ModelSpec | None) -> None:
     for split_name, x, y in (("train", data.x_train, data.y_train),
                              ("test", data.x_test, data.y_test)):
         where = f"data.name: {name} ({split_name})"
-        if len(x.shape) != 4:
-            raise WorkloadError(f"{where}: images have shape {tuple(x.shape)}; give N x C x H x W")
+        dims = (1 + len(model.input_shape),) if model is not None else (3, 4)
+        if len(x.shape) not in dims:
+            raise WorkloadError(f"{where}: inputs have shape {tuple(x.shape)}; give N x C x H x W "
+                                "(or N x C x L for a 1-D model.input_shape)")
         if len(x) == 0:
             raise WorkloadError(f"{where} is empty; it must hold at least one image")
         if len(y) != len(x) or y.ndim != 1:

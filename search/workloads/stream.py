@@ -22,7 +22,16 @@ from search.errors import WorkloadError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["StreamedImages"]
+__all__ = ["StreamedImages", "normalize_batch"]
+
+
+def normalize_batch(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """``(x - mean) / std`` per channel (dim 1) of a batch N x C x ..."""
+    import torch
+
+    per_channel = (1, -1, *([1] * (x.ndim - 2)))
+    return (x - torch.tensor(mean, dtype=x.dtype).view(per_channel)) / torch.tensor(
+        std, dtype=x.dtype).view(per_channel)
 
 
 @dataclass(frozen=True)
@@ -82,11 +91,7 @@ class StreamedImages:
                 )
             images.append(image)
         x = torch.stack(images) if images else torch.empty(0, *self.item_shape)
-        if self.mean:
-            mean = torch.tensor(self.mean).view(1, -1, *([1] * (x.ndim - 2)))
-            std = torch.tensor(self.std).view(1, -1, *([1] * (x.ndim - 2)))
-            x = (x - mean) / std
-        return x
+        return normalize_batch(x, self.mean, self.std) if self.mean else x
 
     def read_all(self) -> torch.Tensor:
         """Every image of this subset in memory: for the small subsets (validation,

@@ -130,7 +130,7 @@ def test_tiny_resnet_layers() -> None:
 
 
 def test_quant_wrappers_are_their_layer() -> None:
-    class QuantConv2d(nn.Module):
+    class QuantConv(nn.Module):
         def __init__(self, layer: nn.Conv2d) -> None:
             super().__init__()
             self.layer = layer
@@ -141,7 +141,7 @@ def test_quant_wrappers_are_their_layer() -> None:
             return self.layer(x) * self.scale
 
     model = TinyResNet()
-    model.stem[0] = QuantConv2d(model.stem[0])  # type: ignore[index, operator]
+    model.stem[0] = QuantConv(model.stem[0])  # type: ignore[index, operator]
     g = from_torch(model, (1, 16, 16))
     assert _key(g) == _key(from_torch(TinyResNet(), (1, 16, 16)))
     assert g.layers[0].name == "stem.0"

@@ -166,3 +166,38 @@ def test_bad_arguments_get_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(WorkloadError, match="data object must return a dict"):
         api.search(_spec("bad-data", "process"), model=Wide(), data=[1, 2, 3],
                    storage=f"sqlite:///{tmp_path}/s.db")
+
+
+class Rows(nn.Module):
+    """A 1-D network (keyword-spotting style): each image's 28 rows are its channels, its 28
+    columns its length. Conv1d, BatchNorm1d, a depthwise Conv1d and a residual ``+``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv1d(28, 32, 5, padding=2), nn.BatchNorm1d(32), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv1d(32, 32, 3, padding=1, groups=32), nn.BatchNorm1d(32),
+                                nn.ReLU(), nn.Conv1d(32, 32, 1), nn.BatchNorm1d(32))
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        x = torch.relu(x + self.dw(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def test_a_1d_network_is_searched_measured_and_exported(tmp_path: Path, edgetune_home: Path) -> None:
+    x_train, y_train, x_test, y_test = load_fashion_mnist(None)
+    data = {"x_train": x_train[:2000, 0], "y_train": y_train[:2000], "x_test": x_test[:1000, 0],
+            "y_test": y_test[:1000], "mean": [MEAN], "std": [STD]}
+    spec = _spec("rows", "process")
+    spec["model"] = {"input_shape": [28, 28]}  # [channels, length]
+    spec["search"] = {**spec["search"], "measure": "auto"}  # type: ignore[dict-item]
+    result = api.search(spec, model=Rows().eval(), data=data, storage=f"sqlite:///{tmp_path}/s.db")
+    [candidate] = result.front()
+    assert {"stem.0", "dw.0", "dw.3", "fc", "add"} <= set(candidate.policy["bits"])
+    exported = candidate.export(tmp_path / "out")
+    summary = exported.summary
+    assert summary["input"]["shape"] == [1, 28, 28]
+    assert abs(summary["accuracy_onnx"] - summary["accuracy_torch"]) <= 0.01
+    assert summary["latency_ms_measured"] > 0

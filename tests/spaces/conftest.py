@@ -13,7 +13,7 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BatchNorm non-trivial statistics, so folding and pruning have work to do."""
     gen = torch.Generator().manual_seed(seed)
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
             n = m.num_features
             assert m.running_mean is not None and m.running_var is not None
             m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)

@@ -9,7 +9,7 @@ from cost_models.graph import Precision
 from spaces.config import QuantizationSpace
 from spaces.quantization import (
     ActQuant,
-    QuantConv2d,
+    QuantConv,
     QuantizationKnob,
     QuantJoin,
     QuantLinear,
@@ -62,7 +62,7 @@ def test_activation_fake_quant_is_on_grid(bits: int, qmin: int, qmax: int) -> No
 
 
 def test_ste_gives_gradients_to_weights_and_inputs() -> None:
-    conv = QuantConv2d(nn.Conv2d(2, 3, 3), Precision(4, 8), reduce_range=False)
+    conv = QuantConv(nn.Conv2d(2, 3, 3), Precision(4, 8), reduce_range=False)
     conv.act.observing = True  # type: ignore[union-attr]
     conv(torch.randn(4, 2, 5, 5))
     conv.act.freeze()  # type: ignore[union-attr]
@@ -99,7 +99,7 @@ def test_quantize_model_wraps_named_layers_only(resnet: nn.Module) -> None:
     student = quantize_model(resnet, bits, torch.randn(32, *SHAPE), reduce_range=True)
     found = wrappers(student)
     assert set(found) == {"stem.0", "stage1.conv1.0", "stage1.add", "classifier"}
-    assert isinstance(found["stem.0"], QuantConv2d) and found["stem.0"].qmax == 63
+    assert isinstance(found["stem.0"], QuantConv) and found["stem.0"].qmax == 63
     assert isinstance(found["stage1.add"], QuantJoin) and found["stage1.add"].input_quants()[0].bits == 16
     assert isinstance(found["classifier"], QuantLinear)
     assert found["stage1.conv1.0"].act is None  # type: ignore[union-attr]

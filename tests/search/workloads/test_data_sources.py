@@ -141,7 +141,7 @@ def test_datasets_and_loaders_load_as_the_same_tensors(source: str) -> None:
         ("nan_pixels", r"\(train\): image 7 has NaN or infinite pixels"),
         ("empty_test", r"\(test\) is empty"),
         ("short_labels", "300 images but labels of shape"),
-        ("flat_images", r"images have shape \(300, 16\)"),
+        ("flat_images", r"inputs have shape \(300, 16\)"),
         ("mean_per_channel_mismatch", "mean has 2 values for 1 channels"),
         ("zero_std", "std must be positive"),
         ("iterable", "not a map-style Dataset"),
