@@ -11,7 +11,7 @@ constants are then refitted on all rows. The result is cached as JSON in
 (hostname, CPU model, onnxruntime version) and the fidelity, and reused while the machine, the
 onnxruntime version and the cost model's version match; otherwise it is recalibrated. The
 suite measurements are cached beside it (``host_measurements.json``) for :func:`refit_host`.
-A calibration measures the suite's 784 models for ``CALIBRATION_SECONDS``, plus the sessions'
+A calibration measures the suite's 800 models for ``CALIBRATION_SECONDS``, plus the sessions'
 set-up.
 
 The kernels onnxruntime runs depend on the CPU: MLAS's NCHWc layout blocks channels by 8 with
@@ -77,7 +77,7 @@ __all__ = [
 
 DESCRIPTION = "this machine's CPU, onnxruntime CPU EP, batch 1, one thread"
 RUNTIME = "onnxruntime CPUExecutionProvider, intra_op=1, inter_op=1, sequential, ORT_ENABLE_ALL"
-MODEL_VERSION = "kernel-12"  # + NCHWc conv calls, edge taps; larger inputs; GAP fusion
+MODEL_VERSION = "kernel-13"  # + dense convs in im2col + GEMM (conv:f32p) on AVX-512
 POWER_W = 280.0 / 64
 POWER_SOURCE = (
     "one core's share of a server CPU's TDP: AMD EPYC 7763 default TDP 280 W / 64 cores = "

@@ -15,8 +15,9 @@ networks shaped like NAS-Bench-201 cells (standalone ReLUs, stride-1 average poo
 their padding, unfused adds), DenseNet blocks (BN-ReLU on concatenations, 2x2 average pools)
 and MobileNetV3 blocks (hard-swish, 3x3/5x5 depthwise and squeeze-and-excitation on channel
 counts that are often not a multiple of 4): 36 models, and 3x3/5x5 depthwise convs on
-channel counts that are not: 12, and stride-1 average pools and a ReLU + add on their
-own: 20 (of these, the small suite has two cells).
+channel counts that are not: 12, dense convs on input channels past the NCHWc block and not a
+multiple of 4 (onnxruntime's im2col + GEMM path, as in a DenseNet stage): 16, and stride-1
+average pools and a ReLU + add on their own: 20 (of these, the small suite has two cells).
 """
 
 from __future__ import annotations
@@ -395,6 +396,14 @@ def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelPro
     for c, k, hw in dws:
         add_spec(f"dwconv{k}s1_c{c}x{c}_hw{hw}", (c, hw, hw),
                  partial(_single_spec, kind="dwconv", c=c, cout=c, k=k, s=1))
+    # dense k x k convs whose input channels are past the NCHWc block (8 or 16) and not a
+    # multiple of 4 (fp32: im2col + GEMM, class conv:f32p), as in a DenseNet stage
+    dense_convs = [] if size == "small" else [
+        (26, 12, 3, 14), (38, 12, 3, 14), (50, 12, 3, 7), (18, 16, 3, 28), (31, 24, 3, 7),
+        (62, 32, 5, 7), (22, 8, 3, 28), (45, 20, 1, 14)]
+    for c, cout, k, hw in dense_convs:
+        add_spec(f"conv{k}s1_c{c}x{cout}_hw{hw}", (c, hw, hw),
+                 partial(_single_spec, kind="conv", c=c, cout=cout, k=k, s=1))
     # the cells' ops alone: a stride-1 average pool, a standalone ReLU and an unfused add, on
     # NCHWc-sized (16, 32) and other channel counts
     for c, hw in [] if size == "small" else [(16, 28), (24, 14), (32, 14), (12, 28)]:
