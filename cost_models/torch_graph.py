@@ -10,9 +10,11 @@ Mapping (batch 1, NCHW; the MACs of each kind are listed in :mod:`cost_models.gr
   ``(N, C, 1, L)``, so every cost model reads it as a ``1 × L`` 2-D conv.
 * ``Linear`` (and ``matmul`` by a parameter) -> ``linear``; ``MaxPool``/``AvgPool`` 1d/2d ->
   ``maxpool``/``avgpool``; ``AdaptiveAvgPool(1)`` and ``mean`` over all spatial dims -> ``gap``;
-  ``mean`` over other dims -> ``reduce``; ``+``, ``torch.add`` and any module whose class is
-  named ``Add`` -> ``add`` (shapes may broadcast); ``*``/``torch.mul`` -> ``mul`` (two
-  activations, or one activation and a constant); ``torch.cat`` -> ``concat``;
+  ``mean`` over other dims -> ``reduce``; ``+``, ``torch.add`` and any parameterless module
+  whose class is named ``Add`` -> ``add`` (shapes may broadcast); ``*``/``torch.mul`` and a
+  ``Mul`` module ->
+  ``mul`` (two activations, or one activation and a constant); ``torch.cat`` and a ``Cat``
+  module -> ``concat`` (:data:`JOIN_MODULES`, as :mod:`spaces.functional` makes them);
   ``F.interpolate``/``Upsample`` -> ``resize``; ``F.pad``/``*Pad1d/2d`` -> ``pad``; softmax ->
   ``softmax``; ``permute``/``transpose`` -> ``transpose``; ``@``/``matmul``/``bmm`` of two
   activations -> ``matmul``.
