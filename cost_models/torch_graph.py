@@ -55,7 +55,7 @@ from cost_models.ops import (
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["JOIN_MODULES", "from_torch", "fx_trace", "join_kind"]
+__all__ = ["JOIN_MODULES", "from_torch", "functional_join", "fx_trace", "join_kind"]
 
 # parameterless modules that join activations: their class name is their layer kind
 JOIN_MODULES = {"Add": "add", "Mul": "mul", "Cat": "concat"}
@@ -70,7 +70,9 @@ _ACT_FUNCS = ("relu", "relu_", "relu6", "hardswish", "hardsigmoid", "silu", "sig
 _FREE_FUNCS = ("flatten", "reshape", "view", "dropout", "contiguous", "squeeze", "unsqueeze",
                "size", "dim")
 _RESHAPE_FUNCS = ("flatten", "reshape", "view", "squeeze", "unsqueeze")
+_ADD = ("add", "add_", "__add__", "iadd")
 _MUL = ("mul", "mul_", "__mul__", "imul")
+_CAT = ("cat", "concat", "concatenate")
 _MATMUL = ("matmul", "bmm", "__matmul__")
 SUPPORTED = ("Conv2d", "Conv1d", "Linear", "BatchNorm1d/2d", "MaxPool1d/2d", "AvgPool1d/2d",
              "AdaptiveAvgPool1d/2d(1)", "Add (module or +)", "* (mul)", "torch.cat",
@@ -93,6 +95,22 @@ def join_kind(mod: Any) -> str | None:
     None."""
     kind = JOIN_MODULES.get(type(mod).__name__)
     return kind if kind is not None and not any(True for _ in mod.parameters()) else None
+
+
+def functional_join(node: Any) -> str | None:
+    """``add``, ``mul`` or ``concat`` for an fx call of ``+``, ``*`` or ``torch.cat`` (as a
+    function, a method or in place), else None: the ops a model's forward joins activations
+    with, which :func:`spaces.functional.modularize` makes modules."""
+    import torch
+
+    if node.op not in ("call_function", "call_method"):
+        return None
+    fname = getattr(node.target, "__name__", str(node.target))
+    if node.target in (operator.add, operator.iadd, torch.add) or fname in _ADD:
+        return "add"
+    if node.target in (operator.mul, operator.imul, torch.mul) or fname in _MUL:
+        return "mul"
+    return "concat" if fname in _CAT else None
 
 
 def _is_leaf(mod: Any) -> bool:
@@ -327,12 +345,11 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
                 )
         else:  # call_function / call_method
             fname = getattr(node.target, "__name__", str(node.target))
-            is_add = node.target in (operator.add, operator.iadd, torch.add) or fname in (
-                "add", "add_", "__add__", "iadd")
-            if is_add:
-                binary(node, node.name, "add")
-            elif node.target in (operator.mul, operator.imul, torch.mul) or fname in _MUL:
-                binary(node, node.name, "mul")
+            join = functional_join(node)
+            if join in ("add", "mul"):
+                binary(node, node.name, join)
+            elif join == "concat":
+                concat(node, node.name, node.args[0])
             elif node.target is operator.matmul or fname in _MATMUL:
                 matmul(node)
             elif fname in _ACT_FUNCS:
@@ -349,8 +366,6 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
                 _tuple(node.args[1], int(fname[-2]))
             ) == {1}:
                 gap(node, node.name)
-            elif fname in ("cat", "concat", "concatenate"):
-                concat(node, node.name, node.args[0])
             elif fname == "interpolate":
                 resize(node, node.name, str(node.kwargs.get("mode", "nearest")))
             elif fname == "pad":

@@ -30,7 +30,8 @@ STOPPERS = ("median", "hyperband", "none")
 EXECUTORS = ("ray", "process")
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-BUILTIN_MODEL_NAMES = ("resnet8", "dscnn", "mobilenetv2", "mobilenetv3", "densenet")  # search.workloads.models, no torch
+# search.workloads.models, without importing torch
+BUILTIN_MODEL_NAMES = ("resnet8", "dscnn", "mobilenetv2", "mobilenetv3", "densenet")
 BUILTIN_DATA_NAMES = ("fashion-mnist",)
 BUILTIN_AUGMENT_NAMES = ("flip-crop",)  # search.workloads.augment, no torch
 MAX_ERRORS = 10
@@ -95,7 +96,8 @@ def _parse_budget(raw: Any) -> Any:
 
 class ModelSpec(_Frozen):
     name: Annotated[str, ENTRY_POINT_FIELD] = Field(
-        description="a built-in model (resnet8, dscnn, mobilenetv2, mobilenetv3, densenet) or module:function",
+        description="a built-in model (resnet8, dscnn, mobilenetv2, mobilenetv3, densenet) or "
+        "module:function",
         max_length=MAX_NAME_CHARS,
     )
     weights: Path | None = None

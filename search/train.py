@@ -19,14 +19,14 @@ def train_from_spec(spec_path: Path, *, epochs: int, log: Callable[[str], None])
 
     from search.teacher import train_teacher
     from search.workloads import load_data, model_as_written, teacher_cache_path
+    from search.workloads.stream import take
     from spaces.distillation import accuracy
 
     spec = load_spec(spec_path)
     data = load_data(spec.data, spec.model)
     model = model_as_written(spec.model)
     n = len(data.x_train) - spec.data.val_size
-    x = data.normalize(data.x_train[:n] if isinstance(data.x_train, torch.Tensor)
-                       else data.x_train.subset(torch.arange(n)))  # streamed: stays streamed
+    x = data.normalize(take(data.x_train, slice(0, n)))  # streamed stays streamed
     torch.manual_seed(spec.search.seed)
     start = time.perf_counter()
     train_teacher(

@@ -3,8 +3,8 @@
 ``ls spaces/`` shows the plug-in points: :mod:`spaces.base` (the :class:`Knob` interface),
 :mod:`spaces.pruning`, :mod:`spaces.quantization`, :mod:`spaces.distillation` and
 :mod:`spaces.joint`; :mod:`spaces.functional` makes functional joins (``+``, ``*``,
-``torch.cat``) modules the knobs can wrap. The names below are imported on first use, so ``import spaces`` does not
-load torch.
+``torch.cat``) modules the knobs can wrap. The names below are imported on first use, so
+``import spaces`` does not load torch.
 """
 
 from __future__ import annotations

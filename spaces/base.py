@@ -7,10 +7,11 @@ knows nothing about Optuna storage, Ray or targets: :class:`spaces.joint.JointSp
 knobs, and the search package drives them.
 
 Tracing (:func:`trace_layers`) runs the model once on a zero input with forward hooks and lists
-its compute layers (Conv1d, Conv2d, Linear, and the ``Add``, ``Mul`` and ``Cat`` modules that join
-activations; see :mod:`spaces.functional`) in execution order with their output shapes. Stages are derived from it: a *stage* is the set of layers with the same output
-resolution (H, W); stages are numbered ``stage0``, ``stage1``... in the order their resolution
-first appears, and layers without spatial output (Linear) form one last stage of their own.
+its compute layers (Conv1d, Conv2d, Linear, and the ``Add``, ``Mul`` and ``Cat`` modules that
+join activations; see :mod:`spaces.functional`) in execution order with their output shapes.
+Stages are derived from it: a *stage* is the set of layers with the same output resolution
+(H, W); stages are numbered ``stage0``, ``stage1``... in the order their resolution first
+appears, and layers without spatial output (Linear) form one last stage of their own.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def require(params: Mapping[str, Any], name: str) -> Any:
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A compute layer seen while tracing: name, kind (conv, linear, add, mul, concat) and output shape."""
+    """A compute layer seen while tracing: name, kind (conv, linear, add, mul, concat) and
+    output shape."""
 
     name: str
     kind: str

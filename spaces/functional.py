@@ -16,7 +16,6 @@ it has no second activation to quantize.
 
 from __future__ import annotations
 
-import operator
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
@@ -59,26 +58,18 @@ class Cat(nn.Module):
 
 def _join(node: fx.Node) -> tuple[str, nn.Module, tuple[Any, ...]] | None:
     """(op name, its module, its tensor arguments) for an add, mul or cat node, else None."""
-    import torch
+    from cost_models.torch_graph import functional_join
 
-    fname = getattr(node.target, "__name__", str(node.target))
-    if node.op not in ("call_function", "call_method"):
-        return None
-    if node.target in (operator.add, operator.iadd, torch.add) or fname in ("add", "add_", "iadd"):
-        if node.kwargs or len(node.args) != 2:
-            return None
-        return "add", Add(), tuple(node.args)
-    if node.target in (operator.mul, operator.imul, torch.mul) or fname in ("mul", "mul_", "imul"):
-        if node.kwargs or len(node.args) != 2:
-            return None
-        return "mul", Mul(), tuple(node.args)
-    if node.op == "call_function" and fname in ("cat", "concat", "concatenate"):
+    kind = functional_join(node)
+    if kind == "concat":
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         parts = node.args[0]
         if not isinstance(dim, int) or not isinstance(parts, (list, tuple)) or len(parts) < 2:
             return None
         return "cat", Cat(dim), tuple(parts)
-    return None
+    if kind is None or node.kwargs or len(node.args) != 2:
+        return None
+    return kind, Add() if kind == "add" else Mul(), tuple(node.args)
 
 
 def _free_name(gm: nn.Module, op: str) -> str:
@@ -135,7 +126,8 @@ def _modularize_own(module: nn.Module) -> nn.Module:
 def modularize(model: nn.Module) -> nn.Module:
     """``model`` with every functional add, mul and cat of activations made a module (see the
     module docstring). Each module whose own forward runs such ops becomes a GraphModule in its
-    place, so the hierarchy and every name stay; ``model`` itself is returned when it has none."""
+    place (set on its parent: ``model``'s submodules are rewritten in place), so the hierarchy
+    and every name stay; ``model`` itself is returned when its own forward runs none."""
     from cost_models.torch_graph import join_kind
 
     def rewrite(module: nn.Module) -> nn.Module:

@@ -1,9 +1,9 @@
 """Quantization: per-layer fake quantization (weights and input activations), trainable (QAT).
 
 :func:`quantize_model` folds every BatchNorm into the conv before it, then wraps each Conv1d,
-Conv2d and Linear named in ``bits`` into :class:`QuantConv` / :class:`QuantLinear` (the original layer stays
-as ``.layer``) and each ``Add``, ``Mul`` and ``Cat`` module (a join of activations, written as
-a module or as ``+``, ``*``, ``torch.cat``: see :mod:`spaces.functional`) into
+Conv2d and Linear named in ``bits`` into :class:`QuantConv` / :class:`QuantLinear` (the original
+layer stays as ``.layer``) and each ``Add``, ``Mul`` and ``Cat`` module (a join of activations,
+written as a module or as ``+``, ``*``, ``torch.cat``: see :mod:`spaces.functional`) into
 :class:`QuantJoin`, which quantizes every input and the output:
 
 * weights: per output channel, symmetric, ``qmax = 2**(bits-1) - 1`` (so ``2*qmax + 1``
@@ -21,8 +21,8 @@ A ``weight_bits`` of 32 (or an ``act_bits`` of 32) leaves that part float; a lay
 :class:`ActQuant` are the exact integers and scales the ONNX exporter writes.
 
 Params: ``wbits.<layer>`` for every conv/linear layer and ``abits.<layer>`` for every conv,
-linear, Add, Mul and Cat layer (granularity ``layer``); ``wbits.stage<i>`` / ``abits.stage<i>`` (stage);
-``wbits.model`` / ``abits.model`` (model).
+linear, Add, Mul and Cat layer (granularity ``layer``); ``wbits.stage<i>`` /
+``abits.stage<i>`` (stage); ``wbits.model`` / ``abits.model`` (model).
 """
 
 from __future__ import annotations
@@ -195,7 +195,8 @@ class QuantJoin(nn.Module):
                 f"a {type(self.layer).__name__} traced with {self.inputs} inputs got {len(xs)}; "
                 "give each join its own module"
             )
-        return self.act_out(self.layer(*(q(x) for q, x in zip(self.input_quants(), xs, strict=True))))
+        quantized = (q(x) for q, x in zip(self.input_quants(), xs, strict=True))
+        return self.act_out(self.layer(*quantized))
 
 
 def input_quantizer(i: int) -> str:
@@ -270,8 +271,7 @@ def quantize_model(model: nn.Module, bits: Bits, calib: Tensor, *, reduce_range:
     """A fake-quantized, BN-folded deep copy of ``model``, calibrated on ``calib``.
 
     ``bits`` maps layer names (Conv1d, Conv2d, Linear, Add, Mul or Cat modules) to their
-    Precision; other layers
-    stay float. The copy is in eval mode; training it is QAT.
+    Precision; other layers stay float. The copy is in eval mode; training it is QAT.
     """
     student = fold_batchnorm(copy.deepcopy(model), calib[:8])
     modules = dict(student.named_modules())
@@ -307,7 +307,8 @@ def quantize_model(model: nn.Module, bits: Bits, calib: Tensor, *, reduce_range:
 
 @torch.no_grad()
 def _join_arity(model: nn.Module, example: Tensor) -> dict[str, int]:
-    """How many inputs each Add, Mul and Cat module of ``model`` gets in a forward of ``example``."""
+    """How many inputs each Add, Mul and Cat module of ``model`` gets in a forward of
+    ``example``."""
     arity: dict[str, int] = {}
     handles = [
         module.register_forward_pre_hook(

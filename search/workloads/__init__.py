@@ -5,9 +5,9 @@ into objects here, in one place:
 
 * :mod:`search.workloads.data`: :class:`Dataset`, :func:`load_data` and :func:`split` (the
   fine-tune, validation and calibration subsets);
-* :mod:`search.workloads.build`: :func:`build_model`, :func:`model_as_written`, :func:`load_teacher`,
-  :func:`teacher_cache_path`, and :func:`build_workload`, which makes the :class:`Workload`
-  every trial of a study shares;
+* :mod:`search.workloads.build`: :func:`build_model`, :func:`model_as_written`,
+  :func:`load_teacher`, :func:`teacher_cache_path`, and :func:`build_workload`, which makes
+  the :class:`Workload` every trial of a study shares;
 * :mod:`search.workloads.objects`: a model and data given as Python objects (``search.api``)
   instead of names;
 * :mod:`search.workloads.augment`: ``data.augment``, resolved and tried once;

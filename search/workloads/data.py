@@ -31,7 +31,7 @@ from search.errors import WorkloadError
 from search.spec import DataSpec, ModelSpec
 from search.workloads.entry_points import entry_point
 from search.workloads.objects import OBJECT, object_missing
-from search.workloads.stream import StreamedImages, normalize_batch
+from search.workloads.stream import StreamedImages, normalize_batch, read_item, take
 
 if TYPE_CHECKING:
     import torch
@@ -157,16 +157,7 @@ def _read(
     streamed = bool(stream)
     first: tuple[int, ...] = ()
     for i in range(n):
-        try:
-            item = ds[i]
-        except Exception as exc:  # the user's Dataset
-            raise WorkloadError(
-                f"data.name: {where}: reading item {i} raised {type(exc).__name__}: "
-                f"{str(exc)[:200]}; fix the Dataset's __getitem__"
-            ) from None
-        if not isinstance(item, tuple | list) or len(item) < 2:
-            raise WorkloadError(f"data.name: {where}: item {i} is {type(item).__name__}, not "
-                                "an (image, label) pair; return (image, label) from __getitem__")
+        item = read_item(ds, i, where)
         x = torch.as_tensor(item[0])
         if i == 0:
             first = tuple(x.shape)
@@ -291,12 +282,10 @@ def split(data: Dataset, spec: DataSpec, seed: int) -> dict[str, Any]:
     pool = n - spec.val_size
     ft = torch.randperm(pool, generator=torch.Generator().manual_seed(seed))[: spec.finetune_size]
     val = torch.arange(pool, n)
-    x = data.x_train
-    if isinstance(x, StreamedImages):  # the fine-tune subset stays streamed; the rest is small
-        x_ft: Any = data.normalize(x.subset(ft))
-        x_val = data.normalize(x.subset(val)).read_all()
-    else:
-        x_ft, x_val = data.normalize(x[ft]), data.normalize(x[val])
+    x_ft = data.normalize(take(data.x_train, ft))  # streamed stays streamed
+    x_val = data.normalize(take(data.x_train, val))
+    if isinstance(x_val, StreamedImages):  # small: read into memory
+        x_val = x_val.read_all()
     return {
         "x_finetune": x_ft,
         "y_finetune": data.y_train[ft],

@@ -289,7 +289,8 @@ class DenseLayer(nn.Module):
 
 
 class DenseNet(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, growth: int = 12, depth: int = 3) -> None:
+    def __init__(self, in_channels: int, num_classes: int, growth: int = 12,
+                 depth: int = 3) -> None:
         super().__init__()
         self.stem = _conv_bn(in_channels, 16, 3)
         stages: list[nn.Module] = []

@@ -22,10 +22,33 @@ from search.errors import WorkloadError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["StreamedImages", "normalize_batch"]
+__all__ = ["StreamedImages", "normalize_batch", "read_item", "take"]
 
 
-def normalize_batch(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+def read_item(source: Any, index: int, where: str) -> tuple[Any, ...]:
+    """Item ``index`` of the user's map-style Dataset, which must be an (image, label) pair;
+    a WorkloadError naming ``where`` and the item when reading fails or it is not one."""
+    try:
+        item = source[index]
+    except Exception as exc:  # the user's Dataset
+        raise WorkloadError(
+            f"data.name: {where}: reading item {index} raised {type(exc).__name__}: "
+            f"{str(exc)[:200]}; fix the Dataset's __getitem__"
+        ) from None
+    if not isinstance(item, tuple | list) or len(item) < 2:
+        raise WorkloadError(f"data.name: {where}: item {index} is {type(item).__name__}, not "
+                            "an (image, label) pair; return (image, label) from __getitem__")
+    return tuple(item)
+
+
+def take(x: torch.Tensor | StreamedImages, rows: torch.Tensor | slice) -> Any:
+    """``x`` at ``rows``: a tensor's rows, or streamed images that stay streamed."""
+    return x.subset(rows) if isinstance(x, StreamedImages) else x[rows]
+
+
+def normalize_batch(
+    x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
     """``(x - mean) / std`` per channel (dim 1) of a batch N x C x ..."""
     import torch
 
@@ -61,7 +84,7 @@ class StreamedImages:
         """0: no image is held in memory (what a Ray task's memory request counts)."""
         return 0
 
-    def subset(self, positions: torch.Tensor) -> StreamedImages:
+    def subset(self, positions: torch.Tensor | slice) -> StreamedImages:
         """The images at ``positions`` of this subset, still streamed."""
         return replace(self, positions=self.positions[positions])
 
@@ -77,13 +100,7 @@ class StreamedImages:
             picked = picked.reshape(1)
         images = []
         for index in picked.tolist():
-            try:
-                image = torch.as_tensor(self.source[index][0]).float()
-            except Exception as exc:  # the user's Dataset
-                raise WorkloadError(
-                    f"data.name: {self.where}: reading item {index} raised "
-                    f"{type(exc).__name__}: {str(exc)[:200]}; fix the Dataset's __getitem__"
-                ) from None
+            image = torch.as_tensor(read_item(self.source, index, self.where)[0]).float()
             if tuple(image.shape) != self.item_shape:
                 raise WorkloadError(
                     f"data.name: {self.where}: item {index} has shape {list(image.shape)}, "
