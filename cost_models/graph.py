@@ -48,7 +48,9 @@ The QDQ ONNX convention (written by ``search.onnx_export``, read by :func:`from_
 
 * a conv/linear layer with ``weight_bits`` in 5..8 has its weight stored as an INT8 initializer,
   per output channel, symmetric (zero point 0), followed by ``DequantizeLinear(axis=0)``; with
-  ``weight_bits`` in 2..4 the same with INT4; with 32 the weight stays float;
+  ``weight_bits`` in 2..4 the same with INT4; with 32 the weight stays float. In a layer with
+  float activations (weight-only quantization) the integer weight is made float by ``Cast``
+  and a ``Mul`` by its per-channel scale instead, which onnxruntime folds at load;
 * a layer with ``act_bits`` 8 (or 16) has its input passed through ``QuantizeLinear`` then
   ``DequantizeLinear`` with a per-tensor UINT8 (or INT16) scale and zero point; with 32 the
   input stays float;
@@ -126,6 +128,13 @@ class Precision:
 
     weight_bits: int = FLOAT_BITS
     act_bits: int = FLOAT_BITS
+
+    @property
+    def weights_at_load(self) -> bool:
+        """Whether the layer's weights are float once a runtime has loaded the model: float
+        weights, or quantized ones read by a float layer (weight-only), which the QDQ
+        convention writes as ``Cast`` and ``Mul`` for the runtime to fold."""
+        return self.weight_bits == FLOAT_BITS or self.act_bits == FLOAT_BITS
 
 
 Bits = Mapping[str, Precision]

@@ -24,11 +24,10 @@ of the host micro-benchmark suite on x86-64:
   (output elements x kernel area, its MACs): a 3x3 stride-1 pool reads 9 taps per output, a
   2x2 stride-2 one 4. A float pool outside NCHWc runs onnxruntime's generic pool loop, about
   ten times slower per tap than the NCHWc kernel: class ``<pool>:f32p``;
-* any other conv/linear with quantized weights (weight-only int8, int4 weights, 16-bit
-  activations, or an int8 layer whose output is not re-quantized) runs as a *runtime*
-  ``DequantizeLinear`` of its weights (kernel ``dqw8``/``dqw4``) plus an fp32 kernel that
-  cannot use pre-packed weights (mode ``rt``); float-weight layers run the pre-packed fp32
-  kernel (mode ``f32``);
+* weight-only quantized layers run as float ones (``Cast``, ``Mul`` folded at load:
+  ``Precision.weights_at_load``); other unfused quantized-weight conv/linears (16-bit acts,
+  int8 output not re-quantized) run a *runtime* ``DequantizeLinear`` (``dqw8``/``dqw4``) and
+  an fp32 kernel without pre-packed weights (mode ``rt``); float weights, mode ``f32``;
 * an unfused layer with ``act_bits`` 8 or 16 reads its input through ``QuantizeLinear`` and
   ``DequantizeLinear`` kernels that really execute (``q8``/``dq8``, ``q16``/``dq16``); a fused
   layer reading a float tensor needs a ``q8`` kernel, a float layer reading a quantized tensor a
@@ -71,7 +70,8 @@ of the host micro-benchmark suite on x86-64:
   into (for a conv with >= ``B`` input channels) or out of NCHWc. An fp32 add whose input is
   the sole output of an NCHWc conv is fused into it (``add:fused``), and so is a ReLU after
   that add (``relu:fused``); a ReLU after an fp32 add that no conv absorbs (its output is
-  the add's ``act``) runs as a ``Relu`` of its own (``relu:f32``). An fp32 add one of whose
+  the add's ``act``) runs as a ``Relu`` of its own (``relu:f32``), unless only 8-bit layers
+  read it: the ``QuantizeLinear`` they read it through clips it. An fp32 add one of whose
   inputs is the sole output of a plain float conv (``f32p``/``rt``, no activation of its own)
   is summed in that conv (a ``FusedConv`` with a sum input, and the add's ReLU as its
   activation): ``add:fused`` too. Unfused pools with a multiple of ``B`` channels run in
@@ -300,7 +300,7 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
         and prec[la.name].act_bits == FLOAT_BITS and la.inputs[0] in by_name
         and by_name[la.inputs[0]].kind in ("conv", "dwconv") and not by_name[la.inputs[0]].act
         and len(users[la.inputs[0]]) == 1 and not fused[la.inputs[0]]
-        and prec[la.inputs[0]].weight_bits == FLOAT_BITS
+        and prec[la.inputs[0]].weights_at_load
     }
 
     shapes: dict[str, tuple[int, ...]] = {"": graph.input_shape}
@@ -315,7 +315,7 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
         if layer.kind in ("conv", "dwconv"):
             nchwc[layer.name] = (
                 not fused[layer.name]
-                and p.weight_bits == FLOAT_BITS
+                and p.weights_at_load
                 and nchwc_conv(layer, block)
             )
         elif layer.kind in ("maxpool", "avgpool", "gap"):
@@ -403,7 +403,7 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             if layer.kind == "avgpool" and not (
                     users[layer.name] and all(fused[u.name] for u in users[layer.name])):
                 mode = "q8p"  # NCHW (transposed back) when a float layer reads it
-        elif layer.kind in WEIGHTED_KINDS and p.weight_bits != FLOAT_BITS:
+        elif layer.kind in WEIGHTED_KINDS and not p.weights_at_load:
             mode = "rt"
             wbits = weight_container_bits(p.weight_bits)
             out.append(Kernel(f"dqw{wbits}", layer.name, elems=layer.params))
@@ -452,8 +452,10 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             area = layer.macs // (layer.out_elems * (layer.in_shape[1] // layer.groups))
             rows = layer.groups * area * (layer.out_shape[2] if len(layer.out_shape) > 2 else 1)
             out.append(Kernel("im2col:f32", layer.name, elems=rows))
-        if layer.kind == "add" and layer.act == "relu" and mode == "f32":
-            # onnxruntime fuses a ReLU into a conv (and the add it sums) but not into an Add
+        if layer.kind == "add" and layer.act == "relu" and mode == "f32" and not (
+                users[layer.name] and all(prec[u.name].act_bits == 8 for u in users[layer.name])):
+            # onnxruntime fuses a ReLU into a conv (and the add it sums) but not into an Add;
+            # one read only by 8-bit layers clips in their QuantizeLinear (ReluQuantFusion)
             out.append(Kernel("relu:f32", layer.name, elems=2 * layer.out_elems))
         passes = int(layer.act not in ("", "relu") and (
             layer.act != "clip" or mode not in ("q8", "q8s")))

@@ -157,8 +157,11 @@ def from_onnx(model: onnx.ModelProto) -> tuple[LayerGraph, dict[str, Precision]]
             "Conv", "Gemm", "MatMul"
         ):
             # constant arithmetic (shape computations, dequantized weights)
-            wb = FLOAT_BITS
-            if op == "DequantizeLinear":
+            # an integer weight made float (DequantizeLinear, or Cast then Mul by its scale)
+            # keeps its bits through the arithmetic on it
+            wb = min(v.weight_bits for v in in_vals if v is not None)
+            if op in ("DequantizeLinear", "Cast") and ins[0] in inits and (
+                    _INT_BITS.get(inits[ins[0]].data_type, FLOAT_BITS) <= 16):
                 wb = dtype_bits(ins[0])
                 wb = 8 if wb == 16 else wb
             first = in_vals[0]

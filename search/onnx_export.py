@@ -5,7 +5,13 @@ layer) with torch's legacy exporter, then edits the graph with ``onnx.helper`` t
 convention of :mod:`cost_models.graph`:
 
 * conv/linear with ``weight_bits`` 5..8: INT8 weight initializer, per output channel, zero
-  point 0, then ``DequantizeLinear(axis=0)``; 2..4 bits the same with INT4; 32 stays float;
+  point 0, then ``DequantizeLinear(axis=0)``; 2..4 bits the same with INT4; 32 stays float.
+  A layer with float activations (weight-only quantization) writes ``Cast`` to float and a
+  ``Mul`` by the per-channel scale instead: onnxruntime never folds a ``DequantizeLinear``
+  (it keeps them for its QDQ fusions), so such weights would be dequantized at every run and
+  the conv could not use its pre-packed fp32 kernel, about 2x slower on x86; a ``Cast`` and
+  ``Mul`` of constants are folded into a float weight when the session loads. The file keeps
+  the narrow integers either way;
 * ``act_bits`` 8 / 16: the layer's input goes through ``QuantizeLinear`` -> ``DequantizeLinear``
   with the wrapper's per-tensor scale and a UINT8 / INT16 zero point; 32 stays float;
 * an ``Add``, ``Mul`` or ``Cat`` with ``act_bits`` 8 / 16 has every input and its output in that
@@ -152,22 +158,35 @@ class _Editor:
         (self.after if after else self.before).setdefault(index, []).extend(nodes)
         return dequantized
 
-    def weight_dq(self, index: int, name: str, wrapper: Any) -> str:
+    def weight(self, index: int, name: str, wrapper: Any, *, at_load: bool) -> str:
+        """The layer's integer weight and the nodes that make it float: ``Cast`` and ``Mul``,
+        folded when the session loads (``at_load``), else ``DequantizeLinear``."""
         import ml_dtypes
         import numpy as np
-        from onnx import helper
+        from onnx import TensorProto, helper
 
         q, scale = wrapper.int_weight()
         dtype = ml_dtypes.int4 if wrapper.weight_bits <= 4 else np.int8
         weight = self.initializer(f"{name}.weight_quantized", q.numpy().astype(dtype))
-        w_scale = self.initializer(f"{name}.weight_scale", scale.numpy().astype(np.float32))
-        w_zp = self.initializer(f"{name}.weight_zero_point", np.zeros(q.shape[0], dtype=dtype))
         out = f"{name}.weight_dequantized"
-        self.before.setdefault(index, []).append(
-            helper.make_node(
-                "DequantizeLinear", [weight, w_scale, w_zp], [out], axis=0, name=f"{name}.weight_DQ"
+        scale = scale.numpy().astype(np.float32)
+        if at_load:
+            w_scale = self.initializer(
+                f"{name}.weight_scale", scale.reshape((-1,) + (1,) * (q.dim() - 1))
             )
-        )
+            nodes = [
+                helper.make_node("Cast", [weight], [f"{name}.weight_cast"], to=TensorProto.FLOAT,
+                                 name=f"{name}.weight_Cast"),
+                helper.make_node("Mul", [f"{name}.weight_cast", w_scale], [out],
+                                 name=f"{name}.weight_Mul"),
+            ]
+        else:
+            w_scale = self.initializer(f"{name}.weight_scale", scale)
+            w_zp = self.initializer(f"{name}.weight_zero_point",
+                                    np.zeros(q.shape[0], dtype=dtype))
+            nodes = [helper.make_node("DequantizeLinear", [weight, w_scale, w_zp], [out], axis=0,
+                                      name=f"{name}.weight_DQ")]
+        self.before.setdefault(index, []).extend(nodes)
         return out
 
     def finish(self) -> None:
@@ -232,7 +251,7 @@ def to_onnx(student: nn.Module, input_shape: Sequence[int]) -> onnx.ModelProto:
         if wrapper.act is not None:
             node.input[0] = editor.qdq(index, node.input[0], f"{name}.input", wrapper.act)
         if wrapper.weight_bits != 32:
-            node.input[1] = editor.weight_dq(index, name, wrapper)
+            node.input[1] = editor.weight(index, name, wrapper, at_load=wrapper.act is None)
     editor.finish()
     try:
         onnx.checker.check_model(model, full_check=True)

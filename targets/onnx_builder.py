@@ -1,7 +1,8 @@
 """An ONNX graph builder: small NCHW float models written with ``onnx.helper`` (no torch).
 
 :class:`OnnxBuilder` adds layers one by one in the QDQ convention of :mod:`cost_models.graph`
-(quantized weights as INT8/INT4 initializers + ``DequantizeLinear``, quantized activations as
+(quantized weights as INT8/INT4 initializers + ``DequantizeLinear``, or ``Cast`` and ``Mul`` in a
+layer with float activations; quantized activations as
 ``QuantizeLinear`` -> ``DequantizeLinear``), so ``cost_models.from_onnx`` gives back the layer
 graph and bit-widths it was built with. The micro-benchmark suite (:mod:`targets.suite`) and
 tests build their models with it.
@@ -74,8 +75,10 @@ class OnnxBuilder:
         self._qcache[key] = n + "_dq"
         return n + "_dq"
 
-    def weight(self, shape: tuple[int, ...], bits: int) -> str:
-        """A float weight, or an INT8/INT4 per-channel symmetric weight + DequantizeLinear."""
+    def weight(self, shape: tuple[int, ...], prec: tuple[int, int]) -> str:
+        """A float weight, or an INT8/INT4 per-channel symmetric weight made float as the export
+        does it: ``DequantizeLinear`` for a layer with quantized activations, else ``Cast`` and
+        ``Mul``, which onnxruntime folds when the session loads."""
         import numpy as np
         from onnx import TensorProto, helper
 
@@ -83,21 +86,24 @@ class OnnxBuilder:
         fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
         w = np.random.default_rng(self.rng.randrange(1 << 30)).standard_normal(shape)
         w = (w / np.sqrt(fan_in)).astype(np.float32)
+        bits = prec[0]
         if bits == 32:
             return self._init(n, w)
         qmax = 127 if bits > 4 else 7
         scale = (np.abs(w).reshape(shape[0], -1).max(axis=1) / qmax).astype(np.float32)
         q = np.clip(np.round(w / scale.reshape((-1,) + (1,) * (len(shape) - 1))), -qmax, qmax)
-        if bits > 4:
-            self._init(n + "_q", q.astype(np.int8))
-            self._init(n + "_zp", np.zeros(shape[0], dtype=np.int8))
-        else:
-            flat = q.astype(np.int64).flatten().tolist()
-            self.inits.append(helper.make_tensor(n + "_q", TensorProto.INT4, shape, flat))
-            self.inits.append(
-                helper.make_tensor(n + "_zp", TensorProto.INT4, [shape[0]], [0] * shape[0])
-            )
+        int_type = TensorProto.INT8 if bits > 4 else TensorProto.INT4
+        self.inits.append(
+            helper.make_tensor(n + "_q", int_type, shape, q.astype(np.int64).flatten().tolist())
+        )
+        if prec[1] == 32:
+            self._init(n + "_s", scale.reshape((-1,) + (1,) * (len(shape) - 1)))
+            self.nodes.append(helper.make_node("Cast", [n + "_q"], [n + "_f"],
+                                               to=TensorProto.FLOAT))
+            self.nodes.append(helper.make_node("Mul", [n + "_f", n + "_s"], [n]))
+            return n
         self._init(n + "_s", scale)
+        self.inits.append(helper.make_tensor(n + "_zp", int_type, [shape[0]], [0] * shape[0]))
         self.nodes.append(
             helper.make_node("DequantizeLinear", [n + "_q", n + "_s", n + "_zp"], [n], axis=0)
         )
@@ -119,7 +125,7 @@ class OnnxBuilder:
         import numpy as np
         from onnx import helper
 
-        w = self.weight((cout, cin // groups, k, k), prec[0])
+        w = self.weight((cout, cin // groups, k, k), prec)
         b = self._init(self._name("b"), np.zeros(cout, dtype=np.float32))
         y = self._name("conv")
         pad = (k - 1) // 2
@@ -212,7 +218,7 @@ class OnnxBuilder:
 
         flat = self._name("flat")
         self.nodes.append(helper.make_node("Flatten", [x], [flat], axis=1))
-        w = self.weight((fout, fin), prec[0])
+        w = self.weight((fout, fin), prec)
         b = self._init(self._name("b"), np.zeros(fout, dtype=np.float32))
         y = self._name("gemm")
         self.nodes.append(

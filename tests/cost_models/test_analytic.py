@@ -132,8 +132,12 @@ def test_fused_chain_has_one_quantize_and_one_dequantize() -> None:
         "conv:q8",
         "dq8",
     ]
-    # 4-bit weights always run as dequantize + fp32 kernel
-    assert "dqw4" in [k.cls for k in kernels(g, {"b": Precision(4, 32)})]
+    # 4-bit weights read at 8 bits run as a runtime dequantize + fp32 kernel; with float
+    # activations (weight-only) they are folded at load and run as a float conv
+    assert "dqw4" in [k.cls for k in kernels(g, {"b": Precision(4, 8)})]
+    weight_only = [k.cls for k in kernels(g, {"b": Precision(4, 32)})]
+    assert weight_only == [k.cls for k in kernels(g, {})]
+    assert "dqw4" not in weight_only and "conv:rt" not in weight_only
 
 
 def test_size_kb_packs_bits() -> None:

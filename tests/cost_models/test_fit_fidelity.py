@@ -51,7 +51,7 @@ def _random_graph(rng: random.Random) -> tuple[LayerGraph, dict[str, Precision]]
             )
         )
         if rng.random() < 0.4:
-            bits[name] = Precision(rng.choice((4, 8)), 32)
+            bits[name] = Precision(rng.choice((4, 8)), 16)  # runtime-dequantized
         prev, c = name, cout
     layers.append(
         Layer("gap", "gap", (1, c, hw, hw), (1, c, 1, 1), macs=c * hw * hw, inputs=(prev,))

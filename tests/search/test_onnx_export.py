@@ -110,6 +110,38 @@ def test_onnxruntime_matches_the_torch_student(teacher: nn.Module, kind: str) ->
         )  # Precision(32, 32): untouched
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_weight_only_weights_are_folded_when_the_session_loads(
+    teacher: nn.Module, bits: int
+) -> None:
+    """Quantized weights read by float activations are written as Cast and Mul, which
+    onnxruntime folds at load: the file keeps the integers, and the session runs float convs in
+    NCHWc with no dequantization at run time, as the cost model prices them."""
+    from cost_models import from_onnx
+    from cost_models.kernels import kernels
+    from targets.kernel_check import optimized_ops
+
+    torch.manual_seed(1)
+    prec = {n: Precision(bits, 32) for n in LAYERS if not n.endswith(".add")}
+    student = quantize_model(teacher, prec, torch.randn(64, *SHAPE), reduce_range=False)
+    model = to_onnx(student, SHAPE)
+    x = torch.randn(256, *SHAPE)
+    with torch.no_grad():
+        expected = student(x)
+    assert (run_onnx(model, x) - expected).abs().max() <= 1e-4 * expected.abs().max()
+    ops = [n.op_type for n in model.graph.node]
+    assert "DequantizeLinear" not in ops and ops.count("Cast") == len(prec)
+    int_type = onnx.TensorProto.INT8 if bits == 8 else onnx.TensorProto.INT4
+    assert _initializer_types(model)["stage2.conv1.0.weight_quantized"] == int_type
+    ran = [op for op, _ in optimized_ops(model)]
+    assert not {"DequantizeLinear", "Cast", "Mul"} & set(ran)
+    assert ran.count("Conv") >= 7  # the NCHWc convs: weights pre-packed at load
+    graph, read = from_onnx(model)
+    assert {read[n].weight_bits for n in read} == {bits}
+    classes = [k.cls for k in kernels(graph, read)]
+    assert classes == [k.cls for k in kernels(graph, {})]  # priced as the float model
+
+
 def test_pruned_quantized_student_exports(teacher: nn.Module) -> None:
     space = JointSpace(
         teacher, SHAPE, Space(quantization=QuantizationSpace(), pruning=PruningSpace(round_to=4))
