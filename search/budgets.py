@@ -52,6 +52,10 @@ class Budgets:
     """A relative latency budget on a measured device (``latency_ms: 60%`` is 0.6): a measured
     candidate is held to its latency over the teacher's, both measured in the same run, so a
     machine that changes speed between runs moves neither."""
+    teacher_latency_predicted: float | None = None
+    """With a :attr:`latency_share`: the teacher's predicted latency. A candidate priced on the
+    cost model alone is held to its predicted latency over this one, so the cost model's error
+    on the network (which its students share) cancels, as it does in a measured ratio."""
 
     @classmethod
     def resolve(
@@ -76,16 +80,22 @@ class Budgets:
             value = budget.value * base if budget.relative else budget.value
             lowered = key in MEASURED_COSTS and key not in measured
             limits[key] = value * (1.0 - margin if lowered else 1.0)
-        return cls(limits, constraints.max_accuracy_drop, teacher.get("accuracy"), share)
+        return cls(limits, constraints.max_accuracy_drop, teacher.get("accuracy"), share,
+                   teacher["latency_ms"] if share else None)
 
     def excess(self, costs: Mapping[str, float]) -> dict[str, float]:
         """Each budgeted cost's relative excess over its budget (``0.25`` = 25% over; <= 0 is
         within budget). Costs missing from ``costs`` are left out. With a
         :attr:`latency_share` and a measured ``latency_ratio`` (to the teacher, same run), the
-        latency's excess is the ratio's over the share."""
+        latency's excess is the ratio's over the share; without one (a prediction), the
+        predicted latency's over the teacher's predicted latency, when it is known."""
         out = {k: costs[k] / b - 1.0 for k, b in self.limits.items() if k in costs}
-        if "latency_ms" in out and self.latency_share and LATENCY_RATIO in costs:
-            out["latency_ms"] = costs[LATENCY_RATIO] / self.latency_share - 1.0
+        if "latency_ms" in out and self.latency_share:
+            ratio = costs.get(LATENCY_RATIO)
+            if ratio is None and self.teacher_latency_predicted:
+                ratio = costs["latency_ms"] / self.teacher_latency_predicted
+            if ratio is not None:
+                out["latency_ms"] = ratio / self.latency_share - 1.0
         return out
 
     def broken(self, costs: Mapping[str, float]) -> dict[str, float]:

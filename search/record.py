@@ -170,4 +170,5 @@ class StudyRecord:
             spec.constraints.max_accuracy_drop,
             self.teacher.get("accuracy"),
             share,
+            self.teacher.get("latency_ms_predicted") if share else None,
         )
