@@ -1,11 +1,19 @@
 """Repair: the feasible neighbour of a candidate, found on the cost model without training.
 
-A coordinate descent over the bits of each quantization unit (a layer, stage or the model, as
-the space's granularity says) minimizes the budgets' violation first, then the accuracy the
-bits are expected to cost: the study's measured sensitivity (:mod:`search.sensitivity`). The cost model is cheap (well under a millisecond a prediction), so this takes
-milliseconds to seconds. A unit's weight and activation bits move together, because on some
-runtimes only the pair (8-bit weights, 8-bit activations) is fast. The pruning ratios (the
-architecture) stay as they are; the seeding repairs each pruning level in turn.
+:func:`repair_bits`: a coordinate descent over the bits of each quantization unit (a layer,
+stage or the model, as the space's granularity says) minimizes the budgets' violation first,
+then the accuracy the bits are expected to cost: the study's measured sensitivity
+(:mod:`search.sensitivity`). The cost model is cheap (well under a millisecond a prediction),
+so this takes milliseconds to seconds. A unit's weight and activation bits move together,
+because on some runtimes only the pair (8-bit weights, 8-bit activations) is fast. The pruning
+ratios (the architecture) stay as they are.
+
+:func:`repair_pruning`: a greedy descent over the pruning ratios, for what bits cannot fix
+(latency on a runtime whose float kernels are the fastest, a budget far below the teacher).
+Each step raises, by one step of the grid, the ratio of the group that removes the most
+violation per point of measured accuracy loss, then repairs the bits; it stops at the first
+feasible candidate. Each step prices one pruned architecture per group (a few tenths of a
+second each), so it is for the seeding, once per study, not for every proposal.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from itertools import product
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from search.budgets import Budgets
     from search.sensitivity import Sensitivity
     from spaces.joint import JointSpace
@@ -86,3 +96,94 @@ def repair_bits(
             break
         score, feasible, params = best
     return params, feasible
+
+
+
+def _predicted(space: JointSpace, teacher: nn.Module, params: Mapping[str, Any],
+               target: Target) -> dict[str, float]:
+    from spaces.student import student_architecture
+
+    shape = student_architecture(teacher, params, space)
+    return dict(target.predict(shape.graph, space.decode(params).bits).as_dict())
+
+
+def pruning_table(space: JointSpace, teacher: nn.Module, params: Mapping[str, Any],
+                  target: Target) -> dict[str, dict[float, dict[str, float]]]:
+    """The predicted costs of ``params`` with one pruning param changed, at each ratio of the
+    grid: ``{param: {ratio: costs}}``. One pruned architecture per entry; once per study."""
+    if space.pruning is None:
+        return {}
+    return {
+        p: {r: _predicted(space, teacher, {**params, p: r}, target) for r in space.pruning.grid}
+        for p in space.pruning.distributions()
+    }
+
+
+
+def repair_pruning(
+    space: JointSpace,
+    teacher: nn.Module,
+    params: Mapping[str, Any],
+    target: Target,
+    budgets: Budgets,
+    *,
+    sensitivity: Sensitivity | None = None,
+    weigh_loss: bool = True,
+    table: Mapping[str, Mapping[float, Mapping[str, float]]] | None = None,
+    max_checks: int = 12,
+) -> tuple[dict[str, Any], bool]:
+    """Greedy ascent of the pruning ratios from ``params`` (see the module docstring);
+    (params, feasible). Without a sensitivity, or without ``weigh_loss``, each step takes the
+    group that removes the most violation, whatever it costs.
+
+    The bits of ``params`` are repaired first. The steps are chosen on an additive estimate:
+    ``table`` (:func:`pruning_table` of those params, made here when not given) holds the
+    costs with each group pruned alone, and a
+    candidate's are the start's plus each group's change. Once the estimate meets the budgets
+    it is checked on the candidate's real architecture, bits repaired; if that misses, the
+    estimate is scaled to the real costs there and the ascent goes on (at most ``max_checks``
+    checks)."""
+    from spaces.student import student_architecture
+
+    shape = student_architecture(teacher, params, space)
+    current, feasible = repair_bits(space, shape, target, budgets, sensitivity=sensitivity)
+    if space.pruning is None or feasible:
+        return current, feasible
+    table = table if table is not None else pruning_table(space, teacher, current, target)
+    grid = space.pruning.grid
+    base = _predicted(space, teacher, current, target)
+    scale = dict.fromkeys(base, 1.0)
+
+    def estimate(ratios: Mapping[str, Any]) -> dict[str, float]:
+        return {k: scale[k] * (v + sum(table[p][float(ratios[p])][k] - v for p in table))
+                for k, v in base.items()}
+
+    def loss(param: str, ratio: float) -> float:
+        measured = sensitivity.pruning.get(param, {}) if sensitivity else {}
+        return max(measured.get(ratio, ratio), 0.0) if weigh_loss else 0.0
+
+    for _ in range(max_checks):
+        violation = budgets.violation(estimate(current))
+        while violation > 0.0:
+            best: tuple[float, str, float, float] | None = None
+            for param in table:
+                ratio = float(current[param])
+                higher = [r for r in grid if r > ratio + 1e-9]
+                if not higher:
+                    continue
+                v = budgets.violation(estimate({**current, param: higher[0]}))
+                gain = (violation - v) / max(loss(param, higher[0]) - loss(param, ratio), 1e-3)
+                if best is None or gain > best[0]:
+                    best = (gain, param, higher[0], v)
+            if best is None:
+                return current, False  # every group at the most pruning
+            _, param, ratio, violation = best
+            current[param] = ratio
+        shape = student_architecture(teacher, current, space)
+        repaired, feasible = repair_bits(space, shape, target, budgets, sensitivity=sensitivity)
+        if feasible:
+            return repaired, True
+        real = target.predict(shape.graph, space.decode(repaired).bits).as_dict()
+        guess = estimate(current)
+        scale = {k: scale[k] * real[k] / guess[k] if guess[k] > 0 else scale[k] for k in base}
+    return current, False

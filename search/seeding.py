@@ -1,15 +1,23 @@
 """Feasible seeds: candidates the cost model predicts to fit every budget, found without training.
 
-For each pruning ratio, from the least pruning up, the repair (:mod:`search.repair`) finds the
-bits that fit the budgets at the least expected accuracy cost. So a study starts with
-candidates that fit, and even a short search returns a feasible model.
+They are spread over the ways of meeting the budgets, so that the sampler learns from each:
+
+1. pruning where the study's measured sensitivity says it costs the least accuracy per unit of
+   budget it saves (:func:`search.repair.repair_pruning`), bits repaired at each step;
+2. the least uniform pruning ratio whose repaired bits fit;
+3. pruning where it saves the most budget, whatever its sensitivity;
+4. then the next uniform ratios up.
+
+The bits of each are those the repair (:mod:`search.repair`) finds to fit the budgets at the
+least expected accuracy cost. So a study starts with candidates that fit, and even a short
+search returns a feasible model.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from search.repair import repair_bits
+from search.repair import pruning_table, repair_bits, repair_pruning
 
 if TYPE_CHECKING:
     from torch import nn
@@ -31,24 +39,43 @@ def feasible_seeds(
     *,
     sensitivity: Sensitivity | None = None,
 ) -> list[dict[str, Any]]:
-    """Up to ``n`` candidates predicted feasible, least pruning first, their bits where the
-    study's measured ``sensitivity`` says they cost the least accuracy."""
+    """Up to ``n`` candidates predicted feasible, in the order of the module docstring, their
+    bits where the study's measured ``sensitivity`` says they cost the least accuracy."""
     from spaces.student import student_architecture
 
     if n <= 0:
         return []
-    p, q = spec.space.pruning, spec.space.quantization
-    ratios = [0.0]
-    if p is not None:
-        ratios = [round(i * p.step, 6) for i in range(int(p.max_ratio / p.step + 1e-9) + 1)]
+    q = spec.space.quantization
     top_w = max(q.weight_bits) if q else 32
     top_a = max(q.activation_bits) if q else 32
+    ratios = space.pruning.grid if space.pruning else (0.0,)
     seeds: list[dict[str, Any]] = []
-    for ratio in ratios:
-        start = student_architecture(teacher, space.uniform_params(ratio, top_w, top_a), space)
-        params, feasible = repair_bits(space, start, target, budgets, sensitivity=sensitivity)
-        if feasible and params not in seeds:
+
+    def add(params: dict[str, Any], feasible: bool) -> None:
+        if feasible and params not in seeds and len(seeds) < n:
             seeds.append(params)
-            if len(seeds) >= n:
-                break
+
+    def uniform(ratio: float) -> tuple[dict[str, Any], bool]:
+        start = student_architecture(teacher, space.uniform_params(ratio, top_w, top_a), space)
+        return repair_bits(space, start, target, budgets, sensitivity=sensitivity)
+
+    unpruned, _ = repair_bits(
+        space, student_architecture(teacher, space.uniform_params(0.0, top_w, top_a), space),
+        target, budgets, sensitivity=sensitivity)
+    table = pruning_table(space, teacher, unpruned, target)
+    add(*repair_pruning(space, teacher, unpruned, target, budgets, sensitivity=sensitivity,
+                        table=table))
+    rest = iter(ratios)
+    for ratio in rest:  # the least uniform ratio that fits
+        params, feasible = uniform(ratio)
+        if feasible:
+            add(params, feasible)
+            break
+    if len(seeds) < n and space.pruning is not None:
+        add(*repair_pruning(space, teacher, unpruned, target, budgets, sensitivity=sensitivity,
+                            weigh_loss=False, table=table))
+    for ratio in rest:
+        if len(seeds) >= n:
+            break
+        add(*uniform(ratio))
     return seeds
