@@ -1,7 +1,7 @@
 """A search, its winner exported, finalized and exported again: what finalize buys, and how
 cheap the proposals the cost model rules out are.
 
-    python -m experiments.bench_finalize [--latency 50%] [--trials 8] [--epochs 2] [--label L]
+    python -m experiments.bench_finalize [--latency 50%] [--trials 8] [--epochs 5] [--label L]
 
 Runs the demo spec (``experiments/fashion_mnist/resnet8_host.yaml``) through ``search.api`` in a
 fresh SQLite study, with the latency budget and trial count given. Prints and writes
@@ -91,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency", default="50%", help="the latency budget (default 50%%)")
     parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--label", default="host")
     args = parser.parse_args()
 
@@ -99,6 +99,7 @@ def main() -> None:
     raw["constraints"]["latency_ms"] = args.latency
     raw["search"]["trials"] = args.trials
     raw["name"] = "bench-finalize"
+    raw["finalize"] = None  # finalized below, after the search-time weights are exported
     with tempfile.TemporaryDirectory() as tmp:
         storage = f"sqlite:///{tmp}/s.db"
         t = time.perf_counter()

@@ -83,7 +83,7 @@ class Candidate:
         new folder ``out``, measuring its test accuracy and latency."""
         return self.study.export(out, trial=self.trial, log=log)
 
-    def finalize(self, epochs: int = 2, *, log: Log = _quiet) -> Finalized:
+    def finalize(self, epochs: int | None = None, *, log: Log = _quiet) -> Finalized:
         """Train this candidate longer (see :func:`finalize`); its export then uses it."""
         (done,) = self.study.finalize([self.trial], epochs=epochs, log=log)
         return done
@@ -144,8 +144,8 @@ class Study:
         return resume(self.name, storage=self.storage, trials=trials, log=log,
                       model=self.objects.model, data=self.objects.data)
 
-    def finalize(self, trials: list[int] | None = None, *, top: int = 1, epochs: int = 2,
-                 log: Log = _quiet) -> list[Finalized]:
+    def finalize(self, trials: list[int] | None = None, *, top: int | None = None,
+                 epochs: int | None = None, log: Log = _quiet) -> list[Finalized]:
         """Train ``trials`` (default: the ``top`` best feasible) longer; see :func:`finalize`."""
         return finalize(self.name, trials=trials, top=top, epochs=epochs, storage=self.storage,
                         log=log, model=self.objects.model, data=self.objects.data)
@@ -197,11 +197,13 @@ def _run(study: Any, spec: Spec, storage: str, prepared: Any, target_done: int,
     from search import study as studies
     from search.driver import Driver
     from search.executors import make_executor
+    from search.finalize import finalize_at_end
 
     executor = make_executor(spec.search.executor, spec.search.workers, spec.search.ray_address)
     Driver(study, studies.storage_for(storage), prepared, executor, log=log, progress=False).run(
         target_done, timeout_s
     )
+    finalize_at_end(study, spec, log=log, progress=False, objects=objects)
     return Study(study.study_name, storage, spec, studies.summary(study, spec, storage), objects)
 
 
@@ -300,16 +302,17 @@ def finalize(
     study: str,
     *,
     trials: list[int] | None = None,
-    top: int = 1,
-    epochs: int = 2,
+    top: int | None = None,
+    epochs: int | None = None,
     model: nn.Module | None = None,
     data: Any = None,
     storage: str | None = None,
     log: Log = _quiet,
 ) -> list[Finalized]:
     """Train ``trials`` (default: the ``top`` best feasible) for ``epochs`` more passes over the
-    training images, as ``edgetune finalize`` does: checkpointed, so a killed run resumes;
-    ``export`` then uses the finalized weights. A study started from objects needs them."""
+    training images, as ``edgetune finalize`` does (defaults: the spec's ``finalize:``
+    section): checkpointed, so a killed run resumes; ``export`` then uses the finalized
+    weights. A study started from objects needs them."""
     from search import study as studies
     from search.finalize import finalize_choice, finalize_trials
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from search.cli_args import build_parser
+from search.cli_args import build_parser, spec_with_overrides
 from search.errors import EdgetuneError, InfeasibleSpecError, SpecError
 
 EXIT_ERROR = 2
@@ -42,26 +42,6 @@ def _isolate_stdout() -> None:
     os.dup2(2, 1)
 
 
-def _with_overrides(spec: Any, args: argparse.Namespace) -> Any:
-    """The spec with the command line's --trials/--timeout/--workers/... applied (validated)."""
-    from search.spec import parse_spec, spec_to_json
-
-    raw = spec_to_json(spec)
-    for flag, key in (
-        ("trials", "trials"),
-        ("timeout", "timeout"),
-        ("workers", "workers"),
-        ("storage", "storage"),
-        ("study", "study"),
-        ("ray_address", "ray_address"),
-        ("executor", "executor"),
-    ):
-        value = getattr(args, flag, None)
-        if value is not None:
-            raw["search"][key] = value
-    return parse_spec(raw, source="command line")
-
-
 def _run_and_report(
     args: argparse.Namespace,
     study: Any,
@@ -78,6 +58,7 @@ def _run_and_report(
     from search import study as studies
     from search.driver import Driver
     from search.executors import make_executor
+    from search.finalize import finalize_at_end
     from search.report import study_text
 
     executor = make_executor(
@@ -87,6 +68,7 @@ def _run_and_report(
         study, studies.storage_for(storage), prepared, executor, log=_log, progress=True
     )
     driver.run(target_done, timeout)
+    finalize_at_end(study, spec, log=_log)
     summary = studies.summary(study, spec, storage)
     _emit(args, summary, study_text(summary))
     return 0
@@ -97,7 +79,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from search.lifecycle import start_study
     from search.spec import load_spec
 
-    spec = _with_overrides(load_spec(args.spec), args)
+    spec = spec_with_overrides(load_spec(args.spec), args)
     storage = studies.resolve_storage(spec.search.storage)
     study, prepared = start_study(spec, storage, spec.study_name, log=_log)
     return _run_and_report(

@@ -1,4 +1,5 @@
-"""The command line's arguments: the parser and the types that validate flags.
+"""The command line's arguments: the parser, the types that validate flags, and the spec with
+the flags that override it applied.
 
 Each command's handler lives in :mod:`search.cli`, keyed by the command's name.
 """
@@ -8,6 +9,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from search.spec import Spec
 
 
 def _positive_int(flag: str) -> Callable[[str], int]:
@@ -57,6 +62,23 @@ def _access_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _setting(text: str) -> tuple[tuple[str, ...], object]:
+    """``section.field=value`` -> (("section", "field"), value read as YAML)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    path = tuple(key.strip().split("."))
+    if not sep or not all(path):
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE with a dotted spec field, e.g. constraints.latency_ms=50%, "
+            f"got {text!r}"
+        )
+    try:
+        return path, yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{key}: the value {value!r} is not YAML") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgetune", description="Joint compression search for edge devices."
@@ -79,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", type=_study_name, help="study name (default: the spec's name)")
     p.add_argument("--ray-address", dest="ray_address")
     p.add_argument("--executor", choices=("ray", "process"))
+    p.add_argument("--set", dest="sets", action="append", type=_setting, metavar="KEY=VALUE",
+                   help="set a spec field, e.g. --set constraints.latency_ms=50%% (repeatable; "
+                   "VALUE is read as YAML)")
 
     p = add("resume", "Continue a study with the spec stored in it.")
     p.add_argument("study", type=_study_name)
@@ -105,9 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", type=_study_name)
     p.add_argument("--storage")
     p.add_argument("--trial", type=int, action="append", help="a trial to finalize (repeatable)")
-    p.add_argument("--top", type=_positive_int("--top"), default=1,
-                   help="without --trial: the K best feasible trials (default 1)")
-    p.add_argument("--epochs", type=_positive_int("--epochs"), default=2)
+    p.add_argument("--top", type=_positive_int("--top"),
+                   help="without --trial: the K best feasible trials (default: the spec's "
+                   "finalize.top, else 1)")
+    p.add_argument("--epochs", type=_positive_int("--epochs"),
+                   help="passes over the training images (default: the spec's finalize.epochs, "
+                   "else 2)")
 
     p = add("check", "Validate a spec and say whether its budgets can be met at all.")
     p.add_argument("spec", type=Path)
@@ -183,3 +211,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+")
     p.add_argument("--target", required=True)
     return parser
+
+
+def spec_with_overrides(spec: Spec, args: argparse.Namespace) -> Spec:
+    """The spec with the command line's --set and --trials/--timeout/--workers/... applied
+    (validated)."""
+    from search.errors import SpecError
+    from search.spec import parse_spec, spec_to_json
+
+    raw = spec_to_json(spec)
+    for path, value in getattr(args, "sets", None) or ():
+        section = raw
+        for i, key in enumerate(path[:-1]):
+            if section.get(key) is None:  # an absent or null section: set its defaults
+                section[key] = {}
+            section = section[key]
+            if not isinstance(section, dict):
+                raise SpecError(f"--set {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a "
+                                "section of the spec; name a field inside a section")
+        section[path[-1]] = value
+    for flag, key in (
+        ("trials", "trials"),
+        ("timeout", "timeout"),
+        ("workers", "workers"),
+        ("storage", "storage"),
+        ("study", "study"),
+        ("ray_address", "ray_address"),
+        ("executor", "executor"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            raw["search"][key] = value
+    return parse_spec(raw, source="command line")

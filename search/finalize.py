@@ -1,11 +1,14 @@
-"""Finalize: train the chosen candidates longer, on the whole fine-tune subset.
+"""Finalize: train the chosen candidates longer, on the whole training set.
 
-A trial's fine-tune is short, so that a study can afford many of them; the winner deserves
-more. ``finalize`` rebuilds a trial's student with its search-time weights and goes on with the
-same distillation and quantization-aware training (the trial's temperature, alpha and learning
-rate, with a cosine schedule over the whole run), for ``epochs`` passes over the spec's
-fine-tune subset (``data.finetune_size`` images; the validation subset stays unseen). Teacher
-logits are computed once, in batches.
+A trial's fine-tune is short and sees a subset, so that a study can afford many of them; the
+winner deserves more. ``finalize`` rebuilds a trial's student with its search-time weights and
+goes on with the same distillation and quantization-aware training (the trial's temperature,
+alpha and learning rate, with a cosine schedule over the whole run), for ``epochs`` passes over
+every training image outside the validation subset (or the spec's ``finalize.images`` of them;
+the validation subset stays unseen). Teacher logits are computed once, in batches.
+
+The spec's ``finalize:`` section (:class:`search.spec.FinalizeSpec`) gives the defaults; with
+it, ``search`` finalizes its best feasible trials when it ends (:func:`finalize_at_end`).
 
 Progress is checkpointed (student, optimizer, schedule and step) to
 ``<artifacts>/finalize/<study>-trial<N>.pt`` every :data:`CHECKPOINT_EVERY_S` seconds and at
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from search.errors import StudyError
 from search.record import TrialRecord
-from search.spec import Spec
+from search.spec import FinalizeSpec, Spec
 
 if TYPE_CHECKING:
     import optuna
@@ -64,13 +67,15 @@ def finalized_records(study: optuna.Study) -> dict[int, dict[str, Any]]:
 
 
 def finalize_choice(
-    study: optuna.Study, spec: Spec, trials: list[int] | None, top: int
+    study: optuna.Study, spec: Spec, trials: list[int] | None, top: int | None = None
 ) -> list[int]:
-    """The trials to finalize: ``trials`` when given, else the ``top`` best feasible ones."""
+    """The trials to finalize: ``trials`` when given, else the ``top`` (default: the spec's
+    ``finalize.top``) best feasible ones."""
     from search.study import best_rows
 
     if trials:
         return list(dict.fromkeys(trials))
+    top = (spec.finalize or FinalizeSpec()).top if top is None else top
     best = [r.trial for r in best_rows(study, spec, limit=top)]
     if not best:
         raise StudyError(
@@ -91,27 +96,29 @@ def finalize_trials(
     spec: Spec,
     *,
     trials: list[int],
-    epochs: int,
+    epochs: int | None = None,
     log: Callable[[str], None],
     progress: bool = True,
     objects: Objects | None = None,
 ) -> list[Finalized]:
     """Finalize each of ``trials`` (complete trials with stored weights) for ``epochs`` passes
-    over the fine-tune subset."""
+    (default: the spec's ``finalize.epochs``) over the training images."""
     from search.export import choose_trial
-    from search.workloads import load_data, load_teacher, split
+    from search.workloads import load_data, load_teacher, split, training_images
     from spaces.distillation import teacher_logits
 
+    settings = spec.finalize or FinalizeSpec()
+    epochs = settings.epochs if epochs is None else epochs
     if epochs < 1:
         raise StudyError(f"--epochs: must be at least 1, got {epochs}")
     chosen = [choose_trial(study, spec, n) for n in trials]  # every one checked before training
     teacher = load_teacher(spec, objects)
     data = load_data(spec.data, spec.model, objects.data if objects else None)
     parts = split(data, spec.data, spec.search.seed)
-    x, y = parts["x_finetune"], parts["y_finetune"]
+    x, y = training_images(data, spec.data, spec.search.seed, settings.images)
     t = time.perf_counter()
     logits = teacher_logits(teacher, x)
-    log(f"teacher logits on the {len(x)} fine-tune images in {time.perf_counter() - t:.1f} s")
+    log(f"teacher logits on {len(x)} training images in {time.perf_counter() - t:.1f} s")
     done = []
     for trial, record in chosen:
         result = _finalize_one(
@@ -128,6 +135,20 @@ def finalize_trials(
         )
         done.append(result)
     return done
+
+
+def finalize_at_end(study: optuna.Study, spec: Spec, *, log: Callable[[str], None],
+                    progress: bool = True, objects: Objects | None = None) -> list[Finalized]:
+    """What ``search`` does when it ends, if the spec has a ``finalize:`` section: finalize the
+    ``finalize.top`` best feasible trials. Nothing if it has none, or no trial is feasible."""
+    if spec.finalize is None:
+        return []
+    try:
+        best = finalize_choice(study, spec, None)
+    except StudyError as exc:
+        log(f"finalize: {exc}")
+        return []
+    return finalize_trials(study, spec, trials=best, log=log, progress=progress, objects=objects)
 
 
 def _pct(value: float | None) -> str:

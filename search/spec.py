@@ -205,6 +205,18 @@ class SearchSpec(_Frozen):
         return v
 
 
+class FinalizeSpec(_Frozen):
+    """Finalize: the chosen candidates trained longer once the search is done (see
+    :mod:`search.finalize`). With this section in the spec, ``search`` finalizes its ``top`` best
+    feasible trials at the end; ``edgetune finalize`` takes its settings as defaults."""
+
+    epochs: int = Field(default=2, ge=1)
+    images: int | None = Field(default=None, ge=64)
+    """Training images per epoch: None, every training image outside the validation subset;
+    a number, that many drawn from them (the fine-tune subset first)."""
+    top: int = Field(default=1, ge=1)
+
+
 class Spec(_Frozen):
     name: str
     model: ModelSpec
@@ -216,6 +228,7 @@ class Spec(_Frozen):
     ] = ("accuracy",)
     space: Space = Space()
     search: SearchSpec = SearchSpec()
+    finalize: FinalizeSpec | None = None
 
     @field_validator("name")
     @classmethod

@@ -29,7 +29,7 @@ from search.workloads.build import (
     model_as_written,
     teacher_cache_path,
 )
-from search.workloads.data import Dataset, load_data, split
+from search.workloads.data import Dataset, load_data, split, training_images
 
 __all__ = [
     "Dataset",
@@ -41,4 +41,5 @@ __all__ = [
     "model_as_written",
     "split",
     "teacher_cache_path",
+    "training_images",
 ]

@@ -279,9 +279,8 @@ def split(data: Dataset, spec: DataSpec, seed: int) -> dict[str, Any]:
         raise WorkloadError(
             f"data: finetune_size + val_size = {need} exceeds the {n} training images; lower them"
         )
-    pool = n - spec.val_size
-    ft = torch.randperm(pool, generator=torch.Generator().manual_seed(seed))[: spec.finetune_size]
-    val = torch.arange(pool, n)
+    ft = _training_order(n, spec, seed)[: spec.finetune_size]
+    val = torch.arange(n - spec.val_size, n)
     x_ft = data.normalize(take(data.x_train, ft))  # streamed stays streamed
     x_val = data.normalize(take(data.x_train, val))
     if isinstance(x_val, StreamedImages):  # small: read into memory
@@ -293,3 +292,26 @@ def split(data: Dataset, spec: DataSpec, seed: int) -> dict[str, Any]:
         "y_val": data.y_train[val],
         "x_calib": x_ft[: spec.calibration_size],
     }
+
+
+def _training_order(n: int, spec: DataSpec, seed: int) -> torch.Tensor:
+    """The training images outside the validation subset, in the study's random order: the
+    fine-tune subset is its head."""
+    import torch
+
+    return torch.randperm(n - spec.val_size, generator=torch.Generator().manual_seed(seed))
+
+
+def training_images(data: Dataset, spec: DataSpec, seed: int,
+                    images: int | None) -> tuple[Any, torch.Tensor]:
+    """(x, y) to finalize on: ``images`` training images (None: all) outside the validation
+    subset, the fine-tune subset first; normalized, streamed if ``data`` is."""
+    order = _training_order(len(data.x_train), spec, seed)
+    if images is not None:
+        if images > len(order):
+            raise WorkloadError(
+                f"finalize.images: {images} exceeds the {len(order)} training images outside "
+                "the validation subset; lower it, or omit it to use them all"
+            )
+        order = order[:images]
+    return data.normalize(take(data.x_train, order)), data.y_train[order]

@@ -64,3 +64,42 @@ def test_unsupported_storage_url(tmp_path: Path) -> None:
 def test_bad_trials_flag(tmp_path: Path) -> None:
     proc = run("resume", "x", "--trials", "0", home=tmp_path)
     assert proc.returncode == 2 and "--trials" in proc.stderr and "Traceback" not in proc.stderr
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "experiments" / "fashion_mnist" / "resnet8_host.yaml"
+
+
+def test_set_changes_spec_fields_and_adds_sections() -> None:
+    from search.cli_args import build_parser, spec_with_overrides
+    from search.spec import load_spec
+
+    args = build_parser().parse_args([
+        "search", str(EXAMPLE), "--set", "constraints.latency_ms=50%",
+        "--set", "finalize.epochs=3", "--set", "space.pruning.max_ratio=0.6", "--trials", "2",
+    ])
+    spec = spec_with_overrides(load_spec(EXAMPLE), args)
+    latency = spec.constraints.latency_ms
+    assert latency is not None and latency.relative and latency.value == 0.5
+    assert spec.finalize is not None and spec.finalize.epochs == 3
+    assert spec.space.pruning is not None and spec.space.pruning.max_ratio == 0.6
+    assert spec.search.trials == 2
+    no_finalize = build_parser().parse_args(["search", str(EXAMPLE), "--set", "finalize=null"])
+    assert spec_with_overrides(load_spec(EXAMPLE), no_finalize).finalize is None
+
+
+@pytest.mark.parametrize(
+    ("setting", "fragment"),
+    [
+        ("name.x=1", "--set name.x: name is not a section"),
+        ("constraints.latency_ms=fast", "constraints.latency_ms"),
+        ("finalize.epochs=0", "finalize.epochs"),
+    ],
+)
+def test_a_bad_set_is_one_line(tmp_path: Path, setting: str, fragment: str) -> None:
+    proc = run("search", str(EXAMPLE), "--set", setting, "--storage",
+               f"sqlite:///{tmp_path}/s.db", home=tmp_path)
+    assert_one_line_error(proc, fragment)
+    assert not (tmp_path / "s.db").exists()  # nothing started
+    unparsed = run("search", str(EXAMPLE), "--set", "constraints.latency_ms", home=tmp_path)
+    assert unparsed.returncode == 2 and "Traceback" not in unparsed.stderr
+    assert "--set: expected KEY=VALUE" in unparsed.stderr  # argparse's usage, then this line

@@ -18,7 +18,10 @@ from tests.conftest import ROOT, tiny_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_fashion_mnist")]
 
-EPOCHS = 8  # of the tiny spec's 512 fine-tune images: 8 steps each, 64 in all
+# finalize.images 1024 (the 512 fine-tune images and 512 more): 16 steps an epoch
+SECTION = "finalize: {images: 1024, epochs: 2}\n"
+EPOCHS = 4  # from the command line, over the section's 2: 64 steps
+STEPS = EPOCHS * 16
 
 
 def test_finalize_killed_resumes_and_export_uses_it(tmp_path: Path, edgetune_home: Path) -> None:
@@ -30,8 +33,13 @@ def test_finalize_killed_resumes_and_export_uses_it(tmp_path: Path, edgetune_hom
                               text=True, timeout=900, env=env)
 
     spec = tmp_path / "fin.yaml"
-    spec.write_text(tiny_spec("fin", trials=2))
-    assert edgetune("search", str(spec), "--storage", storage).returncode == 0
+    spec.write_text(tiny_spec("fin", trials=2) + SECTION)
+    searched = edgetune("search", str(spec), "--storage", storage, "--json")
+    assert searched.returncode == 0, searched.stderr[-2000:]
+    # the spec's finalize: section ran when the search ended, on the best feasible trial
+    assert "teacher logits on 1024 training images" in searched.stderr
+    [at_end] = json.loads(searched.stdout)["finalized"].values()
+    assert at_end["steps"] == 2 * 16 and at_end["images"] == 1024
 
     # bad input first: one line each, nothing stored
     missing = edgetune("finalize", "fin", "--storage", storage, "--trial", "999")
@@ -52,13 +60,13 @@ def test_finalize_killed_resumes_and_export_uses_it(tmp_path: Path, edgetune_hom
     proc.wait()
     [checkpoint] = checkpoints.glob("fin-trial*.pt")
     reached = torch.load(checkpoint, weights_only=True)["step"]
-    assert 0 < reached < EPOCHS * 8
+    assert 0 < reached < STEPS
 
     again = edgetune(*cmd[3:])
     assert again.returncode == 0, again.stderr[-2000:]
-    assert f"at step {reached} of {EPOCHS * 8}" in again.stderr  # resumed, not restarted
+    assert f"at step {reached} of {STEPS}" in again.stderr  # resumed, not restarted
     [done] = json.loads(again.stdout)["finalized"]
-    assert done["steps"] == EPOCHS * 8 and done["epochs"] == EPOCHS
+    assert done["steps"] == STEPS and done["epochs"] == EPOCHS
     assert done["val_accuracy"] > done["val_accuracy_search"]  # 64 steps against the trial's 8
     assert not checkpoint.exists()
     shown = edgetune("show", "fin", "--storage", storage)

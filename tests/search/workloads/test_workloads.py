@@ -23,6 +23,7 @@ from search.workloads import (
     load_teacher,
     split,
     teacher_cache_path,
+    training_images,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -89,6 +90,7 @@ def test_package_exports_its_public_names() -> None:
         "model_as_written",
         "split",
         "teacher_cache_path",
+        "training_images",
     ]
     for name in workloads.__all__:
         assert getattr(workloads, name).__module__.startswith("search.workloads.")
@@ -148,6 +150,21 @@ def test_split_holds_out_the_last_images_and_is_seeded() -> None:
     too_big = DataSpec(name=spec.data.name, finetune_size=250, val_size=64)
     with pytest.raises(WorkloadError, match="exceeds the 300 training images"):
         split(data, too_big, seed=0)
+
+
+def test_finalize_trains_on_every_image_outside_validation_fine_tune_subset_first() -> None:
+    spec = _spec()
+    data = load_data(spec.data)
+    parts = split(data, spec.data, seed=0)
+    x, y = training_images(data, spec.data, 0, None)
+    assert len(x) == 300 - 64 and len(y) == len(x)
+    assert torch.equal(x[:128], parts["x_finetune"]) and torch.equal(y[:128], parts["y_finetune"])
+    val = {tuple(r.flatten().tolist()) for r in parts["x_val"]}
+    assert not val & {tuple(r.flatten().tolist()) for r in x}  # validation stays unseen
+    some, _ = training_images(data, spec.data, 0, 200)
+    assert torch.equal(some, x[:200])
+    with pytest.raises(WorkloadError, match=r"finalize\.images: 237 exceeds the 236 training"):
+        training_images(data, spec.data, 0, 237)
 
 
 def test_load_teacher_from_weights_or_cache(
