@@ -11,13 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from search.console import Progress
 from search.lifecycle import Prepared
 from search.record import TrialRecord, scored_costs, set_reason
 from search.refit import Refit
-from search.trial import TrialOutcome, TrialTask, repaired_neighbour, screen
+from search.sampling import FeasibleSampler
+from search.trial import Screened, TrialOutcome, TrialTask, repaired_neighbour, screen
 
 if TYPE_CHECKING:
     import optuna
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
     from search.executors import Executor
     from spaces.joint import JointSpace
     from spaces.student import Student
+    from targets.base import Target
+
+
+SAMPLER_REJECTED = "sampler_rejected"
+"""The study user attribute counting the draws the sampler threw away (over all its runs)."""
 
 
 def trained_count(study: optuna.Study) -> int:
@@ -128,6 +134,7 @@ class Driver:
         self.driver_s: dict[int, float] = {}
         self.heartbeat = Heartbeat(storage, study.study_name)
         self.space: JointSpace | None = None
+        self._screened: dict[tuple[tuple[str, Any], ...], tuple[Screened, dict[str, float]]] = {}
         context = prepared.context
         self.refit = Refit(context.target, enabled=context.measurer is not None, log=log)
 
@@ -208,15 +215,36 @@ class Driver:
         assert self.space is not None, "run() sets the space before asking"
         params = self.space.suggest(trial)
         self.running[trial.number] = trial
-        refitted = self.refit.target if self.refit.refits else None
-        task = TrialTask(trial.number, params, target=refitted)
+        task = TrialTask(trial.number, params, target=self._target())
         timings: dict[str, float] = {}
-        screened = screen(self.prepared.context, task, timings)
+        cached = self._screened.pop(_key(params), None)  # the sampler screened it already
+        if cached is None:
+            screened = screen(self.prepared.context, task, timings)
+        else:
+            screened, timings = cached
         self.driver_s[trial.number] = time.perf_counter() - start
         if screened.ruled_out is not None:
             return screened.ruled_out, screened.shape
         self.executor.submit(replace(task, costs=screened.costs, timings_s=timings))
         return None
+
+    def _target(self) -> Target | None:
+        """The refitted target the trials started now are priced on (None: the study's)."""
+        return self.refit.target if self.refit.refits else None
+
+    def _predicted_feasible(self, params: dict[str, Any]) -> bool:
+        """What :class:`FeasibleSampler` asks of each draw: not ruled out on the cost model
+        (screened as ``_ask`` screens, which then reuses the result)."""
+        assert self.space is not None
+        if set(self.space.distributions()) - set(params):
+            return True  # a partial draw: the driver screens the whole proposal
+        timings: dict[str, float] = {}
+        screened = screen(self.prepared.context, TrialTask(-1, params, target=self._target()),
+                          timings)
+        if screened.ruled_out is not None:
+            return False
+        self._screened = {_key(params): (screened, timings)}
+        return True
 
     def _best(self) -> tuple[int, float | None]:
         records = [r for r in map(TrialRecord.read, self.study.get_trials(deepcopy=False)) if r]
@@ -230,6 +258,9 @@ class Driver:
 
         context = self.prepared.context
         self.space = context.teacher_and_space()[1]
+        sampler = self.study.sampler
+        self.study.sampler = FeasibleSampler(sampler, self._predicted_feasible,
+                                             seed=self.spec.search.seed)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         progress = Progress(target_done, self.progress_enabled)
         counts = {"failed": 0, "infeasible": 0}
@@ -276,6 +307,13 @@ class Driver:
                     "part of the space is tiny: loosen a budget or widen the space"
                 )
         finally:
+            if isinstance(self.study.sampler, FeasibleSampler) and self.study.sampler.rejected:
+                rejected = self.study.sampler.rejected
+                self.log(f"the sampler drew {rejected} proposals the cost model ruled out, and "
+                         "drew again")
+                total = int(self.study.user_attrs.get(SAMPLER_REJECTED, 0)) + rejected
+                self.study.set_user_attr(SAMPLER_REJECTED, total)
+            self.study.sampler = sampler
             progress.close()
             self.executor.shutdown()
             self._fail_running()
@@ -300,3 +338,7 @@ class Driver:
             self.study.enqueue_trial(dict(trial.params))
             del self.running[number]
             self.heartbeat.remove(number)
+
+
+def _key(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(params.items()))
