@@ -192,14 +192,21 @@ def _objects(model: nn.Module | None, data: Any) -> Objects:
     return Objects(model, data)
 
 
-def _run(study: Any, spec: Spec, storage: str, prepared: Any, target_done: int,
-         timeout_s: float | None, objects: Objects, log: Log) -> Study:
+def _run(spec: Spec, storage: str, prepare: Callable[[Any], tuple[Any, Any]],
+         target_done: int, timeout_s: float | None, objects: Objects, log: Log) -> Study:
+    """Prepare the study with its executor (the sensitivity runs on the workers), run the
+    driver, finalize as the spec says."""
     from search import study as studies
     from search.driver import Driver
     from search.executors import make_executor
     from search.finalize import finalize_at_end
 
     executor = make_executor(spec.search.executor, spec.search.workers, spec.search.ray_address)
+    try:
+        study, prepared = prepare(executor)
+    except BaseException:
+        executor.shutdown()  # a Ray started for the sensitivity is not left running
+        raise
     Driver(study, studies.storage_for(storage), prepared, executor, log=log, progress=False).run(
         target_done, timeout_s
     )
@@ -233,11 +240,12 @@ def search(
     parsed = _spec_of(spec, objects, storage=storage, study=study, trials=trials,
                       workers=workers, executor=executor, timeout=timeout_s)
     url = studies.resolve_storage(parsed.search.storage)
-    optuna_study, prepared = start_study(
-        parsed, url, parsed.study_name, log=log, objects=objects
+    return _run(
+        parsed, url,
+        lambda executor: start_study(parsed, url, parsed.study_name, log=log, objects=objects,
+                                     executor=executor),
+        parsed.search.trials, parsed.search.timeout, objects, log,
     )
-    return _run(optuna_study, parsed, url, prepared, parsed.search.trials,
-                parsed.search.timeout, objects, log)
 
 
 def resume(
@@ -262,8 +270,12 @@ def resume(
     target_done = done + trials if trials else spec.search.trials
     ensure_trials_left(done, target_done, study)
     objects = _objects(model, data)
-    prepared = resume_prepared(optuna_study, spec, log=log, objects=objects)
-    return _run(optuna_study, spec, url, prepared, target_done, timeout_s, objects, log)
+    return _run(
+        spec, url,
+        lambda executor: (optuna_study, resume_prepared(optuna_study, spec, log=log,
+                                                        objects=objects, executor=executor)),
+        target_done, timeout_s, objects, log,
+    )
 
 
 def show(study: str, *, storage: str | None = None) -> Study:

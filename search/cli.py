@@ -44,17 +44,18 @@ def _isolate_stdout() -> None:
 
 def _run_and_report(
     args: argparse.Namespace,
-    study: Any,
     spec: Any,
     storage: str,
-    prepared: Any,
+    prepare: Callable[[Any], tuple[Any, Any]],
     *,
     target_done: int,
     timeout: float | None,
     workers: int | None = None,
     ray_address: str | None = None,
 ) -> int:
-    """Run the driver until the study has ``target_done`` trained trials, then print it."""
+    """Prepare the study with its executor (``prepare(executor)`` -> (study, prepared): the
+    sensitivity runs on the workers), run the driver until the study has ``target_done``
+    trained trials, finalize as the spec says, then print it."""
     from search import study as studies
     from search.driver import Driver
     from search.executors import make_executor
@@ -64,10 +65,13 @@ def _run_and_report(
     executor = make_executor(
         spec.search.executor, workers or spec.search.workers, ray_address or spec.search.ray_address
     )
-    driver = Driver(
-        study, studies.storage_for(storage), prepared, executor, log=_log, progress=True
-    )
-    driver.run(target_done, timeout)
+    try:
+        study, prepared = prepare(executor)
+    except BaseException:
+        executor.shutdown()
+        raise
+    Driver(study, studies.storage_for(storage), prepared, executor, log=_log,
+           progress=True).run(target_done, timeout)  # shuts the executor down
     finalize_at_end(study, spec, log=_log)
     summary = studies.summary(study, spec, storage)
     _emit(args, summary, study_text(summary))
@@ -81,13 +85,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     spec = spec_with_overrides(load_spec(args.spec), args)
     storage = studies.resolve_storage(spec.search.storage)
-    study, prepared = start_study(spec, storage, spec.study_name, log=_log)
     return _run_and_report(
-        args,
-        study,
-        spec,
-        storage,
-        prepared,
+        args, spec, storage,
+        lambda executor: start_study(spec, storage, spec.study_name, log=_log, executor=executor),
         target_done=spec.search.trials,
         timeout=spec.search.timeout,
     )
@@ -103,13 +103,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     done = trained_count(study)
     target_done = done + args.trials if args.trials else spec.search.trials
     ensure_trials_left(done, target_done, args.study)
-    prepared = resume_prepared(study, spec, log=_log)
     return _run_and_report(
-        args,
-        study,
-        spec,
-        storage,
-        prepared,
+        args, spec, storage,
+        lambda executor: (study, resume_prepared(study, spec, log=_log, executor=executor)),
         target_done=target_done,
         timeout=args.timeout,
         workers=args.workers,

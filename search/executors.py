@@ -13,7 +13,7 @@ import contextlib
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from search.errors import EdgetuneError
@@ -39,6 +39,12 @@ class Executor(ABC):
     @abstractmethod
     def wait(self, timeout_s: float) -> list[TrialOutcome]:
         """Outcomes of trials that ended, waiting up to ``timeout_s`` for the first one."""
+
+    def map(self, fn: Callable[[TrialContext, Any], Any], context: TrialContext,
+            items: Sequence[Any]) -> list[Any]:
+        """``[fn(context, item) for item in items]``, spread over the workers (before
+        ``start`` or after it): the once-per-study work, such as the sensitivity."""
+        return [fn(context, item) for item in items]
 
     def shutdown(self) -> None:
         """Release workers. Called once, also after an error."""
@@ -112,6 +118,14 @@ def trial_memory_bytes(context: TrialContext) -> int:
     return int(700 * 2**20 + 3 * data_bytes)
 
 
+def _remote_call(context: TrialContext, fn: Callable[[TrialContext, Any], Any], item: Any) -> Any:
+    """The Ray task body of :meth:`Executor.map`: one item on one CPU."""
+    import torch
+
+    torch.set_num_threads(1)
+    return fn(context, item)
+
+
 def _remote_trial(context: TrialContext, task: TrialTask, channel: Any) -> TrialOutcome:
     """The Ray task body: one trial on one CPU, reporting progress through the channel actor."""
     import ray
@@ -166,11 +180,56 @@ class RayExecutor(Executor):
             self._start(context, on_progress)
 
     def _start(self, context: TrialContext, on_progress: ProgressCallback) -> None:
+        import ray
+
+        self._on_progress = on_progress
+        self._connect()
+        self._context_ref = self._put(context)
+        self._channel = self._new_channel()
+        self._remote = ray.remote(
+            num_cpus=1,
+            memory=trial_memory_bytes(context),
+            max_retries=1,
+            retry_exceptions=False,
+        )(_remote_trial)
+
+    def map(self, fn: Callable[[TrialContext, Any], Any], context: TrialContext,
+            items: Sequence[Any]) -> list[Any]:
+        import ray
+
+        with _environment(_ray_env()):
+            self._connect()
+        ref = self._put(context)
+        remote = ray.remote(num_cpus=1, memory=trial_memory_bytes(context), max_retries=1,
+                            retry_exceptions=False)(_remote_call)
+        try:
+            return list(ray.get([remote.remote(ref, fn, item) for item in items]))
+        except ray.exceptions.RayError as exc:
+            lines = str(exc).strip().splitlines()
+            raise EdgetuneError(
+                f"a worker failed ({type(exc).__name__}: {(lines[-1] if lines else '')[:300]});"
+                " check the Ray cluster, or use search.executor: process"
+            ) from None
+
+    def _put(self, context: TrialContext) -> Any:
+        import ray
+
+        try:
+            return ray.put(context)
+        except Exception as exc:  # a model or data object given from Python that cannot pickle
+            raise EdgetuneError(
+                f"the study's teacher and data cannot be sent to Ray's workers "
+                f"({type(exc).__name__}: {str(exc)[:200]}); a model or data given as an object "
+                "must pickle (no open files, locks or sessions in it), or run the trials in "
+                "this process with search.executor: process"
+            ) from None
+
+    def _connect(self) -> None:
+        """Join the cluster, or start a local Ray, unless this process already has one."""
         import logging
 
         import ray
 
-        self._on_progress = on_progress
         if not ray.is_initialized():
             try:
                 if self._address:
@@ -197,22 +256,6 @@ class RayExecutor(Executor):
                     "search.executor: process"
                 ) from None
             self._started_ray = True
-        try:
-            self._context_ref = ray.put(context)
-        except Exception as exc:  # a model or data object given from Python that cannot pickle
-            raise EdgetuneError(
-                f"the study's teacher and data cannot be sent to Ray's workers "
-                f"({type(exc).__name__}: {str(exc)[:200]}); a model or data given as an object "
-                "must pickle (no open files, locks or sessions in it), or run the trials in "
-                "this process with search.executor: process"
-            ) from None
-        self._channel = self._new_channel()
-        self._remote = ray.remote(
-            num_cpus=1,
-            memory=trial_memory_bytes(context),
-            max_retries=1,
-            retry_exceptions=False,
-        )(_remote_trial)
 
     def submit(self, task: TrialTask) -> None:
         ref = self._remote.remote(self._context_ref, task, self._channel)

@@ -1,4 +1,5 @@
-"""Figures for an export: the study's accuracy against latency, and one trial's per-layer policy.
+"""Figures: the study's accuracy against latency and one trial's per-layer policy (for an
+export), and the teacher's measured sensitivity (at the start of a study).
 
 Matplotlib is imported only when a figure is drawn, and only its object API is used, with the
 Agg canvas (never pyplot): exports running in the service's threads share no global figure
@@ -21,10 +22,12 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from search.sensitivity import Sensitivity
     from search.spec import Spec
 
 FRONT_PNG = "front.png"
 POLICY_PNG = "policy.png"
+SENSITIVITY_PNG = "sensitivity.png"
 DPI = 120
 FEASIBLE, INFEASIBLE, FRONT_LINE, PEER = "tab:blue", "tab:red", "navy", "tab:green"
 FLOAT_BITS = 32
@@ -236,6 +239,38 @@ def plot_policy(
     ax_ch.legend(loc="upper left", ncols=2, fontsize=8, frameon=False)
     ax_ch.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
     for ax in (ax_bits, ax_ch):
+        ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path)
+    return fig
+
+
+def plot_sensitivity(sensitivity: Sensitivity, path: Path, *, title: str) -> Figure:
+    """Draw the accuracy the teacher loses with one part compressed alone into ``path`` (PNG):
+    per unit at each weight and activation bit-width, per pruning group at each ratio."""
+    panels = [(f"{table} bits", {u: {str(b): v for b, v in row.items()}
+                                 for u, row in getattr(sensitivity, table).items()})
+              for table in ("weight", "act")]
+    panels.append(("pruning ratio", {p.removeprefix("prune."): {f"{r:g}": v for r, v in row.items()}
+                                     for p, row in sensitivity.pruning.items()}))
+    panels = [(name, rows) for name, rows in panels if rows]
+    fig = _figure(11.0, 3.2 * max(1, len(panels)) + 0.6)
+    fig.suptitle(title, fontsize=11)
+    if not panels:
+        ax = fig.subplots()
+        ax.set_axis_off()
+        _say(ax, "nothing to measure: the space has neither bits nor pruning to search")
+        fig.savefig(path)
+        return fig
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    for ax, (name, rows) in zip(axes, panels, strict=True):
+        names = list(rows)
+        for value in sorted({v for row in rows.values() for v in row}, key=float):
+            ys = [100 * rows[n].get(value, math.nan) for n in names]
+            ax.plot(range(len(names)), ys, marker="o", ms=3, label=f"{value}")
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("points lost")
+        ax.legend(title=name, fontsize=7, title_fontsize=8, ncols=4, frameon=False)
         ax.grid(axis="y", alpha=0.3)
     fig.savefig(path)
     return fig

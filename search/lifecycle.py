@@ -24,13 +24,20 @@ from search.budgets import (
 from search.errors import SpecError, StudyError
 from search.onnx_export import onnx_bytes
 from search.record import StudyRecord
-from search.sensitivity import context_sensitivity, store_sensitivity, stored_sensitivity
+from search.sensitivity import (
+    SensitivityJob,
+    context_job,
+    context_sensitivity,
+    store_sensitivity,
+    stored_sensitivity,
+)
 from search.spec import COST_KEYS, Spec, spec_to_json
 from search.trial import TrialContext
 
 if TYPE_CHECKING:
     import optuna
 
+    from search.executors import Executor
     from search.workloads.objects import Objects
     from targets.base import Target
     from targets.measurer import Measurer
@@ -156,8 +163,10 @@ def start_study(
     *,
     log: Callable[[str], None],
     objects: Objects | None = None,
+    executor: Executor | None = None,
 ) -> tuple[optuna.Study, Prepared]:
-    """Create the study for a spec: check that the budgets can be met, enqueue feasible seeds."""
+    """Create the study for a spec: check that the budgets can be met, measure the teacher's
+    sensitivity (on ``executor``'s workers when given), enqueue feasible seeds."""
     from search import study as studies
     from search.seeding import feasible_seeds
 
@@ -167,7 +176,7 @@ def start_study(
     spec = ctx.spec  # cut to the precisions the target prices
     teacher, space = ctx.teacher_and_space()
     require_reachable(ctx.budgets, cheapest_scored(prepared))
-    sensitivity = context_sensitivity(ctx, log)
+    sensitivity = context_sensitivity(ctx, log, _on_workers(executor, ctx))
     prepared = Prepared(replace(ctx, sensitivity=sensitivity), prepared.teacher_record)
     seeds = feasible_seeds(space, teacher, spec, ctx.target, ctx.budgets,
                            spec.search.seed_trials, sensitivity=sensitivity)
@@ -191,6 +200,7 @@ def resume_prepared(
     *,
     log: Callable[[str], None],
     objects: Objects | None = None,
+    executor: Executor | None = None,
 ) -> Prepared:
     """Prepare a run of an existing study, with the teacher figures, budgets and weight range it
     started with (they were resolved against the teacher's costs then; a recalibrated target
@@ -216,9 +226,18 @@ def resume_prepared(
     fail_stale(study, log)
     ctx = prepared.context
     sensitivity = stored_sensitivity(study) or store_sensitivity(
-        study, context_sensitivity(ctx, log)  # a study of an earlier release: measured once
+        study, context_sensitivity(ctx, log, _on_workers(executor, ctx))  # an earlier release's
     )
     return Prepared(replace(ctx, sensitivity=sensitivity), prepared.teacher_record)
+
+
+def _on_workers(
+    executor: Executor | None, context: TrialContext
+) -> Callable[[list[SensitivityJob]], list[list[float]]] | None:
+    """The sensitivity's jobs spread over ``executor``'s workers (None: run them here)."""
+    if executor is None:
+        return None
+    return lambda jobs: executor.map(context_job, context, jobs)
 
 
 def ensure_trials_left(done: int, target_done: int, name: str) -> None:

@@ -5,9 +5,11 @@ unit (a layer, stage or the model, as the space's granularity says), each weight
 everything else at its most bits (float; on a target without float, against the model at its
 most bits), and each activation bit-width likewise; for each pruning parameter, each
 ratio with nothing else pruned, BatchNorm statistics re-estimated on the calibration images. No
-fine-tuning, as in AMC's and HAWQ's analyses. It is stored in the study (user attribute
-``sensitivity``), so a resumed study reuses it, and it is the accuracy prior of the repair and
-the seeding: the bits a budget forces down go where they cost the least accuracy.
+fine-tuning, as in AMC's and HAWQ's analyses. One :class:`SensitivityJob` per param, spread
+over the study's workers (``Executor.map``: a local Ray's or a cluster's). It is stored in the
+study (user attribute ``sensitivity``, and its figure as a study artifact that optuna-dashboard
+shows), so a resumed study reuses it, and it is the accuracy prior of the repair and the
+seeding: the bits a budget forces down, and the pruning, go where they cost the least accuracy.
 """
 
 from __future__ import annotations
@@ -92,16 +94,45 @@ def stored_sensitivity(study: optuna.Study) -> Sensitivity | None:
 
 
 def store_sensitivity(study: optuna.Study, sensitivity: Sensitivity) -> Sensitivity:
+    """Store it in the study, and its figure as a study artifact (optuna-dashboard shows it)."""
+    import tempfile
+    from pathlib import Path
+
+    from search.artifacts import upload
+    from search.figures import SENSITIVITY_PNG, plot_sensitivity
+
     study.set_user_attr(ATTR, sensitivity.as_dict())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / SENSITIVITY_PNG
+        plot_sensitivity(sensitivity, path, title=f"study {study.study_name}: accuracy the "
+                         f"teacher loses, each part compressed alone ({sensitivity.seconds:.0f} s)")
+        upload(study, SENSITIVITY_PNG, path.read_bytes(), "image/png")
     return sensitivity
 
 
-def context_sensitivity(context: TrialContext, log: Callable[[str], None]) -> Sensitivity:
-    """Measure the sensitivity of a study's teacher and space (its prepared context)."""
+@dataclass(frozen=True)
+class SensitivityJob:
+    """One part of the measurement, run wherever the study's trials run: the losses of one
+    param at each of ``values`` (bits, or pruning ratios), from ``reference`` accuracy."""
+
+    table: str  # "weight", "act" or "pruning"
+    param: str
+    values: tuple[float, ...]
+    reference: float
+
+
+def context_sensitivity(
+    context: TrialContext,
+    log: Callable[[str], None],
+    run: Callable[[list[SensitivityJob]], list[list[float]]] | None = None,
+) -> Sensitivity:
+    """Measure the sensitivity of a study's teacher and space (its prepared context); ``run``
+    spreads the jobs over the study's workers (``Executor.map`` with :func:`context_job`),
+    else they run here, one after the other."""
     teacher, space = context.teacher_and_space()
     w = context.workload
     sens = measure_sensitivity(
-        teacher, space, (w.x_val, w.y_val), w.x_calib, reduce_range=context.reduce_range
+        teacher, space, (w.x_val, w.y_val), w.x_calib, reduce_range=context.reduce_range, run=run
     )
     worst = sorted(
         ((loss, f"{u} {b}-bit weights") for u, tab in sens.weight.items() for b, loss in tab.items()),
@@ -115,6 +146,48 @@ def context_sensitivity(context: TrialContext, log: Callable[[str], None]) -> Se
     return sens
 
 
+def context_job(context: TrialContext, job: SensitivityJob) -> list[float]:
+    """What a worker runs: one job on the study's teacher, space and validation images."""
+    teacher, space = context.teacher_and_space()
+    w = context.workload
+    return _losses(teacher, space, (w.x_val, w.y_val), w.x_calib, context.reduce_range, job)
+
+
+def _base(space: JointSpace) -> dict[str, Any]:
+    """No pruning, every unit at its most bits: what each part is compressed alone from."""
+    q = space.quantization
+    top_w = max(q.spec.weight_bits) if q else FLOAT_BITS
+    top_a = max(q.spec.activation_bits) if q else FLOAT_BITS
+    return space.uniform_params(0.0, top_w, top_a)
+
+
+def _losses(
+    teacher: nn.Module,
+    space: JointSpace,
+    val: tuple[torch.Tensor, torch.Tensor],
+    calib: torch.Tensor,
+    reduce_range: bool,
+    job: SensitivityJob,
+) -> list[float]:
+    from spaces.distillation import accuracy
+    from spaces.student import build_student
+
+    base = _base(space)
+    out = []
+    for value in job.values:
+        if job.table == "pruning":
+            pruned = space.prune(teacher, space.decode({**base, job.param: value}))
+            reestimate_batchnorm(pruned, calib)
+            model = pruned
+        else:
+            student = build_student(teacher, {**base, job.param: int(value)}, space, calib=calib,
+                                    reduce_range=reduce_range)
+            assert student.model is not None
+            model = student.model
+        out.append(job.reference - accuracy(model, *val))
+    return out
+
+
 def measure_sensitivity(
     teacher: nn.Module,
     space: JointSpace,
@@ -122,48 +195,45 @@ def measure_sensitivity(
     calib: torch.Tensor,
     *,
     reduce_range: bool,
+    run: Callable[[list[SensitivityJob]], list[list[float]]] | None = None,
 ) -> Sensitivity:
-    """Measure each unit's and each pruning param's accuracy loss alone (see the module doc)."""
+    """Measure each unit's and each pruning param's accuracy loss alone (see the module doc),
+    one :class:`SensitivityJob` per param: through ``run`` (on the workers), or here."""
     from spaces.distillation import accuracy
     from spaces.student import build_student
 
     start = time.perf_counter()
     x_val, y_val = val
     q = space.quantization
-    top_w = max(q.spec.weight_bits) if q else FLOAT_BITS
-    top_a = max(q.spec.activation_bits) if q else FLOAT_BITS
-    base = space.uniform_params(0.0, top_w, top_a)  # no pruning, every unit at its most bits
+    base = _base(space)
     reference = accuracy(teacher, x_val, y_val)
     bits_reference = reference
-    if (top_w, top_a) != (FLOAT_BITS, FLOAT_BITS):  # a target without float: against int8
+    if q and {base[p] for p in q.distributions()} != {FLOAT_BITS}:  # without float: vs int8
         model = build_student(teacher, base, space, calib=calib, reduce_range=reduce_range).model
         assert model is not None
         bits_reference = accuracy(model, x_val, y_val)
-    weight: dict[str, dict[int, float]] = {}
-    act: dict[str, dict[int, float]] = {}
-    units = q.bit_units() if q else {}
-    for unit, unit_params in units.items():
+    jobs = []
+    for unit_params in (q.bit_units() if q else {}).values():
         for param, choices in unit_params.items():
-            table = weight if param.startswith("wbits.") else act
-            for bits in choices:
-                if bits == base[param]:
-                    continue
-                student = build_student(
-                    teacher, {**base, param: bits}, space, calib=calib, reduce_range=reduce_range
-                )
-                assert student.model is not None
-                loss = bits_reference - accuracy(student.model, x_val, y_val)
-                table.setdefault(unit, {})[bits] = loss
-    pruning: dict[str, dict[float, float]] = {}
+            values = tuple(b for b in choices if b != base[param])
+            if values:
+                table = "weight" if param.startswith("wbits.") else "act"
+                jobs.append(SensitivityJob(table, param, values, bits_reference))
     if space.pruning is not None:
         for param in space.pruning.distributions():
-            for ratio in space.pruning.grid[1:]:
-                policy = space.decode({**base, param: ratio})
-                pruned = space.prune(teacher, policy)
-                reestimate_batchnorm(pruned, calib)
-                loss = reference - accuracy(pruned, x_val, y_val)
-                pruning.setdefault(param, {})[ratio] = loss
-    return Sensitivity(reference, weight, act, pruning, time.perf_counter() - start)
+            jobs.append(SensitivityJob("pruning", param, space.pruning.grid[1:], reference))
+    results = run(jobs) if run else [
+        _losses(teacher, space, val, calib, reduce_range, job) for job in jobs
+    ]
+    unit_of = {p: u for u, ps in (q.bit_units() if q else {}).items() for p in ps}
+    tables: dict[str, dict[str, dict[Any, float]]] = {"weight": {}, "act": {}, "pruning": {}}
+    for job, losses in zip(jobs, results, strict=True):
+        key = job.param if job.table == "pruning" else unit_of[job.param]
+        row = tables[job.table].setdefault(key, {})
+        for value, loss in zip(job.values, losses, strict=True):
+            row[value if job.table == "pruning" else int(value)] = loss
+    return Sensitivity(reference, tables["weight"], tables["act"], tables["pruning"],
+                       time.perf_counter() - start)
 
 
 def reestimate_batchnorm(model: nn.Module, x: torch.Tensor, batch: int = 128) -> None:

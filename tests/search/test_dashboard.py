@@ -88,6 +88,11 @@ def test_dashboard_shows_costs_policy_and_artifacts(tmp_path: Path) -> None:
         )
         state = torch.load(io.BytesIO(blob), weights_only=True)
         assert any(k.endswith("weight") for k in state)
+        # the teacher's sensitivity, measured when the study started, is a study artifact
+        [figure] = [a for a in detail["artifacts"] if a["filename"] == "sensitivity.png"]
+        assert figure["mimetype"] == "image/png"
+        png = get(f"{base}/artifacts/{study['study_id']}/{figure['artifact_id']}")
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     finally:
         server.terminate()
         server.wait(timeout=30)

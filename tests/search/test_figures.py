@@ -16,6 +16,7 @@ from search.figures import (
     pareto_front,
     plot_front,
     plot_policy,
+    plot_sensitivity,
     write_figures,
 )
 from search.record import StudyRecord, TrialRecord
@@ -263,3 +264,24 @@ def test_policy_figure_width_follows_the_layers_within_bounds(
     policy = {"bits": {n: [8, 8] for n in names}, "kept_channels": {n: 4 for n in names}}
     fig = plot_policy(policy, tmp_path / "policy.png", title="many layers")
     assert 8.0 <= fig.get_figwidth() <= 20.0
+
+
+def test_the_sensitivity_figure_has_a_panel_per_measured_table(tmp_path: Path) -> None:
+    from search.sensitivity import Sensitivity
+
+    sens = Sensitivity(
+        0.92,
+        {"stem.0": {4: 0.01, 8: 0.0}, "classifier": {4: 0.03, 8: 0.001}},
+        {"stem.0": {8: 0.002}},
+        {"prune.stem.0": {0.2: 0.05, 0.4: 0.3}},
+        12.0,
+    )
+    fig = plot_sensitivity(sens, tmp_path / "s.png", title="study s")
+    legends = [ax.get_legend() for ax in fig.axes]
+    assert [lg.get_title().get_text() for lg in legends if lg is not None] == [
+        "weight bits", "act bits", "pruning ratio"]
+    assert _colours(tmp_path / "s.png") > 20
+    ticks = [t.get_text() for t in fig.axes[2].get_xticklabels()]
+    assert ticks == ["stem.0"]  # the group's name, without the param prefix
+    empty = plot_sensitivity(Sensitivity(0.9, {}, {}, {}, 0.0), tmp_path / "e.png", title="e")
+    assert any(t.startswith("nothing to measure") for t in _texts(empty))

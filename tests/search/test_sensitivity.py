@@ -11,7 +11,12 @@ from torch import nn
 
 from search.budgets import Budgets
 from search.repair import repair_bits
-from search.sensitivity import Sensitivity, measure_sensitivity, reestimate_batchnorm
+from search.sensitivity import (
+    Sensitivity,
+    context_job,
+    measure_sensitivity,
+    reestimate_batchnorm,
+)
 from search.trial import TrialContext
 from spaces.distillation import accuracy
 from spaces.student import student_architecture
@@ -109,3 +114,41 @@ def test_a_space_without_float_is_measured_against_its_most_bits(context: TrialC
     sens = measure_sensitivity(teacher, space, (w.x_val, w.y_val), w.x_calib, reduce_range=False)
     assert sens.act == {} and sens.weight and all(set(t) == {4} for t in sens.weight.values())
     assert sens.bits_loss(space, space.uniform_params(0.0, 8, 8)) == 0.0
+
+
+def _pid_after(_context: TrialContext, seconds: float) -> int:
+    import os
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@pytest.mark.slow
+def test_on_the_executor_the_jobs_run_in_parallel_and_measure_the_same(
+    context: TrialContext, measured: Sensitivity
+) -> None:
+    """The study's executor runs the sensitivity's jobs on its workers (a local Ray of 2), and
+    they measure what the driver measures alone."""
+    from search.executors import RayExecutor
+    from search.sensitivity import context_sensitivity
+
+    executor = RayExecutor(workers=2)
+    try:
+        pids = executor.map(_pid_after, context, [1.0] * 4)
+        assert len(set(pids)) == 2  # both workers took jobs
+        logged: list[str] = []
+        on_workers = context_sensitivity(
+            context, logged.append, lambda jobs: executor.map(context_job, context, jobs)
+        )
+    finally:
+        executor.shutdown()
+    assert "sensitivity of the teacher measured in" in logged[0]
+    one_image = 1 / len(context.workload.y_val)
+    for table in ("weight", "act", "pruning"):
+        here, there = getattr(measured, table), getattr(on_workers, table)
+        assert here.keys() == there.keys()
+        for key, row in here.items():
+            assert row.keys() == there[key].keys()
+            for value, loss in row.items():
+                assert there[key][value] == pytest.approx(loss, abs=2 * one_image)
