@@ -38,7 +38,7 @@ def ruled_out_stats(storage: str, study_name: str) -> dict[str, Any]:
     """Start-to-complete seconds of ruled-out proposals, and the ruled-out share by half."""
     import optuna
 
-    from search.driver import SAMPLER_REJECTED
+    from search.driver import SAMPLER_COUNTS
     from search.record import TrialRecord
 
     study = optuna.load_study(study_name=study_name, storage=storage)
@@ -66,7 +66,7 @@ def ruled_out_stats(storage: str, study_name: str) -> dict[str, Any]:
                             if predicted else None),
         "ruled_out_share_first_half": share(records[:half]),
         "ruled_out_share_second_half": share(records[half:]),
-        "sampler_redraws": int(study.user_attrs.get(SAMPLER_REJECTED, 0)),
+        "sampler_draws": dict(study.user_attrs.get(SAMPLER_COUNTS, {})),
     }
 
 
@@ -167,8 +167,9 @@ def _markdown(r: dict[str, Any]) -> str:
         f"(start to complete: median {sec(p['ruled_out_median_s'])}, 90th percentile "
         f"{sec(p['ruled_out_p90_s'])}); ruled out by measurement {p['ruled_out_measured']}. "
         f"Share ruled out: {p['ruled_out_share_first_half']:.0%} in the first half, "
-        f"{p['ruled_out_share_second_half']:.0%} in the second. Draws the sampler threw away "
-        f"on the cost model before they became proposals: {p.get('sampler_redraws', 0)}.",
+        f"{p['ruled_out_share_second_half']:.0%} in the second. Before they became proposals, "
+        f"the sampler threw away {p['sampler_draws'].get('rejected', 0)} draws the cost model "
+        f"ruled out and handed on {p['sampler_draws'].get('repaired', 0)} repairs of them.",
         "",
     ])
 

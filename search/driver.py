@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from targets.base import Target
 
 
-SAMPLER_REJECTED = "sampler_rejected"
-"""The study user attribute counting the draws the sampler threw away (over all its runs)."""
+SAMPLER_COUNTS = "sampler_draws"
+"""The study user attribute counting the draws the sampler threw away (``rejected``) and the
+repairs it handed on instead (``repaired``), over all its runs."""
 
 
 def trained_count(study: optuna.Study) -> int:
@@ -135,6 +136,7 @@ class Driver:
         self.heartbeat = Heartbeat(storage, study.study_name)
         self.space: JointSpace | None = None
         self._screened: dict[tuple[tuple[str, Any], ...], tuple[Screened, dict[str, float]]] = {}
+        self._pruning_table: dict[str, dict[float, dict[str, float]]] | None = None
         context = prepared.context
         self.refit = Refit(context.target, enabled=context.measurer is not None, log=log)
 
@@ -246,6 +248,21 @@ class Driver:
         self._screened = {_key(params): (screened, timings)}
         return True
 
+    def _repaired(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        """What :class:`FeasibleSampler` asks when no draw fits: the draw's feasible neighbour,
+        pruning and bits repaired on the cost model (None if there is none)."""
+        from search.repair import pruning_table, repair_pruning
+
+        context = self.prepared.context
+        teacher, space = context.teacher_and_space()
+        target = self._target() or context.target
+        if self._pruning_table is None:  # once per run: each group pruned alone
+            self._pruning_table = pruning_table(space, teacher, params, target)
+        repaired, feasible = repair_pruning(space, teacher, params, target, self.budgets,
+                                            sensitivity=context.sensitivity,
+                                            table=self._pruning_table)
+        return repaired if feasible else None
+
     def _best(self) -> tuple[int, float | None]:
         records = [r for r in map(TrialRecord.read, self.study.get_trials(deepcopy=False)) if r]
         feasible = [r for r in records if r.feasible]
@@ -260,7 +277,7 @@ class Driver:
         self.space = context.teacher_and_space()[1]
         sampler = self.study.sampler
         self.study.sampler = FeasibleSampler(sampler, self._predicted_feasible,
-                                             seed=self.spec.search.seed)
+                                             repair=self._repaired, seed=self.spec.search.seed)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         progress = Progress(target_done, self.progress_enabled)
         counts = {"failed": 0, "infeasible": 0}
@@ -307,12 +324,15 @@ class Driver:
                     "part of the space is tiny: loosen a budget or widen the space"
                 )
         finally:
-            if isinstance(self.study.sampler, FeasibleSampler) and self.study.sampler.rejected:
-                rejected = self.study.sampler.rejected
-                self.log(f"the sampler drew {rejected} proposals the cost model ruled out, and "
-                         "drew again")
-                total = int(self.study.user_attrs.get(SAMPLER_REJECTED, 0)) + rejected
-                self.study.set_user_attr(SAMPLER_REJECTED, total)
+            filtered = self.study.sampler
+            if isinstance(filtered, FeasibleSampler) and filtered.rejected:
+                self.log(f"the sampler threw away {filtered.rejected} draws the cost model ruled "
+                         f"out, and repaired {filtered.repaired} into feasible proposals")
+                counts_before = self.study.user_attrs.get(SAMPLER_COUNTS, {})
+                self.study.set_user_attr(SAMPLER_COUNTS, {
+                    "rejected": int(counts_before.get("rejected", 0)) + filtered.rejected,
+                    "repaired": int(counts_before.get("repaired", 0)) + filtered.repaired,
+                })
             self.study.sampler = sampler
             progress.close()
             self.executor.shutdown()

@@ -94,6 +94,15 @@ def _say(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, **style)
 
 
+def _saying(fig: Figure, path: Path, text: str) -> Figure:
+    """``fig`` with only ``text`` in it, saved to ``path``: a figure with nothing to draw."""
+    ax = fig.subplots()
+    ax.set_axis_off()
+    _say(ax, text)
+    fig.savefig(path)
+    return fig
+
+
 def plot_front(
     points: Sequence[FrontPoint],
     *,
@@ -198,11 +207,7 @@ def plot_policy(
     fig = _figure(min(20.0, max(8.0, 3.0 + 0.5 * len(names))), 7.0 if names else 4.0)
     fig.suptitle(title + (f"\ndistillation: {detail}" if detail else ""), fontsize=11)
     if not names:
-        ax = fig.subplots()
-        ax.set_axis_off()
-        _say(ax, "no per-layer policy recorded")
-        fig.savefig(path)
-        return fig
+        return _saying(fig, path, "no per-layer policy recorded")
     ax_bits, ax_ch = fig.subplots(2, 1, sharex=True)
     crowded = len(names) > 12
     handles: list[Any] = []
@@ -256,11 +261,7 @@ def plot_sensitivity(sensitivity: Sensitivity, path: Path, *, title: str) -> Fig
     fig = _figure(11.0, 3.2 * max(1, len(panels)) + 0.6)
     fig.suptitle(title, fontsize=11)
     if not panels:
-        ax = fig.subplots()
-        ax.set_axis_off()
-        _say(ax, "nothing to measure: the space has neither bits nor pruning to search")
-        fig.savefig(path)
-        return fig
+        return _saying(fig, path, "nothing to measure: the space has neither bits nor pruning")
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
     for ax, (name, rows) in zip(axes, panels, strict=True):
         names = list(rows)

@@ -8,12 +8,13 @@ so this takes milliseconds to seconds. A unit's weight and activation bits move 
 because on some runtimes only the pair (8-bit weights, 8-bit activations) is fast. The pruning
 ratios (the architecture) stay as they are.
 
-:func:`repair_pruning`: a greedy descent over the pruning ratios, for what bits cannot fix
+:func:`repair_pruning`: a greedy ascent of the pruning ratios, for what bits cannot fix
 (latency on a runtime whose float kernels are the fastest, a budget far below the teacher).
 Each step raises, by one step of the grid, the ratio of the group that removes the most
-violation per point of measured accuracy loss, then repairs the bits; it stops at the first
-feasible candidate. Each step prices one pruned architecture per group (a few tenths of a
-second each), so it is for the seeding, once per study, not for every proposal.
+violation per point of measured accuracy loss, on an additive estimate of the costs (each
+group pruned alone: :func:`pruning_table`, one pruned architecture per group and ratio, a few
+tenths of a second each); the estimate is checked on the real architecture, bits repaired.
+About ten seconds for ResNet-8: for the seeding, once per study, not for every proposal.
 """
 
 from __future__ import annotations
@@ -98,7 +99,6 @@ def repair_bits(
     return params, feasible
 
 
-
 def _predicted(space: JointSpace, teacher: nn.Module, params: Mapping[str, Any],
                target: Target) -> dict[str, float]:
     from spaces.student import student_architecture
@@ -109,15 +109,15 @@ def _predicted(space: JointSpace, teacher: nn.Module, params: Mapping[str, Any],
 
 def pruning_table(space: JointSpace, teacher: nn.Module, params: Mapping[str, Any],
                   target: Target) -> dict[str, dict[float, dict[str, float]]]:
-    """The predicted costs of ``params`` with one pruning param changed, at each ratio of the
-    grid: ``{param: {ratio: costs}}``. One pruned architecture per entry; once per study."""
+    """The predicted costs of ``params`` unpruned but for one pruning param, at each ratio of
+    the grid: ``{param: {ratio: costs}}`` (ratio 0: unpruned). One pruned architecture per
+    entry; once per study."""
     if space.pruning is None:
         return {}
-    return {
-        p: {r: _predicted(space, teacher, {**params, p: r}, target) for r in space.pruning.grid}
-        for p in space.pruning.distributions()
-    }
-
+    names = list(space.pruning.distributions())
+    unpruned = {**params, **dict.fromkeys(names, 0.0)}
+    return {p: {r: _predicted(space, teacher, {**unpruned, p: r}, target)
+                for r in space.pruning.grid} for p in names}
 
 
 def repair_pruning(
@@ -137,12 +137,12 @@ def repair_pruning(
     group that removes the most violation, whatever it costs.
 
     The bits of ``params`` are repaired first. The steps are chosen on an additive estimate:
-    ``table`` (:func:`pruning_table` of those params, made here when not given) holds the
-    costs with each group pruned alone, and a
-    candidate's are the start's plus each group's change. Once the estimate meets the budgets
-    it is checked on the candidate's real architecture, bits repaired; if that misses, the
-    estimate is scaled to the real costs there and the ascent goes on (at most ``max_checks``
-    checks)."""
+    ``table`` (:func:`pruning_table`, made here when not given; any bits will do, such as the
+    study's unpruned start) holds the costs with each group pruned alone, and a candidate's
+    are the unpruned costs plus each group's change, scaled to agree with the real costs of
+    ``params``. Once the estimate meets the budgets it is checked on the candidate's real
+    architecture, bits repaired; if that misses, the estimate is scaled to the real costs
+    there and the ascent goes on (at most ``max_checks`` checks)."""
     from spaces.student import student_architecture
 
     shape = student_architecture(teacher, params, space)
@@ -151,12 +151,19 @@ def repair_pruning(
         return current, feasible
     table = table if table is not None else pruning_table(space, teacher, current, target)
     grid = space.pruning.grid
-    base = _predicted(space, teacher, current, target)
-    scale = dict.fromkeys(base, 1.0)
+    unpruned = next(iter(table.values()))[0.0]
+    scale = dict.fromkeys(unpruned, 1.0)
 
     def estimate(ratios: Mapping[str, Any]) -> dict[str, float]:
         return {k: scale[k] * (v + sum(table[p][float(ratios[p])][k] - v for p in table))
-                for k, v in base.items()}
+                for k, v in unpruned.items()}
+
+    def rescale(real: Mapping[str, float]) -> dict[str, float]:
+        """The estimate made to agree with ``real`` costs at ``current``."""
+        guess = estimate(current)
+        return {k: scale[k] * real[k] / guess[k] if guess[k] > 0 else scale[k] for k in scale}
+
+    scale = rescale(_predicted(space, teacher, current, target))
 
     def loss(param: str, ratio: float) -> float:
         measured = sensitivity.pruning.get(param, {}) if sensitivity else {}
@@ -183,7 +190,5 @@ def repair_pruning(
         repaired, feasible = repair_bits(space, shape, target, budgets, sensitivity=sensitivity)
         if feasible:
             return repaired, True
-        real = target.predict(shape.graph, space.decode(repaired).bits).as_dict()
-        guess = estimate(current)
-        scale = {k: scale[k] * real[k] / guess[k] if guess[k] > 0 else scale[k] for k in base}
+        scale = rescale(target.predict(shape.graph, space.decode(repaired).bits).as_dict())
     return current, False

@@ -2,15 +2,16 @@
 model before they become trials.
 
 :class:`FeasibleSampler` wraps the sampler the spec names (TPE, NSGA-II, GP, random). Each time
-Optuna asks it for a trial's params it draws a whole proposal from the wrapped sampler (the params
+Optuna asks it for a trial's params it draws a whole proposal from the wrapped sampler (params
 the wrapped sampler draws one by one, as TPE does in its start-up trials, it asks for one by
-one),
-and hands it on only if ``feasible(params)`` says the cost model predicts it within budget:
-else it draws again, up to ``tries`` times (the second half uniformly at random: a model-based
-sampler's draws for one trial cluster near its favourite point), and hands on the last draw
-(which the driver then rules out, and repairs, as before). A rejected draw costs one prediction (a few tenths of a second), never a
-trial, a worker or a measurement; the sampler still learns from every trial told, feasible or
-not. ``rejected`` counts the draws it threw away.
+one) and hands it on only if ``feasible(params)`` says the cost model predicts it within
+budget; else it draws again, up to ``tries`` times (the second half uniformly at random: a
+model-based sampler's draws for one trial cluster near its favourite point). If none fits,
+``repair`` (the driver's: pruning and bits, :func:`search.repair.repair_pruning`) turns the
+last draw into its feasible neighbour, which is handed on instead; failing that, the last draw
+is (and the driver rules it out, as before). ``rejected`` counts the draws thrown away,
+``repaired`` the repairs. A rejected draw costs one prediction (a few tenths of a second),
+never a trial, a worker or a measurement; the sampler still learns from every trial told.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ class FeasibleSampler(optuna.samplers.BaseSampler):
     """``base``'s proposals, redrawn while ``feasible(params)`` is False (see the module doc)."""
 
     def __init__(self, base: optuna.samplers.BaseSampler,
-                 feasible: Callable[[dict[str, Any]], bool], *, tries: int = 12,
+                 feasible: Callable[[dict[str, Any]], bool], *, tries: int = 6,
+                 repair: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
                  seed: int | None = None) -> None:
-        self.base, self.feasible, self.tries = base, feasible, tries
+        self.base, self.feasible, self.tries, self.repair = base, feasible, tries, repair
         self.rejected = 0
+        self.repaired = 0
         self._uniform = optuna.samplers.RandomSampler(seed=seed)
         self._space = optuna.search_space.IntersectionSearchSpace(include_pruned=True)
 
@@ -61,6 +64,10 @@ class FeasibleSampler(optuna.samplers.BaseSampler):
             if not params or self.feasible(params):
                 return params
             self.rejected += 1
+        fixed = self.repair(params) if self.repair else None
+        if fixed is not None and self.feasible(fixed):
+            self.repaired += 1
+            return {name: fixed[name] for name in search_space}
         return params
 
     def sample_independent(

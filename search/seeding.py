@@ -59,10 +59,10 @@ def feasible_seeds(
         start = student_architecture(teacher, space.uniform_params(ratio, top_w, top_a), space)
         return repair_bits(space, start, target, budgets, sensitivity=sensitivity)
 
-    unpruned, _ = repair_bits(
+    unpruned, fits = repair_bits(
         space, student_architecture(teacher, space.uniform_params(0.0, top_w, top_a), space),
         target, budgets, sensitivity=sensitivity)
-    table = pruning_table(space, teacher, unpruned, target)
+    table = None if fits else pruning_table(space, teacher, unpruned, target)
     add(*repair_pruning(space, teacher, unpruned, target, budgets, sensitivity=sensitivity,
                         table=table))
     rest = iter(ratios)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pytest
 
 from search.budgets import Budgets
 from search.driver import Driver, trained_count
@@ -119,3 +120,30 @@ def test_a_proposal_the_cost_model_rules_out_never_reaches_a_worker(
     # the trial that was trained fits the budget
     trained = [r for r in records.values() if r.status in ("complete", "stopped")]
     assert trained and all(r.feasible for r in trained if r.status == "complete")
+
+
+@pytest.mark.slow  # a minute: each repair prices a dozen pruned architectures
+def test_the_sampler_draws_within_the_budget_or_repairs_its_draw(
+    context: TrialContext, artifacts: Path
+) -> None:
+    """Under a budget most random draws break, the proposals still fit: the sampler's draws are
+    screened on the cost model, and one that cannot be redrawn within budget is repaired."""
+    from dataclasses import replace
+
+    from search.driver import SAMPLER_COUNTS
+
+    teacher, space = context.teacher_and_space()
+    pruned = student_architecture(teacher, space.uniform_params(0.4, 32, 32), space)
+    latency = context.target.predict(pruned.graph, pruned.policy.bits).as_dict()["latency_ms"]
+    tight = replace(context, budgets=Budgets({"latency_ms": latency * 1.02}))
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, directions=directions(context.spec),
+                                sampler=optuna.samplers.RandomSampler(seed=5))
+    study.enqueue_trial(space.uniform_params(0.5, 32, 32))  # a first trial: the space is known
+    Driver(study, storage, Prepared(tight, {"accuracy": 0.9}), Recording(), log=print,
+           progress=False).run(target_done=4, timeout_s=None)
+    draws = study.user_attrs[SAMPLER_COUNTS]
+    assert draws["rejected"] > 0 and draws["repaired"] > 0
+    records = [r for t in study.trials if (r := TrialRecord.read(t)) is not None]
+    assert not [r for r in records if "(predicted)" in r.reason]  # no proposal ruled out
+    assert len(records) == 4

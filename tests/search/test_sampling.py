@@ -43,3 +43,16 @@ def test_gives_up_after_its_tries_and_hands_on_the_last_draw() -> None:
     sampler = FeasibleSampler(optuna.samplers.RandomSampler(seed=1), lambda p: False, tries=3)
     sums = _run(sampler, 4)
     assert len(sums) == 4 and sampler.rejected == 3 * 3  # every trial after the seed
+
+
+def test_when_no_draw_fits_the_repair_is_handed_on() -> None:
+    def repair(params: dict[str, float]) -> dict[str, float]:
+        scale = 0.5 / (params["x"] + params["y"])  # the nearest point on the feasible side
+        return {k: v * scale for k, v in params.items()}
+
+    sampler = FeasibleSampler(optuna.samplers.RandomSampler(seed=2),
+                              lambda p: p["x"] + p["y"] < 0.6, tries=1, repair=repair)
+    sums = _run(sampler, 30)
+    assert all(s < 0.6 for s in sums[1:])
+    assert sampler.repaired == sampler.rejected > 5  # every rejected draw was repaired
+    assert sum(abs(s - 0.5) < 1e-9 for s in sums[1:]) == sampler.repaired
