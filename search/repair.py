@@ -152,7 +152,8 @@ def repair_pruning(
     table = table if table is not None else pruning_table(space, teacher, current, target)
     grid = space.pruning.grid
     for param in table:  # a sampler's float (0.30000000000000004) on the grid's own value
-        current[param] = min(grid, key=lambda r, x=float(current[param]): abs(r - x))
+        drawn = float(current[param])
+        current[param] = min(grid, key=lambda r: abs(r - drawn))
     unpruned = next(iter(table.values()))[0.0]
     scale = dict.fromkeys(unpruned, 1.0)
 
