@@ -194,23 +194,12 @@ def _objects(model: nn.Module | None, data: Any) -> Objects:
 
 def _run(spec: Spec, storage: str, prepare: Callable[[Any], tuple[Any, Any]],
          target_done: int, timeout_s: float | None, objects: Objects, log: Log) -> Study:
-    """Prepare the study with its executor (the sensitivity runs on the workers), run the
-    driver, finalize as the spec says."""
+    """Run the study (:func:`search.driver.run_study`); its summary."""
     from search import study as studies
-    from search.driver import Driver
-    from search.executors import make_executor
-    from search.finalize import finalize_at_end
+    from search.driver import run_study
 
-    executor = make_executor(spec.search.executor, spec.search.workers, spec.search.ray_address)
-    try:
-        study, prepared = prepare(executor)
-    except BaseException:
-        executor.shutdown()  # a Ray started for the sensitivity is not left running
-        raise
-    Driver(study, studies.storage_for(storage), prepared, executor, log=log, progress=False).run(
-        target_done, timeout_s
-    )
-    finalize_at_end(study, spec, log=log, progress=False, objects=objects)
+    study = run_study(spec, storage, prepare, target_done=target_done, timeout_s=timeout_s,
+                      log=log, progress=False, objects=objects)
     return Study(study.study_name, storage, spec, studies.summary(study, spec, storage), objects)
 
 

@@ -53,26 +53,13 @@ def _run_and_report(
     workers: int | None = None,
     ray_address: str | None = None,
 ) -> int:
-    """Prepare the study with its executor (``prepare(executor)`` -> (study, prepared): the
-    sensitivity runs on the workers), run the driver until the study has ``target_done``
-    trained trials, finalize as the spec says, then print it."""
+    """Run the study (:func:`search.driver.run_study`), then print it."""
     from search import study as studies
-    from search.driver import Driver
-    from search.executors import make_executor
-    from search.finalize import finalize_at_end
+    from search.driver import run_study
     from search.report import study_text
 
-    executor = make_executor(
-        spec.search.executor, workers or spec.search.workers, ray_address or spec.search.ray_address
-    )
-    try:
-        study, prepared = prepare(executor)
-    except BaseException:
-        executor.shutdown()
-        raise
-    Driver(study, studies.storage_for(storage), prepared, executor, log=_log,
-           progress=True).run(target_done, timeout)  # shuts the executor down
-    finalize_at_end(study, spec, log=_log)
+    study = run_study(spec, storage, prepare, target_done=target_done, timeout_s=timeout,
+                      log=_log, progress=True, workers=workers, ray_address=ray_address)
     summary = studies.summary(study, spec, storage)
     _emit(args, summary, study_text(summary))
     return 0

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import optuna
 
     from search.executors import Executor
+    from search.spec import Spec
+    from search.workloads.objects import Objects
     from spaces.joint import JointSpace
     from spaces.student import Student
     from targets.base import Target
@@ -362,3 +364,37 @@ class Driver:
 
 def _key(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(params.items()))
+
+
+def run_study(
+    spec: Spec,
+    storage: str,
+    prepare: Callable[[Executor], tuple[optuna.Study, Prepared]],
+    *,
+    target_done: int,
+    timeout_s: float | None,
+    log: Callable[[str], None],
+    progress: bool,
+    objects: Objects | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+) -> optuna.Study:
+    """What ``search`` and ``resume`` do (the CLI and the API alike): make the executor,
+    prepare the study with it (``prepare(executor)`` -> (study, prepared); the sensitivity
+    runs on its workers, and a failure shuts it down), drive the study to ``target_done``
+    trained trials, then finalize as the spec says."""
+    from search import study as studies
+    from search.executors import make_executor
+    from search.finalize import finalize_at_end
+
+    executor = make_executor(spec.search.executor, workers or spec.search.workers,
+                             ray_address or spec.search.ray_address)
+    try:
+        study, prepared = prepare(executor)
+    except BaseException:
+        executor.shutdown()  # a Ray started for the sensitivity is not left running
+        raise
+    Driver(study, studies.storage_for(storage), prepared, executor, log=log,
+           progress=progress).run(target_done, timeout_s)  # shuts the executor down
+    finalize_at_end(study, spec, log=log, progress=progress, objects=objects)
+    return study

@@ -118,6 +118,13 @@ def trial_memory_bytes(context: TrialContext) -> int:
     return int(700 * 2**20 + 3 * data_bytes)
 
 
+def _task_options(context: TrialContext) -> dict[str, Any]:
+    """Ray's options for a task of the study's: one CPU, the memory a trial asks for, retried
+    once if its worker dies."""
+    return {"num_cpus": 1, "memory": trial_memory_bytes(context), "max_retries": 1,
+            "retry_exceptions": False}
+
+
 def _remote_call(context: TrialContext, fn: Callable[[TrialContext, Any], Any], item: Any) -> Any:
     """The Ray task body of :meth:`Executor.map`: one item on one CPU."""
     import torch
@@ -186,12 +193,7 @@ class RayExecutor(Executor):
         self._connect()
         self._context_ref = self._put(context)
         self._channel = self._new_channel()
-        self._remote = ray.remote(
-            num_cpus=1,
-            memory=trial_memory_bytes(context),
-            max_retries=1,
-            retry_exceptions=False,
-        )(_remote_trial)
+        self._remote = ray.remote(**_task_options(context))(_remote_trial)
 
     def map(self, fn: Callable[[TrialContext, Any], Any], context: TrialContext,
             items: Sequence[Any]) -> list[Any]:
@@ -200,8 +202,7 @@ class RayExecutor(Executor):
         with _environment(_ray_env()):
             self._connect()
         ref = self._put(context)
-        remote = ray.remote(num_cpus=1, memory=trial_memory_bytes(context), max_retries=1,
-                            retry_exceptions=False)(_remote_call)
+        remote = ray.remote(**_task_options(context))(_remote_call)
         try:
             return list(ray.get([remote.remote(ref, fn, item) for item in items]))
         except ray.exceptions.RayError as exc:

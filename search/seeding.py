@@ -15,6 +15,7 @@ search returns a feasible model.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from search.repair import pruning_table, repair_bits, repair_pruning
@@ -55,13 +56,12 @@ def feasible_seeds(
         if feasible and params not in seeds and len(seeds) < n:
             seeds.append(params)
 
+    @functools.cache  # ratio 0 is the start of the ascents and the first uniform seed
     def uniform(ratio: float) -> tuple[dict[str, Any], bool]:
         start = student_architecture(teacher, space.uniform_params(ratio, top_w, top_a), space)
         return repair_bits(space, start, target, budgets, sensitivity=sensitivity)
 
-    unpruned, fits = repair_bits(
-        space, student_architecture(teacher, space.uniform_params(0.0, top_w, top_a), space),
-        target, budgets, sensitivity=sensitivity)
+    unpruned, fits = uniform(0.0)
     table = None if fits else pruning_table(space, teacher, unpruned, target)
     add(*repair_pruning(space, teacher, unpruned, target, budgets, sensitivity=sensitivity,
                         table=table))
