@@ -278,8 +278,11 @@ class Driver:
         context = self.prepared.context
         self.space = context.teacher_and_space()[1]
         sampler = self.study.sampler
-        self.study.sampler = FeasibleSampler(sampler, self._predicted_feasible,
-                                             repair=self._repaired, seed=self.spec.search.seed)
+        repair = self.spec.search.feasible_sampling
+        if repair:
+            self.study.sampler = FeasibleSampler(sampler, self._predicted_feasible,
+                                                 repair=self._repaired,
+                                                 seed=self.spec.search.seed)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         progress = Progress(target_done, self.progress_enabled)
         counts = {"failed": 0, "infeasible": 0}
@@ -306,16 +309,16 @@ class Driver:
                             continue
                         outcome, shape = ruled_out
                         done = self._settle(outcome, progress, counts)  # told at once, then:
-                        repair = repaired_neighbour(self.prepared.context,
-                                                    self.refit.target, shape, {})
-                        if repair is not None:
-                            self.study.enqueue_trial(repair, skip_if_exists=True)
+                        neighbour = repair and repaired_neighbour(self.prepared.context,
+                                                                  self.refit.target, shape, {})
+                        if neighbour:
+                            self.study.enqueue_trial(neighbour, skip_if_exists=True)
                         give_up = counts["infeasible"] > _infeasible_cap(target_done)
                     if not self.running:
                         break
                     for outcome in self.executor.wait(timeout_s=2.0):
                         done = self._settle(outcome, progress, counts)
-                        if outcome.repair is not None:
+                        if repair and outcome.repair is not None:
                             # the cost model's feasible neighbour of this candidate: tried next
                             self.study.enqueue_trial(outcome.repair, skip_if_exists=True)
             if counts["failed"] > target_done:

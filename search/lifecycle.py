@@ -166,7 +166,8 @@ def start_study(
     executor: Executor | None = None,
 ) -> tuple[optuna.Study, Prepared]:
     """Create the study for a spec: check that the budgets can be met, measure the teacher's
-    sensitivity (on ``executor``'s workers when given), enqueue feasible seeds."""
+    sensitivity (on ``executor``'s workers when given) if the study uses it, enqueue feasible
+    seeds."""
     from search import study as studies
     from search.seeding import feasible_seeds
 
@@ -176,7 +177,8 @@ def start_study(
     spec = ctx.spec  # cut to the precisions the target prices
     teacher, space = ctx.teacher_and_space()
     require_reachable(ctx.budgets, cheapest_scored(prepared))
-    sensitivity = context_sensitivity(ctx, log, _on_workers(executor, ctx))
+    sensitivity = (context_sensitivity(ctx, log, _on_workers(executor, ctx))
+                   if uses_sensitivity(spec) else None)
     prepared = Prepared(replace(ctx, sensitivity=sensitivity), prepared.teacher_record)
     seeds = feasible_seeds(space, teacher, spec, ctx.target, ctx.budgets,
                            spec.search.seed_trials, sensitivity=sensitivity)
@@ -187,7 +189,8 @@ def start_study(
         ctx.budgets.as_dict(),
         int8_reduce_range=ctx.reduce_range,
     ).write(study)
-    store_sensitivity(study, sensitivity)
+    if sensitivity is not None:
+        store_sensitivity(study, sensitivity)
     for params in seeds:
         study.enqueue_trial(params)
     log(f"study {name!r} in {storage}: {len(seeds)} feasible seed candidates enqueued")
@@ -225,10 +228,17 @@ def resume_prepared(
         )
     fail_stale(study, log)
     ctx = prepared.context
-    sensitivity = stored_sensitivity(study) or store_sensitivity(
-        study, context_sensitivity(ctx, log, _on_workers(executor, ctx))  # an earlier release's
-    )
+    sensitivity = stored_sensitivity(study)
+    if sensitivity is None and uses_sensitivity(spec):  # a study of an earlier release
+        sensitivity = store_sensitivity(
+            study, context_sensitivity(ctx, log, _on_workers(executor, ctx)))
     return Prepared(replace(ctx, sensitivity=sensitivity), prepared.teacher_record)
+
+
+def uses_sensitivity(spec: Spec) -> bool:
+    """Whether a study needs its teacher's sensitivity: for its seeds, or to repair proposals
+    over budget. Plain sampling with no seeds (a random-search baseline) does not measure it."""
+    return spec.search.seed_trials > 0 or spec.search.feasible_sampling
 
 
 def _on_workers(

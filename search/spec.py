@@ -189,6 +189,11 @@ class SearchSpec(_Frozen):
     ray_address: str | None = None
     stopper: Literal["median", "hyperband", "none"] = "median"
     seed_trials: int = Field(default=3, ge=0)
+    feasible_sampling: bool = True
+    """Draw proposals within the budgets: each draw the cost model rules out is drawn again
+    (and repaired if none fits), and a candidate ruled out gets its feasible neighbour tried
+    next. False: the sampler's proposals as drawn, those over budget ruled out and left so
+    (plain Optuna, as a baseline)."""
     measure: Literal["auto", "always", "never"] = "auto"
     """Measure candidates on the target's device before training: ``auto`` where the target
     has a measurer (``host``, or a device with an agent server), ``always`` (an error where it

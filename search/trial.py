@@ -230,7 +230,8 @@ def _run(
         screened = screen(context, task, timings)
         costs = screened.costs
         if screened.ruled_out is not None:
-            repair = repaired_neighbour(context, target, screened.shape, timings)
+            repair = (repaired_neighbour(context, target, screened.shape, timings)
+                      if spec.search.feasible_sampling else None)
             return replace(screened.ruled_out, repair=repair)
     provenance = trial_provenance(context, target)
 

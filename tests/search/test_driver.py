@@ -147,3 +147,32 @@ def test_the_sampler_draws_within_the_budget_or_repairs_its_draw(
     records = [r for t in study.trials if (r := TrialRecord.read(t)) is not None]
     assert not [r for r in records if "(predicted)" in r.reason]  # no proposal ruled out
     assert len(records) == 4
+
+
+def test_without_feasible_sampling_the_draws_are_proposed_as_drawn(
+    context: TrialContext, artifacts: Path
+) -> None:
+    """``search.feasible_sampling: false`` (plain Optuna, the benchmark's random search): draws
+    over budget become proposals the cost model rules out, and nothing repairs them."""
+    from dataclasses import replace
+
+    from search.driver import SAMPLER_COUNTS
+
+    teacher, space = context.teacher_and_space()
+    pruned = student_architecture(teacher, space.uniform_params(0.4, 32, 32), space)
+    latency = context.target.predict(pruned.graph, pruned.policy.bits).as_dict()["latency_ms"]
+    search = context.spec.search.model_copy(update={"feasible_sampling": False})
+    plain = replace(context, budgets=Budgets({"latency_ms": latency * 1.02}),
+                    spec=context.spec.model_copy(update={"search": search}))
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, directions=directions(context.spec),
+                                sampler=optuna.samplers.RandomSampler(seed=5))
+    study.enqueue_trial(space.uniform_params(0.5, 32, 32))
+    Driver(study, storage, Prepared(plain, {"accuracy": 0.9}), Recording(), log=print,
+           progress=False).run(target_done=2, timeout_s=None)
+    assert SAMPLER_COUNTS not in study.user_attrs
+    records = [r for t in study.trials if (r := TrialRecord.read(t)) is not None]
+    assert [r for r in records if "(predicted)" in r.reason]  # ruled out, as drawn
+    enqueued = [t for t in study.trials if "fixed_params" in t.system_attrs]
+    assert len(enqueued) == 1  # only the first trial: no repaired neighbour was enqueued
+    assert trained_count(study) == 2

@@ -4,6 +4,7 @@ accuracy prior (the bits a budget forces down go where they cost the least)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,3 +153,32 @@ def test_on_the_executor_the_jobs_run_in_parallel_and_measure_the_same(
             assert row.keys() == there[key].keys()
             for value, loss in row.items():
                 assert there[key][value] == pytest.approx(loss, abs=2 * one_image)
+
+
+def test_a_study_that_uses_no_sensitivity_does_not_measure_it(
+    tmp_path: Path, needs_fashion_mnist: None, edgetune_home: Path
+) -> None:
+    """Plain sampling with no seeds (the benchmark's random search) neither measures the
+    sensitivity when it starts nor when it resumes; a study with seeds does."""
+    import yaml
+
+    from search.lifecycle import resume_prepared, start_study
+    from search.sensitivity import stored_sensitivity
+    from search.spec import parse_spec
+    from tests.conftest import tiny_spec
+
+    raw = yaml.safe_load(tiny_spec("plain"))
+    raw["target"] = "jetson-nano"  # priced on its cost model: no calibration of this machine
+    raw["search"].update(seed_trials=0, feasible_sampling=False, sampler="random")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    lines: list[str] = []
+    plain = parse_spec(raw)
+    study, prepared = start_study(plain, url, "plain", log=lines.append)
+    assert prepared.context.sensitivity is None and stored_sensitivity(study) is None
+    assert resume_prepared(study, plain, log=lines.append).context.sensitivity is None
+    assert not [line for line in lines if "sensitivity" in line]
+    raw["search"]["seed_trials"] = 1
+    seeded = parse_spec({**raw, "name": "seeded"})
+    study, prepared = start_study(seeded, url, "seeded", log=lines.append)
+    assert prepared.context.sensitivity is not None
+    assert stored_sensitivity(study) == prepared.context.sensitivity
