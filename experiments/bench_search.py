@@ -105,7 +105,7 @@ def arm_spec(path: Path, method: str, seed: int, trials: int | None,
     return raw
 
 
-def uniform_params(prepared: Any) -> dict[str, Any]:
+def least_uniform_ratio(prepared: Any) -> dict[str, Any]:
     """The least uniform pruning ratio of the grid whose fp32 student is predicted within the
     study's budgets (the largest if none is)."""
     from spaces.student import student_architecture
@@ -136,7 +136,7 @@ def run_arm(raw: dict[str, Any], storage: str, timeout_s: float | None,
     def prepare(executor: Any) -> tuple[optuna.Study, Any]:
         study, prepared = start_study(spec, storage, spec.study_name, log=log, executor=executor)
         if enqueue:
-            study.enqueue_trial(uniform_params(prepared))
+            study.enqueue_trial(least_uniform_ratio(prepared))
         return study, prepared
 
     start = time.perf_counter()
@@ -233,10 +233,22 @@ def measure_points(models: list[tuple[Point, bytes]]) -> list[Point]:
 
 def proposals(storage: str, name: str) -> dict[str, Any]:
     """The share of proposals ruled out, by half, and of the sampler's draws before any repair
-    or redraw."""
+    or redraw; each measured proposal's latency over the teacher's, predicted and measured."""
     from experiments.bench_finalize import ruled_out_stats
+    from search import study as studies
+    from search.record import StudyRecord, TrialRecord
 
     stats = ruled_out_stats(storage, name)
+    study, _ = studies.open_study(name, storage)
+    record = StudyRecord.read(study)
+    teacher_ms = record.teacher.get("latency_ms_predicted") if record else None
+    stats["latency_ratios"] = [
+        {"trial": t.number, "status": r.status,
+         "predicted": r.predicted["latency_ms"] / teacher_ms,
+         "measured": r.measured["ratio_to_teacher"]}
+        for t in study.get_trials(deepcopy=False)
+        if (r := TrialRecord.read(t)) and teacher_ms and "ratio_to_teacher" in r.measured
+        and "latency_ms" in r.predicted]
     ruled_out = stats["ruled_out_by_prediction"] + stats["ruled_out_measured"]
     rejected = stats["sampler_draws"].get("rejected", 0)
     stats["draws_over_budget_share"] = (rejected + ruled_out) / max(
@@ -270,7 +282,8 @@ def bench_run(spec_path: Path, seed: int, args: argparse.Namespace,
     summary: dict[str, Any] = {}
     for method in (*STUDIES, INT8):
         mine = [p for p in points if p.method == method]
-        winner = next((p for p in mine if p.finalized), mine[0] if mine else None)
+        winner = next((p for p in mine if p.finalized),  # else the best by validation
+                      max(mine, key=lambda p: p.val_accuracy or 0.0, default=None))
         summary[method] = {
             "hypervolume": hypervolume([(p.test_accuracy, p.latency_ms) for p in mine],
                                        teacher.latency_ms),

@@ -15,8 +15,8 @@ and whether the budgets can be met at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from search.errors import InfeasibleSpecError
@@ -117,6 +117,31 @@ class Budgets:
 
     def feasible(self, costs: Mapping[str, float], accuracy: float | None) -> bool:
         return all(v <= 0 for v in self.constraints(costs, accuracy).values())
+
+    def screening(self, underestimates: Sequence[float], *, quantile: float = 0.75,
+                  most: float = 0.15) -> Budgets:
+        """The budgets a study's proposals are screened against before they are measured: the
+        latency share lowered by how much the cost model underestimated the measured latency
+        ratio of the study's measured candidates (``underestimates``: measured ratio over
+        predicted ratio) at its ``quantile``, by a factor of at most ``1 + most``, so that a
+        proposal predicted just under the share rarely measures over it. These budgets as they
+        are without a share, with fewer than 3 measurements, or where the model does not
+        underestimate."""
+        if not self.latency_share or len(underestimates) < 3:
+            return self
+        ordered = sorted(underestimates)
+        factor = min(max(ordered[round(quantile * (len(ordered) - 1))], 1.0), 1.0 + most)
+        return replace(self, latency_share=self.latency_share / factor) if factor > 1 else self
+
+    def underestimate(self, predicted: Mapping[str, float],
+                      measured: Mapping[str, Any]) -> float | None:
+        """A measured candidate's latency ratio over its predicted one (what :meth:`screening`
+        takes); None without a share, a measured ratio or a prediction."""
+        ratio = measured.get("ratio_to_teacher")
+        if not (self.latency_share and self.teacher_latency_predicted and ratio
+                and "latency_ms" in predicted):
+            return None
+        return float(ratio) / (predicted["latency_ms"] / self.teacher_latency_predicted)
 
     def as_dict(self) -> dict[str, float]:
         """The absolute cost limits, as the study records and the reports show them."""

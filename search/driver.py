@@ -9,7 +9,7 @@ study then fails its trials and enqueues them again (:func:`fail_stale`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from search.trial import Screened, TrialOutcome, TrialTask, repaired_neighbour, 
 if TYPE_CHECKING:
     import optuna
 
+    from search.budgets import Budgets
     from search.executors import Executor
     from search.spec import Spec
     from search.workloads.objects import Objects
@@ -139,6 +140,10 @@ class Driver:
         self.space: JointSpace | None = None
         self._screened: dict[tuple[tuple[str, Any], ...], tuple[Screened, dict[str, float]]] = {}
         self._pruning_table: dict[str, dict[float, dict[str, float]]] | None = None
+        self._underestimates: list[float] = []  # of measured latency ratios: Budgets.screening
+        for trial in study.get_trials(deepcopy=False):  # a resumed study's measurements
+            if (record := TrialRecord.read(trial)) is not None:
+                self._note(record.predicted, record.measured)
         context = prepared.context
         self.refit = Refit(context.target, enabled=context.measurer is not None, log=log)
 
@@ -237,15 +242,18 @@ class Driver:
         return self.refit.target if self.refit.refits else None
 
     def _predicted_feasible(self, params: dict[str, Any]) -> bool:
-        """What :class:`FeasibleSampler` asks of each draw: not ruled out on the cost model
-        (screened as ``_ask`` screens, which then reuses the result)."""
+        """What :class:`FeasibleSampler` asks of each draw: predicted within the budgets
+        (:meth:`_screening`'s), strictly. ``_ask`` would measure a proposal predicted a little
+        over its latency budget, in case the model reads high; the sampler draws again instead,
+        or the measurement rules out half the proposals at the budget's edge. ``_ask`` reuses
+        the screening."""
         assert self.space is not None
         if set(self.space.distributions()) - set(params):
             return True  # a partial draw: the driver screens the whole proposal
         timings: dict[str, float] = {}
         screened = screen(self.prepared.context, TrialTask(-1, params, target=self._target()),
                           timings)
-        if screened.ruled_out is not None:
+        if self._screening().broken(screened.costs):
             return False
         self._screened = {_key(params): (screened, timings)}
         return True
@@ -260,10 +268,21 @@ class Driver:
         target = self._target() or context.target
         if self._pruning_table is None:  # once per run: each group pruned alone
             self._pruning_table = pruning_table(space, teacher, params, target)
-        repaired, feasible = repair_pruning(space, teacher, params, target, self.budgets,
+        repaired, feasible = repair_pruning(space, teacher, params, target, self._screening(),
                                             sensitivity=context.sensitivity,
                                             table=self._pruning_table)
         return repaired if feasible else None
+
+    def _screening(self) -> Budgets:
+        """The budgets the sampler screens and repairs draws against: the study's, with the
+        latency share lowered by the cost model's underestimates so far (measured proposals
+        at the budget's edge otherwise fail their measurement half the time)."""
+        return self.budgets.screening(self._underestimates)
+
+    def _note(self, predicted: Mapping[str, float] | None, measured: Mapping[str, Any]) -> None:
+        found = self.budgets.underestimate(predicted or {}, measured)
+        if found is not None:
+            self._underestimates.append(found)
 
     def _best(self) -> tuple[int, float | None]:
         records = [r for r in map(TrialRecord.read, self.study.get_trials(deepcopy=False)) if r]
@@ -331,8 +350,12 @@ class Driver:
         finally:
             filtered = self.study.sampler
             if isinstance(filtered, FeasibleSampler) and filtered.rejected:
+                share = self._screening().latency_share
+                lowered = (f" (latency screened at {share:.1%} of the teacher's, the share lowered "
+                           "by the cost model's underestimates of measured candidates)"
+                           if share != self.budgets.latency_share else "")
                 self.log(f"the sampler threw away {filtered.rejected} draws the cost model ruled "
-                         f"out, and repaired {filtered.repaired} into feasible proposals")
+                         f"out, and repaired {filtered.repaired} into feasible proposals{lowered}")
                 counts_before = self.study.user_attrs.get(SAMPLER_COUNTS, {})
                 self.study.set_user_attr(SAMPLER_COUNTS, {
                     "rejected": int(counts_before.get("rejected", 0)) + filtered.rejected,
@@ -348,6 +371,7 @@ class Driver:
         """Tell an outcome, count it and show it; the study's trained trials now."""
         message = self.tell(outcome)
         self.refit.add(outcome)
+        self._note(outcome.costs, outcome.measured)
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
         done = trained_count(self.study)
         progress.update(done, *self._best(), len(self.running), counts["infeasible"], message)

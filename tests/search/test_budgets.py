@@ -116,6 +116,26 @@ def test_relative_latency_on_a_measured_device_is_a_ratio_to_the_teacher() -> No
     assert not absolute.feasible({"latency_ms": 0.25, "latency_ratio": 0.1}, accuracy=None)
 
 
+def test_proposals_are_screened_below_the_share_by_the_models_underestimates() -> None:
+    constraints = parse_spec(SPEC).constraints  # latency_ms: 50%
+    budgets = Budgets.resolve(constraints, TEACHER, measured={"latency_ms": 0.3})
+    # the teacher is predicted at 0.4 ms: a candidate predicted 0.18 ms is at 45%
+    assert budgets.underestimate({"latency_ms": 0.18}, {"ratio_to_teacher": 0.495}) == (
+        pytest.approx(1.1))
+    assert budgets.underestimate({"latency_ms": 0.18}, {}) is None  # not measured
+    assert budgets.screening([1.1, 1.1]) is budgets  # too few measurements to go by
+    # the 75th percentile of four: the model read 8% low; the share becomes 50% / 1.08
+    screened = budgets.screening([0.95, 1.02, 1.08, 1.3])
+    assert screened.latency_share == pytest.approx(0.5 / 1.08)
+    assert not screened.feasible({"latency_ms": 0.19, "size_kb": 10.0}, accuracy=None)
+    assert budgets.feasible({"latency_ms": 0.19, "size_kb": 10.0}, accuracy=None)
+    assert screened.limits == budgets.limits  # only the screening moves, not the budget
+    assert budgets.screening([0.9, 0.95, 0.97]) is budgets  # a model reading high: unchanged
+    assert budgets.screening([2.0, 2.0, 2.0]).latency_share == pytest.approx(0.5 / 1.15)
+    absolute = Budgets.resolve(constraints, TEACHER)  # nothing measured: no share to lower
+    assert absolute.screening([1.3, 1.3, 1.3]) is absolute
+
+
 class _HalfScaled(nn.Module):
     """A conv, an SE-style product of two activations, and a product by a constant."""
 

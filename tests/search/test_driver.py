@@ -8,13 +8,14 @@ import optuna
 import pytest
 
 from search.budgets import Budgets
+from search.console import Progress
 from search.driver import Driver, trained_count
 from search.executors import InProcessExecutor
 from search.lifecycle import Prepared
 from search.record import TrialRecord
 from search.spec import parse_spec
 from search.study import directions, rows, stopper_for
-from search.trial import TrialContext, TrialOutcome, TrialTask
+from search.trial import TrialContext, TrialOutcome, TrialTask, screen
 from spaces.student import student_architecture
 
 SPEC = {
@@ -25,11 +26,16 @@ SPEC = {
 }
 
 
-def make_driver() -> tuple[Driver, optuna.Study]:
+def make_driver(
+    storage: optuna.storages.BaseStorage | None = None, *, measured: bool = False
+) -> tuple[Driver, optuna.Study]:
+    """A driver of a new study in ``storage`` (or of the one it holds); ``measured``: the
+    teacher's latency measured at 0.3 ms, so the 50% latency budget is a share of it."""
     spec = parse_spec(SPEC)
-    storage = optuna.storages.InMemoryStorage()
+    storage = storage or optuna.storages.InMemoryStorage()
     study = optuna.create_study(
-        storage=storage, directions=directions(spec), pruner=stopper_for(spec)
+        storage=storage, directions=directions(spec), pruner=stopper_for(spec),
+        study_name="d", load_if_exists=True,
     )
     teacher = {
         "latency_ms": 0.4,
@@ -38,7 +44,8 @@ def make_driver() -> tuple[Driver, optuna.Study]:
         "peak_memory_kb": 100.0,
         "accuracy": 0.92,
     }
-    budgets = Budgets.resolve(spec.constraints, teacher)
+    budgets = Budgets.resolve(spec.constraints, teacher,
+                              measured={"latency_ms": 0.3} if measured else None)
     # the driver never touches the workload or the target: telling needs only the budgets
     context = TrialContext(spec, None, None, budgets, reduce_range=False)  # type: ignore[arg-type]
     prepared = Prepared(context, teacher)
@@ -81,6 +88,27 @@ def test_tell_records_feasibility_reason_and_constraints() -> None:
     records = [TrialRecord.read(t) for t in study.trials]
     assert all(r is not None and r.driver_s is not None for r in records)
     assert trained_count(study) == 3  # two complete and one stopped; not infeasible, not failed
+
+
+def test_the_models_underestimates_lower_the_share_proposals_are_screened_against() -> None:
+    """Measured candidates the cost model read low (predicted at 45% of the teacher's
+    latency, measured at 47-50%) make the sampler screen below the 50% budget, in this run and
+    in the next driver of the study (a resume)."""
+    driver, study = make_driver(measured=True)
+    assert driver._screening().latency_share == 0.5  # nothing measured yet
+    costs = {"latency_ms": 0.18, "energy_mj": 0.5, "peak_memory_kb": 50.0, "size_kb": 30.0}
+    for ratio in (0.47, 0.49, 0.50):  # the teacher is predicted at 0.4 ms: 0.18 ms is 45%
+        trial = study.ask()
+        driver.running[trial.number] = trial
+        driver._settle(TrialOutcome(trial.number, "infeasible", costs=costs,
+                                    measured={"latency_ms": 0.3 * ratio, "ratio_to_teacher": ratio},
+                                    reason="over budget (measured)"),
+                       Progress(3, False), {"infeasible": 0})
+    lowered = driver._screening().latency_share
+    assert lowered is not None and lowered == pytest.approx(0.5 * 0.45 / 0.50)  # the top of 3
+    assert driver.budgets.latency_share == 0.5  # the trials are still held to the budget
+    resumed, _ = make_driver(study._storage, measured=True)
+    assert resumed._screening().latency_share == pytest.approx(lowered)
 
 
 class Recording(InProcessExecutor):
@@ -176,3 +204,29 @@ def test_without_feasible_sampling_the_draws_are_proposed_as_drawn(
     enqueued = [t for t in study.trials if "fixed_params" in t.system_attrs]
     assert len(enqueued) == 1  # only the first trial: no repaired neighbour was enqueued
     assert trained_count(study) == 2
+
+
+def test_on_a_measured_device_the_sampler_keeps_only_draws_predicted_within_budget(
+    context: TrialContext,
+) -> None:
+    """A proposal predicted a little over a latency budget that a device measures is measured
+    rather than ruled out (the model may read high); the sampler, which can draw again, keeps
+    only draws predicted within the budget."""
+    from dataclasses import replace
+
+    from targets.measurer import HostMeasurer
+
+    teacher, space = context.teacher_and_space()
+    params = space.uniform_params(0.25, 32, 32)
+    shape = student_architecture(teacher, params, space)
+    latency = context.target.predict(shape.graph, shape.policy.bits).as_dict()["latency_ms"]
+    measured = replace(context, budgets=Budgets({"latency_ms": latency / 1.05}),
+                       measurer=HostMeasurer())  # 5% over: within the model's doubt
+    assert screen(measured, TrialTask(0, params), {}).ruled_out is None  # _ask would measure it
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, directions=directions(context.spec))
+    driver = Driver(study, storage, Prepared(measured, {"accuracy": 0.9}), InProcessExecutor(),
+                    log=print, progress=False)
+    driver.space = space
+    assert not driver._predicted_feasible(params)
+    assert driver._predicted_feasible(space.uniform_params(0.5, 32, 32))
