@@ -45,6 +45,9 @@ RESULTS = ROOT / "experiments" / "results"
 LATENCY = {"resnet8": "50%"}
 """Latency budgets other than the example spec's (the issue's goal point for ResNet-8)."""
 STUDIES = ("edgetune", "random search", "uniform pruning")
+HYPERBAND = "edgetune, hyperband"
+"""With ``--hyperband``: edgetune's spec with Optuna's Hyperband as its trial stopper (the spec's
+is the median stopper)."""
 INT8 = "onnxruntime int8"
 
 
@@ -90,7 +93,7 @@ def arm_spec(path: Path, method: str, seed: int, trials: int | None,
     model = raw["model"]["name"]
     if model in LATENCY:
         raw["constraints"]["latency_ms"] = LATENCY[model]
-    raw["name"] = f"bench-{model}-{method.split()[0]}-s{seed}"
+    raw["name"] = f"bench-{model}-{method.split()[-1]}-s{seed}"
     search = raw["search"]
     search["seed"] = seed
     if trials:
@@ -98,7 +101,9 @@ def arm_spec(path: Path, method: str, seed: int, trials: int | None,
     raw["finalize"] = {**(raw["finalize"] or {}), "top": 1}
     if epochs:
         raw["finalize"]["epochs"] = epochs
-    if method != "edgetune":
+    if method == HYPERBAND:
+        search["stopper"] = "hyperband"
+    elif method != "edgetune":
         search.update(sampler="random", seed_trials=0, feasible_sampling=False)
     if method == "uniform pruning":  # one trial, enqueued, priced on the cost model
         search.update(trials=1, measure="never")
@@ -242,6 +247,9 @@ def proposals(storage: str, name: str) -> dict[str, Any]:
     study, _ = studies.open_study(name, storage)
     record = StudyRecord.read(study)
     teacher_ms = record.teacher.get("latency_ms_predicted") if record else None
+    stats["stopped"] = sum(
+        (r := TrialRecord.read(t)) is not None and r.status == "stopped"
+        for t in study.get_trials(deepcopy=False))
     stats["latency_ratios"] = [
         {"trial": t.number, "status": r.status,
          "predicted": r.predicted["latency_ms"] / teacher_ms,
@@ -266,7 +274,7 @@ def bench_run(spec_path: Path, seed: int, args: argparse.Namespace,
         storage = f"sqlite:///{work}/studies.db"
         studies: dict[str, dict[str, Any]] = {}
         models: list[tuple[Point, bytes]] = []
-        for method in STUDIES:
+        for method in (*STUDIES, HYPERBAND) if args.hyperband else STUDIES:
             raw = arm_spec(spec_path, method, seed, args.trials, args.epochs)
             timeout = studies["edgetune"]["search_s"] if method == "random search" else None
             log(f"--- {raw['name']}")
@@ -280,7 +288,7 @@ def bench_run(spec_path: Path, seed: int, args: argparse.Namespace,
         points = measure_points(models)
     teacher = points[0]
     summary: dict[str, Any] = {}
-    for method in (*STUDIES, INT8):
+    for method in (*studies, INT8):
         mine = [p for p in points if p.method == method]
         winner = next((p for p in mine if p.finalized),  # else the best by validation
                       max(mine, key=lambda p: p.val_accuracy or 0.0, default=None))
@@ -308,7 +316,7 @@ def verdicts(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for workload in sorted({r["workload"] for r in runs}):
         mine = [r for r in runs if r["workload"] == workload]
         hv = {m: sum(r["methods"][m]["hypervolume"] for r in mine) / len(mine)
-              for m in (*STUDIES, INT8)}
+              for m in mine[0]["methods"] if all(m in r["methods"] for r in mine)}
         beats = []
         for r in mine:
             int8 = r["methods"][INT8]["winner"]
@@ -355,13 +363,13 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             "| method | winner | val acc | test acc (95%) | latency x teacher | packed size x "
             "teacher | hypervolume | time to result | ruled out 1st / 2nd half | draws over "
-            "budget |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "budget | trials stopped early |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for method, m in run["methods"].items():
             w = m["winner"]
             if w is None:
-                lines.append(f"| {method} | none | | | | | 0 | | | |")
+                lines.append(f"| {method} | none | | | | | 0 | | | | |")
                 continue
             lo = w["test_accuracy"] - 1.96 * math.sqrt(
                 w["test_accuracy"] * (1 - w["test_accuracy"]) / 10000)
@@ -369,13 +377,14 @@ def markdown(result: dict[str, Any]) -> str:
             ruled = (f"{p['ruled_out_share_first_half']:.0%} / "
                      f"{p['ruled_out_share_second_half']:.0%}" if p else "")
             draws = f"{p['draws_over_budget_share']:.0%}" if p else ""
+            stopped = p.get("stopped", "") if p else ""
             seconds = f"{m['time_to_result_s']:.0f} s" if "time_to_result_s" in m else ""
             val = f"{w['val_accuracy']:.4f}" if w["val_accuracy"] is not None else ""
             lines.append(
                 f"| {method} | {w['name']} | {val} | {w['test_accuracy']:.4f} "
                 f"({lo:.3f}–{2 * w['test_accuracy'] - lo:.3f}) | {w['latency_ratio']:.3f} | "
                 f"{w['size_ratio']:.3f} | {m['hypervolume']:.4f} | {seconds} | {ruled} | "
-                f"{draws} |")
+                f"{draws} | {stopped} |")
         lines.append("")
     lines += ["## Targets", ""]
     for workload, v in result["verdicts"].items():
@@ -387,6 +396,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"pruning {hv['uniform pruning']:.4f}, onnxruntime int8 {hv[INT8]:.4f}; a point of "
             f"edgetune's beats onnxruntime int8 (accuracy ≥ its − 0.01, latency ≤ 0.8×) in "
             f"{sum(v['edgetune_point_beats_int8'])} of {v['runs']} runs"
+            + (f"; with the Hyperband stopper edgetune's hypervolume is {hv[HYPERBAND]:.4f}"
+               if HYPERBAND in hv else "")
             + (f"; goal point (≥ 0.905, ≤ 0.5×, ≤ 1/8) met in {sum(v['goal_point_met'])} of "
                f"{v['runs']} runs" if v["goal_point_met"] is not None else "") + ".")
     lines.append(f"\nTotal time: {result['seconds']:.0f} s.")
@@ -404,6 +415,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.8), squeeze=False)
     styles = {"edgetune": ("tab:blue", "o"), "random search": ("tab:orange", "s"),
               "uniform pruning": ("tab:green", "^"), INT8: ("tab:red", "D"),
+              HYPERBAND: ("tab:purple", "v"),
               "teacher": ("black", "*")}
     for ax, run in zip(axes[0], runs, strict=True):
         for method, (color, marker) in styles.items():
@@ -435,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None,
                         help="finalize epochs (default: the spec's finalize section)")
     parser.add_argument("--label", default="host")
+    parser.add_argument("--hyperband", action="store_true",
+                        help="add a study of edgetune's spec with the Hyperband stopper")
     args = parser.parse_args(argv)
     plan = [(SPECS / f"{w}_host.yaml", int(s)) for item in args.runs
             for w, seeds in [item.split(":")] for s in seeds.split(",")]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from experiments.bench_search import SPECS, arm_spec, hypervolume, verdicts
+from experiments.bench_search import HYPERBAND, SPECS, arm_spec, hypervolume, verdicts
 from search.spec import parse_spec
 
 RESNET8 = SPECS / "resnet8_host.yaml"
@@ -38,7 +38,12 @@ def test_the_baselines_share_the_spec_but_not_edgetunes_machinery() -> None:
     assert random.search.trials == edgetune.search.trials
     assert uniform.search.trials == 1 and uniform.search.measure == "never"
     assert edgetune.finalize is not None and edgetune.finalize.epochs == 3
-    assert len({edgetune.study_name, random.study_name, uniform.study_name}) == 3
+    hyperband = parse_spec(arm_spec(RESNET8, HYPERBAND, 2, None, 3))
+    assert hyperband.search.stopper == "hyperband" and edgetune.search.stopper == "median"
+    assert hyperband.model_copy(update={"search": edgetune.search, "name": edgetune.name}) == (
+        edgetune)  # the stopper is all that differs
+    names = {s.study_name for s in (edgetune, random, uniform, hyperband)}
+    assert len(names) == 4
 
 
 def _run(edgetune: list[tuple[float, float, bool]],
