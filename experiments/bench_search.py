@@ -367,24 +367,25 @@ def markdown(result: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for method, m in run["methods"].items():
+            p = m.get("proposals")
+            study = [
+                f"{m['time_to_result_s']:.0f} s" if "time_to_result_s" in m else "",
+                f"{p['ruled_out_share_first_half']:.0%} / {p['ruled_out_share_second_half']:.0%}"
+                if p else "",
+                f"{p['draws_over_budget_share']:.0%}" if p else "",
+                str(p.get("stopped", "")) if p else "",
+            ]
             w = m["winner"]
             if w is None:
-                lines.append(f"| {method} | none | | | | | 0 | | | | |")
+                none = f"none of {p['proposals']} proposals feasible" if p else "none"
+                lines.append(f"| {method} | {none} | | | | | 0 | " + " | ".join(study) + " |")
                 continue
-            lo = w["test_accuracy"] - 1.96 * math.sqrt(
-                w["test_accuracy"] * (1 - w["test_accuracy"]) / 10000)
-            p = m.get("proposals")
-            ruled = (f"{p['ruled_out_share_first_half']:.0%} / "
-                     f"{p['ruled_out_share_second_half']:.0%}" if p else "")
-            draws = f"{p['draws_over_budget_share']:.0%}" if p else ""
-            stopped = p.get("stopped", "") if p else ""
-            seconds = f"{m['time_to_result_s']:.0f} s" if "time_to_result_s" in m else ""
+            lo, hi = Point(**w).interval
             val = f"{w['val_accuracy']:.4f}" if w["val_accuracy"] is not None else ""
             lines.append(
-                f"| {method} | {w['name']} | {val} | {w['test_accuracy']:.4f} "
-                f"({lo:.3f}–{2 * w['test_accuracy'] - lo:.3f}) | {w['latency_ratio']:.3f} | "
-                f"{w['size_ratio']:.3f} | {m['hypervolume']:.4f} | {seconds} | {ruled} | "
-                f"{draws} | {stopped} |")
+                f"| {method} | {w['name']} | {val} | {w['test_accuracy']:.4f} ({lo:.3f}–{hi:.3f})"
+                f" | {w['latency_ratio']:.3f} | {w['size_ratio']:.3f} | {m['hypervolume']:.4f} | "
+                + " | ".join(study) + " |")
         lines.append("")
     lines += ["## Targets", ""]
     for workload, v in result["verdicts"].items():

@@ -297,8 +297,8 @@ class Driver:
         context = self.prepared.context
         self.space = context.teacher_and_space()[1]
         sampler = self.study.sampler
-        repair = self.spec.search.feasible_sampling
-        if repair:
+        feasible_sampling = self.spec.search.feasible_sampling
+        if feasible_sampling:
             self.study.sampler = FeasibleSampler(sampler, self._predicted_feasible,
                                                  repair=self._repaired,
                                                  seed=self.spec.search.seed)
@@ -328,16 +328,17 @@ class Driver:
                             continue
                         outcome, shape = ruled_out
                         done = self._settle(outcome, progress, counts)  # told at once, then:
-                        neighbour = repair and repaired_neighbour(self.prepared.context,
-                                                                  self.refit.target, shape, {})
-                        if neighbour:
+                        neighbour = (repaired_neighbour(self.prepared.context,
+                                                        self.refit.target, shape, {})
+                                     if feasible_sampling else None)
+                        if neighbour is not None:
                             self.study.enqueue_trial(neighbour, skip_if_exists=True)
                         give_up = counts["infeasible"] > _infeasible_cap(target_done)
                     if not self.running:
                         break
                     for outcome in self.executor.wait(timeout_s=2.0):
                         done = self._settle(outcome, progress, counts)
-                        if repair and outcome.repair is not None:
+                        if feasible_sampling and outcome.repair is not None:
                             # the cost model's feasible neighbour of this candidate: tried next
                             self.study.enqueue_trial(outcome.repair, skip_if_exists=True)
             if counts["failed"] > target_done:
