@@ -93,7 +93,7 @@ def arm_spec(path: Path, method: str, seed: int, trials: int | None,
     model = raw["model"]["name"]
     if model in LATENCY:
         raw["constraints"]["latency_ms"] = LATENCY[model]
-    raw["name"] = f"bench-{model}-{method.split()[-1]}-s{seed}"
+    raw["name"] = f"bench-{model}-{method.replace(', ', '-').replace(' ', '-')}-s{seed}"
     search = raw["search"]
     search["seed"] = seed
     if trials:
