@@ -1,6 +1,7 @@
 """Benchmark: edgetune against random search, onnxruntime's static int8 and uniform pruning.
 
-    python -m experiments.bench_search [--runs resnet8:0,1,2 mobilenetv2:0] [--label L]
+    python -m experiments.bench_search [--runs resnet8:0,1,2 mobilenetv2:0] [--hyperband]
+        [--trials N] [--epochs E] [--label L]
 
 For each run (a built-in Fashion-MNIST workload and a seed), on the ``host`` target:
 
@@ -195,6 +196,8 @@ def study_points(method: str, storage: str, name: str) -> list[tuple[Point, byte
 
 def baselines(spec: Spec, work: Path) -> list[tuple[Point, bytes]]:
     """The teacher (fp32) and onnxruntime's static int8 quantization of it."""
+    import onnx
+
     from experiments.bench_util import ort_int8_static
     from search.export import onnx_accuracy
     from search.onnx_export import packed_size_bytes, to_onnx
@@ -211,8 +214,6 @@ def baselines(spec: Spec, work: Path) -> list[tuple[Point, bytes]]:
     packed = packed_size_bytes(teacher) / 1024
     out = []
     for method, path, size in (("teacher", fp32, packed), (INT8, int8, packed / 4)):
-        import onnx
-
         acc = onnx_accuracy(onnx.load(str(path)), x_test, data.y_test)
         out.append((Point(method, method, False, None, acc, size_kb_packed=size),
                     path.read_bytes()))
