@@ -35,13 +35,17 @@ def _interval(acc: float, n: int) -> tuple[float, float]:
 
 
 def ruled_out_stats(storage: str, study_name: str) -> dict[str, Any]:
-    """Start-to-complete seconds of ruled-out proposals, and the ruled-out share by half."""
+    """Start-to-complete seconds of ruled-out proposals; the ruled-out share by half, and of
+    the sampler's draws before any redraw or repair; trials stopped early; each measured
+    proposal's latency over the teacher's, predicted and measured."""
     import optuna
 
     from search.driver import SAMPLER_COUNTS
-    from search.record import TrialRecord
+    from search.record import StudyRecord, TrialRecord
 
     study = optuna.load_study(study_name=study_name, storage=storage)
+    record = StudyRecord.read(study)
+    teacher_ms = record.teacher.get("latency_ms_predicted") if record else None
     trials = sorted(study.trials, key=lambda t: t.number)
     records = [TrialRecord.read(t) for t in trials]
     predicted = [
@@ -55,12 +59,23 @@ def ruled_out_stats(storage: str, study_name: str) -> dict[str, Any]:
     def share(part: list[Any]) -> float:
         return sum(bool(r and r.status == "infeasible") for r in part) / max(len(part), 1)
 
+    measured = sum(bool(r and r.status == "infeasible" and "(measured)" in r.reason)
+                   for r in records)
+    rejected = study.user_attrs.get(SAMPLER_COUNTS, {}).get("rejected", 0)
     return {
         "proposals": len(records),
         "ruled_out_by_prediction": len(predicted),
-        "ruled_out_measured": sum(
-            bool(r and r.status == "infeasible" and "(measured)" in r.reason) for r in records
-        ),
+        "ruled_out_measured": measured,
+        "draws_over_budget_share": (rejected + len(predicted) + measured)
+        / max(rejected + len(records), 1),
+        "stopped": sum(bool(r and r.status == "stopped") for r in records),
+        "latency_ratios": [
+            {"trial": t.number, "status": r.status,
+             "predicted": r.predicted["latency_ms"] / teacher_ms,
+             "measured": r.measured["ratio_to_teacher"]}
+            for t, r in zip(trials, records, strict=True)
+            if r and teacher_ms and "ratio_to_teacher" in r.measured
+            and "latency_ms" in r.predicted],
         "ruled_out_median_s": statistics.median(predicted) if predicted else None,
         "ruled_out_p90_s": (sorted(predicted)[int(0.9 * (len(predicted) - 1))]
                             if predicted else None),

@@ -237,37 +237,10 @@ def measure_points(models: list[tuple[Point, bytes]]) -> list[Point]:
     return points
 
 
-def proposals(storage: str, name: str) -> dict[str, Any]:
-    """The share of proposals ruled out, by half, and of the sampler's draws before any repair
-    or redraw; each measured proposal's latency over the teacher's, predicted and measured."""
-    from experiments.bench_finalize import ruled_out_stats
-    from search import study as studies
-    from search.record import StudyRecord, TrialRecord
-
-    stats = ruled_out_stats(storage, name)
-    study, _ = studies.open_study(name, storage)
-    record = StudyRecord.read(study)
-    teacher_ms = record.teacher.get("latency_ms_predicted") if record else None
-    stats["stopped"] = sum(
-        (r := TrialRecord.read(t)) is not None and r.status == "stopped"
-        for t in study.get_trials(deepcopy=False))
-    stats["latency_ratios"] = [
-        {"trial": t.number, "status": r.status,
-         "predicted": r.predicted["latency_ms"] / teacher_ms,
-         "measured": r.measured["ratio_to_teacher"]}
-        for t in study.get_trials(deepcopy=False)
-        if (r := TrialRecord.read(t)) and teacher_ms and "ratio_to_teacher" in r.measured
-        and "latency_ms" in r.predicted]
-    ruled_out = stats["ruled_out_by_prediction"] + stats["ruled_out_measured"]
-    rejected = stats["sampler_draws"].get("rejected", 0)
-    stats["draws_over_budget_share"] = (rejected + ruled_out) / max(
-        rejected + stats["proposals"], 1)
-    return stats
-
-
 def bench_run(spec_path: Path, seed: int, args: argparse.Namespace,
               log: Callable[[str], None]) -> dict[str, Any]:
     """One run: the three studies, the two baselines, every model measured together."""
+    from experiments.bench_finalize import ruled_out_stats
     from search.spec import parse_spec
 
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
@@ -280,7 +253,7 @@ def bench_run(spec_path: Path, seed: int, args: argparse.Namespace,
             timeout = studies["edgetune"]["search_s"] if method == "random search" else None
             log(f"--- {raw['name']}")
             studies[method] = run_arm(raw, storage, timeout, log)
-            studies[method]["proposals"] = proposals(storage, studies[method]["study"])
+            studies[method]["proposals"] = ruled_out_stats(storage, studies[method]["study"])
             models += study_points(method, storage, studies[method]["study"])
         raw = arm_spec(spec_path, "edgetune", seed, args.trials, args.epochs)
         spec = parse_spec(raw)

@@ -3,6 +3,7 @@ search and uniform pruning as plain baselines of the same spec."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,3 +71,43 @@ def test_the_verdicts_follow_the_issue_targets() -> None:
     assert v["hypervolume_edgetune_over_random"] == pytest.approx(1.5)
     assert v["edgetune_point_beats_int8"] == [True, False]
     assert v["goal_point_met"] == [True, False]
+
+
+def test_the_proposal_counts_come_from_the_stored_study(tmp_path: Path) -> None:
+    """Ruled-out shares by half and before any redraw, trials stopped early and the measured
+    proposals' latency ratios, read back from a study's records as the driver stores them."""
+    import optuna
+
+    from experiments.bench_finalize import ruled_out_stats
+    from search.driver import SAMPLER_COUNTS
+    from search.record import StudyRecord, TrialRecord
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(storage=url, study_name="b", direction="maximize")
+    StudyRecord({}, teacher={"latency_ms": 0.5, "latency_ms_predicted": 0.4}).write(study)
+    study.set_user_attr(SAMPLER_COUNTS, {"rejected": 6, "repaired": 1})
+    records = [  # first half: one of two ruled out; second half: two of two
+        TrialRecord("complete", 0.8, {"latency_ms": 0.18}, {"ratio_to_teacher": 0.47},
+                    feasible=True),
+        TrialRecord("infeasible", None, {"latency_ms": 0.4}, reason="over budget (predicted)"),
+        TrialRecord("infeasible", None, {"latency_ms": 0.19}, {"ratio_to_teacher": 0.55},
+                    reason="over budget (measured)"),
+        TrialRecord("stopped", 0.4, {"latency_ms": 0.16}, {"ratio_to_teacher": 0.42}),
+    ]
+    for record in records:  # told as the driver tells them
+        trial = study.ask()
+        record.write(trial)
+        if record.status == "stopped":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, 0.0)
+    stats = ruled_out_stats(url, "b")
+    assert stats["proposals"] == 4 and stats["stopped"] == 1
+    assert (stats["ruled_out_by_prediction"], stats["ruled_out_measured"]) == (1, 1)
+    assert stats["ruled_out_share_first_half"] == 0.5
+    assert stats["ruled_out_share_second_half"] == 0.5
+    assert stats["draws_over_budget_share"] == pytest.approx(8 / 10)  # 6 redrawn + 2 of 4
+    assert [(r["trial"], r["status"]) for r in stats["latency_ratios"]] == [
+        (0, "complete"), (2, "infeasible"), (3, "stopped")]
+    assert stats["latency_ratios"][1]["predicted"] == pytest.approx(0.19 / 0.4)
+    assert stats["latency_ratios"][1]["measured"] == 0.55
