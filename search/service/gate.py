@@ -174,6 +174,10 @@ class HostCheck:
         await self.app(scope, receive, with_headers)
 
 
+DRAIN_FACTOR = 8
+"""How much of an oversized body :class:`BodyLimit` reads (and drops) before it answers 413."""
+
+
 class BodyLimit:
     """Answers 413 to a request whose body is larger than ``limit`` bytes, before the app runs."""
 
@@ -196,10 +200,11 @@ class BodyLimit:
                 return  # the client went away
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
+            more = message.get("more_body", False)
             if seen > self.limit:
+                await self._drain(receive, more, seen)
                 await self._refuse(send)
                 return
-            more = message.get("more_body", False)
         replayed = False
 
         async def replay() -> Any:
@@ -210,6 +215,17 @@ class BodyLimit:
             return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
         await self.app(scope, replay, send)
+
+    async def _drain(self, receive: Any, more: bool, seen: int) -> None:
+        """Read and drop the rest of an oversized body, up to ``DRAIN_FACTOR`` times the limit:
+        a client still sending when the server closes gets a connection reset instead of the
+        413. Beyond that, the reset it is."""
+        while more and seen <= DRAIN_FACTOR * self.limit:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            seen += len(message.get("body", b""))
+            more = message.get("more_body", False)
 
     async def _refuse(self, send: Any) -> None:
         await _json(
