@@ -118,19 +118,23 @@ class Budgets:
     def feasible(self, costs: Mapping[str, float], accuracy: float | None) -> bool:
         return all(v <= 0 for v in self.constraints(costs, accuracy).values())
 
-    def screening(self, underestimates: Sequence[float], *, quantile: float = 0.75,
-                  most: float = 0.15) -> Budgets:
+    def screening(self, underestimates: Sequence[float], *, prior: float = 0.0,
+                  quantile: float = 0.75, most: float = 0.15) -> Budgets:
         """The budgets a study's proposals are screened against before they are measured: the
         latency share lowered by how much the cost model underestimated the measured latency
         ratio of the study's measured candidates (``underestimates``: measured ratio over
         predicted ratio) at its ``quantile``, by a factor of at most ``1 + most``, so that a
-        proposal predicted just under the share rarely measures over it. These budgets as they
-        are without a share, with fewer than 3 measurements, or where the model does not
-        underestimate."""
-        if not self.latency_share or len(underestimates) < 3:
+        proposal predicted just under the share rarely measures over it. With fewer than 3
+        measurements, the factor is ``1 + prior`` (the target's held-out error, say). These
+        budgets as they are without a share, or where the model does not underestimate."""
+        if not self.latency_share:
             return self
-        ordered = sorted(underestimates)
-        factor = min(max(ordered[round(quantile * (len(ordered) - 1))], 1.0), 1.0 + most)
+        if len(underestimates) < 3:
+            factor = 1.0 + prior
+        else:
+            ordered = sorted(underestimates)
+            factor = max(ordered[round(quantile * (len(ordered) - 1))], 1.0)
+        factor = min(factor, 1.0 + most)
         return replace(self, latency_share=self.latency_share / factor) if factor > 1 else self
 
     def underestimate(self, predicted: Mapping[str, float],

@@ -276,8 +276,10 @@ class Driver:
     def _screening(self) -> Budgets:
         """The budgets the sampler screens and repairs draws against: the study's, with the
         latency share lowered by the cost model's underestimates so far (measured proposals
-        at the budget's edge otherwise fail their measurement half the time)."""
-        return self.budgets.screening(self._underestimates)
+        at the budget's edge otherwise fail their measurement half the time); before three
+        are measured, by the target's held-out error."""
+        return self.budgets.screening(self._underestimates,
+                                      prior=self.prepared.context.target.prediction_margin())
 
     def _note(self, predicted: Mapping[str, float] | None, measured: Mapping[str, Any]) -> None:
         found = self.budgets.underestimate(predicted or {}, measured)

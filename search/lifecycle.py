@@ -180,8 +180,10 @@ def start_study(
     sensitivity = (context_sensitivity(ctx, log, _on_workers(executor, ctx))
                    if uses_sensitivity(spec) else None)
     prepared = Prepared(replace(ctx, sensitivity=sensitivity), prepared.teacher_record)
-    seeds = feasible_seeds(space, teacher, spec, ctx.target, ctx.budgets,
-                           spec.search.seed_trials, sensitivity=sensitivity)
+    # aimed below a latency share by the cost model's held-out error: nothing is measured yet
+    aim = ctx.budgets.screening([], prior=ctx.target.prediction_margin())
+    seeds = feasible_seeds(space, teacher, spec, ctx.target, aim, spec.search.seed_trials,
+                           sensitivity=sensitivity)
     study = studies.create(spec, storage, name)
     StudyRecord(
         spec_to_json(spec),

@@ -19,7 +19,7 @@ About ten seconds for ResNet-8: for the seeding, once per study, not for every p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import product
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +154,7 @@ def repair_pruning(
     for param in table:  # a sampler's float (0.30000000000000004) on the grid's own value
         drawn = float(current[param])
         current[param] = min(grid, key=lambda r: abs(r - drawn))
+    floor = {p: float(current[p]) for p in table}
     unpruned = next(iter(table.values()))[0.0]
     scale = dict.fromkeys(unpruned, 1.0)
 
@@ -168,10 +169,7 @@ def repair_pruning(
 
     scale = rescale(_predicted(space, teacher, current, target))
 
-    def loss(param: str, ratio: float) -> float:
-        measured = sensitivity.pruning.get(param, {}) if sensitivity else {}
-        return max(measured.get(ratio, ratio), 0.0) if weigh_loss else 0.0
-
+    loss = pruning_loss(sensitivity, weigh_loss)
     for _ in range(max_checks):
         violation = budgets.violation(estimate(current))
         while violation > 0.0:
@@ -192,6 +190,62 @@ def repair_pruning(
         shape = student_architecture(teacher, current, space)
         repaired, feasible = repair_bits(space, shape, target, budgets, sensitivity=sensitivity)
         if feasible:
-            return repaired, True
+            return give_back(space, teacher, repaired, floor, target, budgets,
+                             sensitivity=sensitivity, loss=loss), True
         scale = rescale(target.predict(shape.graph, space.decode(repaired).bits).as_dict())
     return current, False
+
+
+def pruning_loss(sensitivity: Sensitivity | None,
+                 weigh_loss: bool = True) -> Callable[[str, float], float]:
+    """``loss(param, ratio)``: the accuracy the study measured pruning ``param`` at ``ratio``
+    to cost (the ratio itself where it measured nothing); 0 without ``weigh_loss``."""
+
+    def loss(param: str, ratio: float) -> float:
+        measured = sensitivity.pruning.get(param, {}) if sensitivity else {}
+        return max(measured.get(ratio, ratio), 0.0) if weigh_loss else 0.0
+
+    return loss
+
+
+def give_back(
+    space: JointSpace,
+    teacher: nn.Module,
+    params: dict[str, Any],
+    floor: Mapping[str, float],
+    target: Target,
+    budgets: Budgets,
+    *,
+    sensitivity: Sensitivity | None,
+    loss: Callable[[str, float], float],
+) -> dict[str, Any]:
+    """Feasible ``params`` with the pruning the budgets do not need given back.
+
+    An ascent (:func:`repair_pruning`'s, or the least uniform ratio) moves a whole grid step
+    at a time, on costs priced at its start's bits, so it ends below the budgets, sometimes far
+    below (bits chosen for the unpruned model can be the slow ones for a pruned one). Here the
+    group whose last step costs the most accuracy (``loss``; the most pruned group first when
+    it says nothing) goes one step down, towards its ``floor`` (where the ascent started), if
+    the candidate, bits repaired, still fits. A group that cannot go down is not tried again:
+    lowering the others only adds cost. One architecture per try: a few seconds at most."""
+    from spaces.student import student_architecture
+
+    assert space.pruning is not None
+    grid = space.pruning.grid
+    stuck: set[str] = set()
+    while True:
+        steps = []
+        for param, low in floor.items():
+            ratio = float(params[param])
+            lower = [r for r in grid if low - 1e-9 <= r < ratio - 1e-9]
+            if lower and param not in stuck:
+                steps.append((loss(param, ratio) - loss(param, lower[-1]), ratio, param, lower[-1]))
+        if not steps:
+            return params
+        _, _, param, ratio = max(steps)
+        shape = student_architecture(teacher, {**params, param: ratio}, space)
+        repaired, feasible = repair_bits(space, shape, target, budgets, sensitivity=sensitivity)
+        if feasible:
+            params = repaired
+        else:
+            stuck.add(param)

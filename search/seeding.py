@@ -4,7 +4,8 @@ They are spread over the ways of meeting the budgets, so that the sampler learns
 
 1. pruning where the study's measured sensitivity says it costs the least accuracy per unit of
    budget it saves (:func:`search.repair.repair_pruning`), bits repaired at each step;
-2. the least uniform pruning ratio whose repaired bits fit;
+2. the least uniform pruning ratio whose repaired bits fit, with the pruning the budgets do not
+   need given back where it costs the most accuracy (:func:`search.repair.give_back`);
 3. pruning where it saves the most budget, whatever its sensitivity;
 4. then the next uniform ratios up.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from search.repair import pruning_table, repair_bits, repair_pruning
+from search.repair import give_back, pruning_loss, pruning_table, repair_bits, repair_pruning
 
 if TYPE_CHECKING:
     from torch import nn
@@ -66,10 +67,13 @@ def feasible_seeds(
     add(*repair_pruning(space, teacher, unpruned, target, budgets, sensitivity=sensitivity,
                         table=table))
     rest = iter(ratios)
-    for ratio in rest:  # the least uniform ratio that fits
+    for ratio in rest:  # the least uniform ratio that fits, what it does not need given back
         params, feasible = uniform(ratio)
         if feasible:
-            add(params, feasible)
+            floor = dict.fromkeys(table or (), 0.0)
+            given = give_back(space, teacher, params, floor, target, budgets,
+                              sensitivity=sensitivity, loss=pruning_loss(sensitivity))
+            add(params if given in seeds else given, True)  # where the first seed is: as is
             break
     if len(seeds) < n and space.pruning is not None:
         add(*repair_pruning(space, teacher, unpruned, target, budgets, sensitivity=sensitivity,

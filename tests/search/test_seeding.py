@@ -97,3 +97,31 @@ def test_repair_changes_bits_only(context: TrialContext) -> None:
         space, student_architecture(teacher, params, space), context.target, context.budgets
     )
     assert ok and again == params
+
+
+def test_the_pruning_repair_gives_back_the_pruning_the_budgets_do_not_need(
+    context: TrialContext,
+) -> None:
+    """No group of a repaired candidate can go one grid step down and still fit: the ascent's
+    coarse steps, priced at its start's bits, are given back where they are not needed."""
+    teacher, space = context.teacher_and_space()
+    assert space.pruning is not None
+    grid = space.pruning.grid
+    needs_pruning, _, sens = _latency_needs_pruning(context)
+    start = space.uniform_params(0.0, 32, 32)
+    unpruned = _costs(context, start)
+    for budgets in [needs_pruning] + [  # budgets the ascent overshoots
+        Budgets({"latency_ms": unpruned["latency_ms"] * share,
+                 "size_kb": unpruned["size_kb"] * 0.1}) for share in (0.3, 0.5)
+    ]:
+        for weigh_loss in (True, False):
+            params, feasible = repair_pruning(space, teacher, start, context.target, budgets,
+                                              sensitivity=sens, weigh_loss=weigh_loss)
+            assert feasible
+            for name in space.pruning.distributions():
+                if params[name] == 0.0:
+                    continue
+                lower = max(r for r in grid if r < params[name] - 1e-9)
+                shape = student_architecture(teacher, {**params, name: lower}, space)
+                assert not repair_bits(space, shape, context.target, budgets,
+                                       sensitivity=sens)[1], (name, weigh_loss)
