@@ -123,17 +123,16 @@ class Budgets:
         """The budgets a study's proposals are screened against before they are measured: the
         latency share lowered by how much the cost model underestimated the measured latency
         ratio of the study's measured candidates (``underestimates``: measured ratio over
-        predicted ratio) at its ``quantile``, by a factor of at most ``1 + most``, so that a
-        proposal predicted just under the share rarely measures over it. With fewer than 3
-        measurements, the factor is ``1 + prior`` (the target's held-out error, say). These
-        budgets as they are without a share, or where the model does not underestimate."""
+        predicted ratio) at its ``quantile`` (from 3 measurements on), and by at least
+        ``prior`` (the target's held-out error, say: a proposal predicted at the share's edge
+        fails its measurement half the time through noise alone), by a factor of at most
+        ``1 + most``. These budgets as they are without a share."""
         if not self.latency_share:
             return self
-        if len(underestimates) < 3:
-            factor = 1.0 + prior
-        else:
+        factor = 1.0 + prior
+        if len(underestimates) >= 3:
             ordered = sorted(underestimates)
-            factor = max(ordered[round(quantile * (len(ordered) - 1))], 1.0)
+            factor = max(factor, ordered[round(quantile * (len(ordered) - 1))])
         factor = min(factor, 1.0 + most)
         return replace(self, latency_share=self.latency_share / factor) if factor > 1 else self
 

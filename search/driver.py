@@ -276,8 +276,8 @@ class Driver:
     def _screening(self) -> Budgets:
         """The budgets the sampler screens and repairs draws against: the study's, with the
         latency share lowered by the cost model's underestimates so far (measured proposals
-        at the budget's edge otherwise fail their measurement half the time); before three
-        are measured, by the target's held-out error."""
+        at the budget's edge otherwise fail their measurement half the time), and at least by
+        the target's held-out error."""
         return self.budgets.screening(self._underestimates,
                                       prior=self.prepared.context.target.prediction_margin())
 
@@ -340,7 +340,7 @@ class Driver:
                         break
                     for outcome in self.executor.wait(timeout_s=2.0):
                         done = self._settle(outcome, progress, counts)
-                        if feasible_sampling and outcome.repair is not None:
+                        if outcome.repair is not None:  # none without feasible sampling
                             # the cost model's feasible neighbour of this candidate: tried next
                             self.study.enqueue_trial(outcome.repair, skip_if_exists=True)
             if counts["failed"] > target_done:

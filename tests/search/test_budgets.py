@@ -134,10 +134,13 @@ def test_proposals_are_screened_below_the_share_by_the_models_underestimates() -
     assert budgets.screening([2.0, 2.0, 2.0]).latency_share == pytest.approx(0.5 / 1.15)
     absolute = Budgets.resolve(constraints, TEACHER)  # nothing measured: no share to lower
     assert absolute.screening([1.3, 1.3, 1.3]) is absolute
-    # before three measurements, the target's held-out error stands in for them
+    # the target's held-out error: before three measurements, and as the least margin after
     assert budgets.screening([1.1], prior=0.05).latency_share == pytest.approx(0.5 / 1.05)
     assert budgets.screening([], prior=0.4).latency_share == pytest.approx(0.5 / 1.15)
-    assert budgets.screening([0.9, 0.95, 0.97], prior=0.05) is budgets  # measured: it is not
+    assert budgets.screening([0.9, 0.95, 0.97], prior=0.05).latency_share == pytest.approx(
+        0.5 / 1.05)
+    assert budgets.screening([0.95, 1.02, 1.08, 1.3], prior=0.05).latency_share == (
+        pytest.approx(0.5 / 1.08))
 
 
 class _HalfScaled(nn.Module):

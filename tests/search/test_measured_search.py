@@ -56,6 +56,15 @@ def test_a_study_measured_by_the_agent_server(tmp_path: Path, edgetune_home: Pat
             )
             if r.feasible:  # within the budget's share of the teacher measured beside it
                 assert r.measured["ratio_to_teacher"] <= LATENCY_SHARE
+        # the seeds, chosen before anything was measured, aim below the share by the cost
+        # model's held-out error
+        aim = LATENCY_SHARE / (1 + host.prediction_margin())
+        seeds = [r for t in study.trials
+                 if "fixed_params" in t.system_attrs and (r := TrialRecord.read(t))]
+        assert seeds
+        for r in seeds:
+            ratio = r.predicted["latency_ms"] / record.teacher["latency_ms_predicted"]
+            assert ratio <= aim + 1e-9
         assert "POST /measure" in agent.logs()
         # a second device-side check: the export measures there too, not on this machine
         summary = (
