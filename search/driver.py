@@ -355,7 +355,7 @@ class Driver:
             if isinstance(filtered, FeasibleSampler) and filtered.rejected:
                 share = self._screening().latency_share
                 lowered = (f" (latency screened at {share:.1%} of the teacher's, the share lowered "
-                           "by the cost model's underestimates of measured candidates)"
+                           "by the cost model's error)"
                            if share != self.budgets.latency_share else "")
                 self.log(f"the sampler threw away {filtered.rejected} draws the cost model ruled "
                          f"out, and repaired {filtered.repaired} into feasible proposals{lowered}")

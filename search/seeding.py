@@ -70,7 +70,7 @@ def feasible_seeds(
     for ratio in rest:  # the least uniform ratio that fits, what it does not need given back
         params, feasible = uniform(ratio)
         if feasible:
-            floor = dict.fromkeys(table or (), 0.0)
+            floor = dict.fromkeys(space.pruning.distributions() if space.pruning else (), 0.0)
             given = give_back(space, teacher, params, floor, target, budgets,
                               sensitivity=sensitivity, loss=pruning_loss(sensitivity))
             add(params if given in seeds else given, True)  # where the first seed is: as is
