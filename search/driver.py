@@ -278,8 +278,7 @@ class Driver:
         latency share lowered by the cost model's underestimates so far (measured proposals
         at the budget's edge otherwise fail their measurement half the time), and at least by
         the target's held-out error."""
-        return self.budgets.screening(self._underestimates,
-                                      prior=self.prepared.context.target.prediction_margin())
+        return self.prepared.context.screening(self._underestimates)
 
     def _note(self, predicted: Mapping[str, float] | None, measured: Mapping[str, Any]) -> None:
         found = self.budgets.underestimate(predicted or {}, measured)

@@ -181,9 +181,8 @@ def start_study(
                    if uses_sensitivity(spec) else None)
     prepared = Prepared(replace(ctx, sensitivity=sensitivity), prepared.teacher_record)
     # aimed below a latency share by the cost model's held-out error: nothing is measured yet
-    aim = ctx.budgets.screening([], prior=ctx.target.prediction_margin())
-    seeds = feasible_seeds(space, teacher, spec, ctx.target, aim, spec.search.seed_trials,
-                           sensitivity=sensitivity)
+    seeds = feasible_seeds(space, teacher, spec, ctx.target, ctx.screening(),
+                           spec.search.seed_trials, sensitivity=sensitivity)
     study = studies.create(spec, storage, name)
     StudyRecord(
         spec_to_json(spec),

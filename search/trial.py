@@ -19,7 +19,7 @@ import math
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,12 @@ class TrialContext:
             _SPACES.clear()  # a worker serves one study at a time
             _SPACES[self.key] = cached
         return cached
+
+    def screening(self, underestimates: Sequence[float] = ()) -> Budgets:
+        """The budgets proposals are screened against before they are measured: the latency
+        share lowered by the cost model's ``underestimates`` on the study's measured
+        candidates, and at least by the target's held-out error (:meth:`Budgets.screening`)."""
+        return self.budgets.screening(underestimates, prior=self.target.prediction_margin())
 
     def augmentation(self) -> Augment | None:
         """The function ``data.augment`` names (None for null), resolved and tried once per

@@ -86,7 +86,7 @@ def test_the_proposal_counts_come_from_the_stored_study(tmp_path: Path) -> None:
     study = optuna.create_study(storage=url, study_name="b", direction="maximize")
     StudyRecord({}, teacher={"latency_ms": 0.5, "latency_ms_predicted": 0.4}).write(study)
     study.set_user_attr(SAMPLER_COUNTS, {"rejected": 6, "repaired": 1})
-    records = [  # first half: one of two ruled out; second half: two of two
+    records = [  # one of two ruled out in each half, one by prediction, one measured
         TrialRecord("complete", 0.8, {"latency_ms": 0.18}, {"ratio_to_teacher": 0.47},
                     feasible=True),
         TrialRecord("infeasible", None, {"latency_ms": 0.4}, reason="over budget (predicted)"),
