@@ -15,7 +15,8 @@ For each run (a built-in Fashion-MNIST workload and a seed), on the ``host`` tar
   the cost model predicts within the budgets, one trial's fine-tune and the same finalize.
 
 Every trained feasible trial of each study is exported (search-time weights), and each
-finalized winner too. All of a run's models and the teacher are measured in one interleaved
+finalized trial too (the spec's ``finalize.top`` best by search-time validation accuracy); a
+method's winner is its finalized model with the best validation accuracy, as ``export`` takes. All of a run's models and the teacher are measured in one interleaved
 onnxruntime run (batch 1, one thread) and scored on the whole test set. The hypervolume of a
 method is over (test accuracy, measured latency), reference point (0, the teacher's measured
 latency), divided by that latency. The test set decides nothing: the studies choose, stop and
@@ -99,7 +100,7 @@ def arm_spec(path: Path, method: str, seed: int, trials: int | None,
     search["seed"] = seed
     if trials:
         search["trials"] = trials
-    raw["finalize"] = {**(raw["finalize"] or {}), "top": 1}
+    raw["finalize"] = dict(raw["finalize"] or {})
     if epochs:
         raw["finalize"]["epochs"] = epochs
     if method == HYPERBAND:
@@ -237,6 +238,13 @@ def measure_points(models: list[tuple[Point, bytes]]) -> list[Point]:
     return points
 
 
+def choose_winner(points: list[Point]) -> Point | None:
+    """A method's winner, as ``export`` chooses it: of its finalized models the one with the
+    best validation accuracy, else its best by validation."""
+    finalized = [p for p in points if p.finalized] or points
+    return max(finalized, key=lambda p: p.val_accuracy or 0.0, default=None)
+
+
 def bench_run(spec_path: Path, seed: int, args: argparse.Namespace,
               log: Callable[[str], None]) -> dict[str, Any]:
     """One run: the three studies, the two baselines, every model measured together."""
@@ -264,8 +272,7 @@ def bench_run(spec_path: Path, seed: int, args: argparse.Namespace,
     summary: dict[str, Any] = {}
     for method in (*studies, INT8):
         mine = [p for p in points if p.method == method]
-        winner = next((p for p in mine if p.finalized),  # else the best by validation
-                      max(mine, key=lambda p: p.val_accuracy or 0.0, default=None))
+        winner = choose_winner(mine)
         summary[method] = {
             "hypervolume": hypervolume([(p.test_accuracy, p.latency_ms) for p in mine],
                                        teacher.latency_ms),
@@ -395,6 +402,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     for ax, run in zip(axes[0], runs, strict=True):
         for method, (color, marker) in styles.items():
             pts = [p for p in run["points"] if p["method"] == method]
+            if not pts:  # no legend entry for a method the run has not
+                continue
             ax.scatter([p["latency_ratio"] for p in pts], [p["test_accuracy"] for p in pts],
                        c=color, marker=marker, s=[60 if p["finalized"] else 22 for p in pts],
                        label=method, alpha=0.85)
@@ -405,7 +414,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"bench_search on {result['cpu']} (large marks: finalized winners)", fontsize=9)
+    fig.suptitle(f"bench_search on {result['cpu']} (large marks: finalized models)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -330,7 +330,8 @@ class Driver:
                         outcome, shape = ruled_out
                         done = self._settle(outcome, progress, counts)  # told at once, then:
                         neighbour = (repaired_neighbour(self.prepared.context,
-                                                        self.refit.target, shape, {})
+                                                        self.refit.target, shape, {},
+                                                        self._screening())
                                      if feasible_sampling else None)
                         if neighbour is not None:
                             self.study.enqueue_trial(neighbour, skip_if_exists=True)

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 def choose_trial(
     study: optuna.Study, spec: Spec, number: int | None
 ) -> tuple[optuna.trial.FrozenTrial, TrialRecord]:
-    """The best feasible trial (or trial ``number``), which must be complete with weights."""
+    """The best feasible trial (a finalized one ranks by its finalized validation accuracy),
+    or trial ``number``; it must be complete with weights."""
     from search.study import best_rows
 
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}

@@ -8,7 +8,8 @@ every training image outside the validation subset (or the spec's ``finalize.ima
 the validation subset stays unseen). Teacher logits are computed once, in batches.
 
 The spec's ``finalize:`` section (:class:`search.spec.FinalizeSpec`) gives the defaults; with
-it, ``search`` finalizes its best feasible trials when it ends (:func:`finalize_at_end`).
+it, ``search`` finalizes its best feasible trials when it ends (:func:`finalize_at_end`), and
+``export`` takes the one finalized to the best validation accuracy.
 
 Progress is checkpointed (student, optimizer, schedule and step) to
 ``<artifacts>/finalize/<study>-trial<N>.pt`` every :data:`CHECKPOINT_EVERY_S` seconds and at
@@ -70,13 +71,13 @@ def finalize_choice(
     study: optuna.Study, spec: Spec, trials: list[int] | None, top: int | None = None
 ) -> list[int]:
     """The trials to finalize: ``trials`` when given, else the ``top`` (default: the spec's
-    ``finalize.top``) best feasible ones."""
+    ``finalize.top``) best feasible ones by search-time accuracy."""
     from search.study import best_rows
 
     if trials:
         return list(dict.fromkeys(trials))
     top = (spec.finalize or FinalizeSpec()).top if top is None else top
-    best = [r.trial for r in best_rows(study, spec, limit=top)]
+    best = [r.trial for r in best_rows(study, spec, limit=top, finalized=False)][:top]
     if not best:
         raise StudyError(
             f"study {study.study_name!r} has no feasible complete trial to finalize; run more "
@@ -140,7 +141,8 @@ def finalize_trials(
 def finalize_at_end(study: optuna.Study, spec: Spec, *, log: Callable[[str], None],
                     progress: bool = True, objects: Objects | None = None) -> list[Finalized]:
     """What ``search`` does when it ends, if the spec has a ``finalize:`` section: finalize the
-    ``finalize.top`` best feasible trials. Nothing if it has none, or no trial is feasible."""
+    ``finalize.top`` best feasible trials, but for those already finalized for as many epochs
+    (a resumed study keeps them). Nothing if it has none, or no trial is feasible."""
     if spec.finalize is None:
         return []
     try:
@@ -148,7 +150,14 @@ def finalize_at_end(study: optuna.Study, spec: Spec, *, log: Callable[[str], Non
     except StudyError as exc:
         log(f"finalize: {exc}")
         return []
-    return finalize_trials(study, spec, trials=best, log=log, progress=progress, objects=objects)
+    done = finalized_records(study)
+    kept = [n for n in best if done.get(n, {}).get("epochs") == spec.finalize.epochs]
+    if kept:
+        log(f"finalize: trials {', '.join(map(str, kept))} are finalized already; kept")
+    todo = [n for n in best if n not in kept]
+    if not todo:
+        return []
+    return finalize_trials(study, spec, trials=todo, log=log, progress=progress, objects=objects)
 
 
 def _pct(value: float | None) -> str:

@@ -233,17 +233,32 @@ def rows(study: optuna.Study) -> list[Row]:
     return out
 
 
-def best_rows(study: optuna.Study, spec: Spec, limit: int = 5) -> list[Row]:
-    """The best feasible trials: the Pareto front for several objectives, else by accuracy."""
+def best_rows(
+    study: optuna.Study, spec: Spec, limit: int = 5, *, finalized: bool = True
+) -> list[Row]:
+    """The best feasible trials: the Pareto front for several objectives, else by accuracy.
+
+    A finalized trial ranks by its finalized validation accuracy, the accuracy of the weights
+    ``export`` uses; with ``finalized=False`` every trial ranks by its search-time accuracy, as
+    the choice of what to finalize does (those accuracies come from the same fine-tune)."""
+    final = (
+        {n: float(f["val_accuracy"]) for n, f in finalized_records(study).items()}
+        if finalized
+        else {}
+    )
+
+    def accuracy(r: Row) -> float:
+        return final.get(r.trial, r.accuracy or 0.0)
+
     candidates = [r for r in rows(study) if r.feasible and r.accuracy is not None]
     if not spec.multi_objective:
         return sorted(
-            candidates, key=lambda r: (-(r.accuracy or 0.0), r.costs.get("latency_ms", 0.0))
+            candidates, key=lambda r: (-accuracy(r), r.costs.get("latency_ms", 0.0))
         )[:limit]
 
     def vec(r: Row) -> list[float]:
         return [
-            -(r.accuracy or 0.0) if o == "accuracy" else r.costs.get(o, math.inf)
+            -accuracy(r) if o == "accuracy" else r.costs.get(o, math.inf)
             for o in spec.objectives
         ]
 
@@ -255,7 +270,7 @@ def best_rows(study: optuna.Study, spec: Spec, limit: int = 5) -> list[Row]:
             for o in candidates
         )
     ]
-    return sorted(front, key=lambda r: -(r.accuracy or 0.0))
+    return sorted(front, key=lambda r: -accuracy(r))
 
 
 def latency_fidelity(study: optuna.Study) -> dict[str, Any] | None:

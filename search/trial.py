@@ -201,16 +201,20 @@ def screen(context: TrialContext, task: TrialTask, timings: dict[str, float]) ->
 
 
 def repaired_neighbour(
-    context: TrialContext, target: Target, shape: Student, timings: dict[str, float]
+    context: TrialContext,
+    target: Target,
+    shape: Student,
+    timings: dict[str, float],
+    budgets: Budgets,
 ) -> dict[str, Any] | None:
     """The params of the feasible neighbour of a ruled-out candidate (its bits repaired on the
-    cost model), or None when the repair finds none."""
+    cost model within ``budgets``, the screening's), or None when the repair finds none."""
     from search.repair import repair_bits
 
     t = time.perf_counter()
     _, space = context.teacher_and_space()
     repaired, feasible = repair_bits(
-        space, shape, target, context.budgets, sensitivity=context.sensitivity
+        space, shape, target, budgets, sensitivity=context.sensitivity
     )
     timings["repair"] = time.perf_counter() - t
     return repaired if feasible else None
@@ -236,7 +240,8 @@ def _run(
         screened = screen(context, task, timings)
         costs = screened.costs
         if screened.ruled_out is not None:
-            repair = (repaired_neighbour(context, target, screened.shape, timings)
+            repair = (repaired_neighbour(context, target, screened.shape, timings,
+                                         context.screening())
                       if spec.search.feasible_sampling else None)
             return replace(screened.ruled_out, repair=repair)
     provenance = trial_provenance(context, target)

@@ -8,8 +8,16 @@ from typing import Any
 
 import pytest
 
-from experiments.bench_search import HYPERBAND, SPECS, arm_spec, hypervolume, verdicts
-from search.spec import parse_spec
+from experiments.bench_search import (
+    HYPERBAND,
+    SPECS,
+    Point,
+    arm_spec,
+    choose_winner,
+    hypervolume,
+    verdicts,
+)
+from search.spec import load_spec, parse_spec
 
 RESNET8 = SPECS / "resnet8_host.yaml"
 
@@ -39,12 +47,25 @@ def test_the_baselines_share_the_spec_but_not_edgetunes_machinery() -> None:
     assert random.search.trials == edgetune.search.trials
     assert uniform.search.trials == 1 and uniform.search.measure == "never"
     assert edgetune.finalize is not None and edgetune.finalize.epochs == 3
+    example = load_spec(RESNET8).finalize
+    assert example is not None and edgetune.finalize.top == example.top  # the spec's, as is
     hyperband = parse_spec(arm_spec(RESNET8, HYPERBAND, 2, None, 3))
     assert hyperband.search.stopper == "hyperband" and edgetune.search.stopper == "median"
     assert hyperband.model_copy(update={"search": edgetune.search, "name": edgetune.name}) == (
         edgetune)  # the stopper is all that differs
     names = {s.study_name for s in (edgetune, random, uniform, hyperband)}
     assert len(names) == 4
+
+
+def test_the_winner_is_the_finalized_model_best_on_validation_as_export_takes_it() -> None:
+    def point(name: str, finalized: bool, val: float) -> Point:
+        return Point("edgetune", name, finalized, val, test_accuracy=0.9)
+
+    searched = point("trial 0", False, 0.95)  # search-time weights: not what is exported
+    first, second = point("trial 0 finalized", True, 0.90), point("trial 3 finalized", True, 0.91)
+    assert choose_winner([searched, first, second]) is second
+    assert choose_winner([searched, point("trial 1", False, 0.80)]) is searched  # none finalized
+    assert choose_winner([]) is None
 
 
 def _run(edgetune: list[tuple[float, float, bool]],

@@ -4,12 +4,15 @@ constants. No Ray, no calibration, a few fine-tune steps at most."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
+import optuna
 import pytest
 
 from search.budgets import Budgets, teacher_costs
-from search.spec import Spec, parse_spec
+from search.record import StudyRecord, TrialRecord
+from search.spec import Spec, parse_spec, spec_to_json
 from search.trial import TrialContext
 from tests.conftest import FASHION_MNIST, TEACHER
 from tests.toy_target import toy_target
@@ -55,3 +58,35 @@ def context() -> TrialContext:
 def artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("EDGETUNE_ARTIFACTS", str(tmp_path / "artifacts"))
     return tmp_path / "artifacts"
+
+
+def recorded_study(
+    folder: Path,
+    spec: Spec,
+    records: list[TrialRecord],
+    teacher: Mapping[str, float],
+    budgets: Mapping[str, float],
+) -> optuna.Study:
+    """A study of ``spec`` in a SQLite file in ``folder``, with its study record (``teacher``'s
+    figures and the absolute ``budgets``) and ``records`` told as the driver tells them (user
+    attributes first, then the state)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        storage=f"sqlite:///{folder / 'studies.db'}",
+        study_name=spec.study_name,
+        directions=["maximize" if o == "accuracy" else "minimize" for o in spec.objectives],
+    )
+    StudyRecord(spec_to_json(spec), dict(teacher), dict(budgets), int8_reduce_range=False).write(
+        study
+    )
+    for record in records:
+        trial = study.ask()
+        record.write(trial)
+        if record.status == "stopped":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif record.status == "failed":
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, [record.accuracy or 0.0] + [
+                record.predicted.get(o, 0.0) for o in spec.objectives if o != "accuracy"])
+    return study

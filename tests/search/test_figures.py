@@ -19,9 +19,10 @@ from search.figures import (
     plot_sensitivity,
     write_figures,
 )
-from search.record import StudyRecord, TrialRecord
-from search.spec import Spec, parse_spec, spec_to_json
+from search.record import TrialRecord
+from search.spec import Spec, parse_spec
 from tests.conftest import TEACHER
+from tests.search.conftest import recorded_study
 
 TEACHER_FIGURES = {
     "accuracy": 0.93,
@@ -56,24 +57,7 @@ def _policy(ratio: float) -> dict[str, Any]:
 
 
 def _study(folder: Path, records: list[TrialRecord]) -> optuna.Study:
-    """A study in a SQLite file in ``folder``, with the study record, and ``records`` told as
-    the driver tells them (user attributes first, then the state)."""
-    spec = _spec()
-    folder.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        storage=f"sqlite:///{folder / 'studies.db'}", study_name="figures", direction="maximize"
-    )
-    StudyRecord(spec_to_json(spec), TEACHER_FIGURES, BUDGETS, int8_reduce_range=False).write(study)
-    for record in records:
-        trial = study.ask()
-        record.write(trial)
-        if record.status == "stopped":
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        elif record.status == "failed":
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            study.tell(trial, record.accuracy or 0.0)
-    return study
+    return recorded_study(folder, _spec(), records, TEACHER_FIGURES, BUDGETS)
 
 
 def _trained(

@@ -39,6 +39,27 @@ def test_a_candidate_over_budget_costs_no_training_and_carries_a_repair(
     assert context.budgets.broken(costs) == {}
 
 
+def test_the_repair_of_a_ruled_out_candidate_keeps_below_the_share_by_the_models_error(
+    context: TrialContext,
+) -> None:
+    """On a measured device (a latency share) whose latency model is held out at 10% error,
+    the repaired neighbour is priced within the share lowered by that error, as the seeds and
+    the sampler's draws are, so that it still fits when its latency is measured."""
+    target = replace(context.target, provenance=replace(
+        context.target.provenance, fidelity={"mdape": 10.0}))
+    limit = context.budgets.limits["latency_ms"]  # 60% of the teacher's predicted latency
+    budgets = replace(context.budgets, latency_share=0.6, teacher_latency_predicted=limit / 0.6)
+    wary = replace(context, target=target, budgets=budgets)
+    teacher, space = wary.teacher_and_space()
+    screening = wary.screening()
+    assert screening.latency_share == pytest.approx(0.6 / 1.1)
+    outcome = run_trial(wary, TrialTask(0, space.uniform_params(0.0, 32, 32)), _keep_going)
+    assert outcome.status == "infeasible" and outcome.repair is not None
+    repaired = student_architecture(teacher, outcome.repair, space)
+    costs = target.predict(repaired.graph, repaired.policy.bits).as_dict()
+    assert screening.broken(costs) == {}
+
+
 def test_a_feasible_candidate_trains_and_returns_its_weights(context: TrialContext) -> None:
     space = context.teacher_and_space()[1]
     params = space.uniform_params(0.5, 8, 8)

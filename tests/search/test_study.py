@@ -1,0 +1,71 @@
+"""Which trials a study calls best: the search-time ranking chooses what to finalize; once
+trials are finalized, the export takes the one finalized to the best validation accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from search.export import choose_trial
+from search.finalize import FINALIZED, Finalized, finalize_at_end, finalize_choice
+from search.record import TrialRecord
+from search.spec import Spec, parse_spec
+from search.study import best_rows
+from tests.conftest import TEACHER
+from tests.search.conftest import recorded_study
+
+TEACHER_FIGURES = {"accuracy": 0.92, "latency_ms": 0.2, "size_kb": 300.0}
+
+
+def _spec(**extra: Any) -> Spec:
+    return parse_spec({
+        "name": "ranking",
+        "model": {"name": "resnet8", "weights": str(TEACHER)},
+        "constraints": {"latency_ms": 0.15, "size_kb": 60.0},
+        "finalize": {"epochs": 3, "top": 2},
+        **extra,
+    })
+
+
+def _trained(accuracy: float, latency_ms: float) -> TrialRecord:
+    return TrialRecord(status="complete", accuracy=accuracy, feasible=True,
+                       predicted={"latency_ms": latency_ms, "size_kb": 40.0},
+                       artifact=f"trial-at-{accuracy}.pt")
+
+
+RECORDS = [_trained(0.80, 0.14), _trained(0.78, 0.12), _trained(0.75, 0.10)]
+
+
+def _finalize(study: Any, trial: int, val_accuracy: float) -> None:
+    """Record ``trial`` as finalized, as :func:`search.finalize.finalize_trials` does."""
+    done = dict(study.user_attrs.get(FINALIZED, {}))
+    done[str(trial)] = Finalized(trial, 3, 300, 1000, RECORDS[trial].accuracy, val_accuracy,
+                                 f"trial-{trial}-finalized.pt", 1.0).as_dict()
+    study.set_user_attr(FINALIZED, done)
+
+
+def test_export_takes_the_trial_finalized_to_the_best_validation_accuracy(
+    tmp_path: Path,
+) -> None:
+    spec = _spec()
+    study = recorded_study(tmp_path, spec, RECORDS, TEACHER_FIGURES, {})
+    assert [r.trial for r in best_rows(study, spec)] == [0, 1, 2]
+    assert finalize_choice(study, spec, None) == [0, 1]  # the spec's top 2 by search accuracy
+
+    _finalize(study, 0, 0.88)
+    _finalize(study, 1, 0.90)  # the runner-up of the search trained to the better student
+    assert [r.trial for r in best_rows(study, spec)] == [1, 0, 2]
+    assert choose_trial(study, spec, None)[0].number == 1
+    # what to finalize is still chosen on the search-time ranking, so a resume finds the same
+    # two, finalized already for the spec's epochs: nothing is trained again
+    assert finalize_choice(study, spec, None) == [0, 1]
+    logged: list[str] = []
+    assert finalize_at_end(study, spec, log=logged.append) == []
+    assert logged == ["finalize: trials 0, 1 are finalized already; kept"]
+
+
+def test_with_several_objectives_the_top_k_of_the_front_are_finalized(tmp_path: Path) -> None:
+    spec = _spec(objectives=["accuracy", "latency_ms"])
+    study = recorded_study(tmp_path, spec, RECORDS, TEACHER_FIGURES, {})
+    assert len(best_rows(study, spec)) == 3  # each is faster or more accurate than the others
+    assert finalize_choice(study, spec, None) == [0, 1]
