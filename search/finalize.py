@@ -153,7 +153,8 @@ def finalize_at_end(study: optuna.Study, spec: Spec, *, log: Callable[[str], Non
     done = finalized_records(study)
     kept = [n for n in best if done.get(n, {}).get("epochs") == spec.finalize.epochs]
     if kept:
-        log(f"finalize: trials {', '.join(map(str, kept))} are finalized already; kept")
+        names = ", ".join(f"trial {n}" for n in kept)
+        log(f"finalize: {names} finalized already for {spec.finalize.epochs} epochs; kept")
     todo = [n for n in best if n not in kept]
     if not todo:
         return []

@@ -63,6 +63,7 @@ def fidelity_text(fid: dict[str, Any] | None) -> str:
 def study_text(summary: dict[str, Any]) -> str:
     s = summary["states"]
     needs = summary.get("needs_objects")
+    exported = next((row["trial"] for row in summary.get("best", [])), None)
     return (
         f"study {summary['study']} ({summary['storage']}), target {summary['target']}\n"
         f"{summary['n_trials']} trials: {s['complete']} complete, {s['infeasible']} infeasible "
@@ -76,7 +77,9 @@ def study_text(summary: dict[str, Any]) -> str:
         + fidelity_text(summary.get("latency_fidelity"))
         + "".join(
             f"\nfinalized trial {n}: validation accuracy {f['val_accuracy_search'] or 0:.4f} in "
-            f"the search, {f['val_accuracy']:.4f} after {f['epochs']} epochs (export uses it)"
+            f"the search, {f['val_accuracy']:.4f} after {f['epochs']} epochs ("
+            + ("export takes it" if int(n) == exported else f"`export --trial {n}` uses it")
+            + ")"
             for n, f in summary.get("finalized", {}).items()
         )
         + "\n\n"

@@ -9,8 +9,9 @@ from typing import Any
 from search.export import choose_trial
 from search.finalize import FINALIZED, Finalized, finalize_at_end, finalize_choice
 from search.record import TrialRecord
+from search.report import study_text
 from search.spec import Spec, parse_spec
-from search.study import best_rows
+from search.study import best_rows, summary
 from tests.conftest import TEACHER
 from tests.search.conftest import recorded_study
 
@@ -56,12 +57,15 @@ def test_export_takes_the_trial_finalized_to_the_best_validation_accuracy(
     _finalize(study, 1, 0.90)  # the runner-up of the search trained to the better student
     assert [r.trial for r in best_rows(study, spec)] == [1, 0, 2]
     assert choose_trial(study, spec, None)[0].number == 1
+    shown = study_text(summary(study, spec, "sqlite://"))
+    assert "0.9000 after 3 epochs (export takes it)" in shown
+    assert "0.8800 after 3 epochs (`export --trial 0` uses it)" in shown
     # what to finalize is still chosen on the search-time ranking, so a resume finds the same
     # two, finalized already for the spec's epochs: nothing is trained again
     assert finalize_choice(study, spec, None) == [0, 1]
     logged: list[str] = []
     assert finalize_at_end(study, spec, log=logged.append) == []
-    assert logged == ["finalize: trials 0, 1 are finalized already; kept"]
+    assert logged == ["finalize: trial 0, trial 1 finalized already for 3 epochs; kept"]
 
 
 def test_with_several_objectives_the_top_k_of_the_front_are_finalized(tmp_path: Path) -> None:
