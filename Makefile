@@ -33,8 +33,8 @@ debs:
 	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $$missing; \
 	fi
 
-# The search finalizes its best trials (the spec's finalize: section); the export prints the best beside
-# the teacher.
+# The search finalizes its best trials (the spec's finalize: section); the export prints the
+# best beside the teacher.
 demo: setup
 	$(BIN)/edgetune search $(DEMO_SPEC) --study $(DEMO_STUDY) --set constraints.latency_ms=50%
 	$(BIN)/edgetune export $(DEMO_STUDY) --out .edgetune/exports/$(DEMO_STUDY)

@@ -18,9 +18,9 @@ Every trained feasible trial of each study is exported (search-time weights), an
 finalized trial too (the spec's ``finalize.top`` best by search-time validation accuracy); a
 method's winner is its finalized model with the best validation accuracy, as ``export`` takes
 it. All of a run's models and the teacher are measured in one interleaved onnxruntime run
-(batch 1, one thread) and scored on the whole test set. The hypervolume of a
-method is over (test accuracy, measured latency), reference point (0, the teacher's measured
-latency), divided by that latency. The test set decides nothing: the studies choose, stop and
+(batch 1, one thread) and scored on the whole test set. The hypervolume of a method is over
+(test accuracy, measured latency), reference point (0, the teacher's measured latency),
+divided by that latency. The test set decides nothing: the studies choose, stop and
 finalize on the validation split. Prints and writes ``experiments/results/bench_search_<label>
 .{json,md,png}`` after every run, with the CPU.
 """
