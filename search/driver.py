@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 SAMPLER_COUNTS = "sampler_draws"
 """The study user attribute counting the draws the sampler threw away (``rejected``) and the
 repairs it handed on instead (``repaired``), over all its runs."""
+NEAR_MISS = 0.10
+"""A candidate measured over its latency share by at most this much (a tenth) has its neighbour
+tried next, predicted below the share by the candidate's own measured error
+(:meth:`Driver._near_miss`): near the budget's edge is where the accurate candidates are."""
 
 
 def trained_count(study: optuna.Study) -> int:
@@ -258,9 +262,11 @@ class Driver:
         self._screened = {_key(params): (screened, timings)}
         return True
 
-    def _repaired(self, params: dict[str, Any]) -> dict[str, Any] | None:
+    def _repaired(self, params: dict[str, Any],
+                  budgets: Budgets | None = None) -> dict[str, Any] | None:
         """What :class:`FeasibleSampler` asks when no draw fits: the draw's feasible neighbour,
-        pruning and bits repaired on the cost model (None if there is none)."""
+        pruning and bits repaired on the cost model within ``budgets`` (default: the
+        screening's), or None if there is none."""
         from search.repair import pruning_table, repair_pruning
 
         context = self.prepared.context
@@ -268,10 +274,29 @@ class Driver:
         target = self._target() or context.target
         if self._pruning_table is None:  # once per run: each group pruned alone
             self._pruning_table = pruning_table(space, teacher, params, target)
-        repaired, feasible = repair_pruning(space, teacher, params, target, self._screening(),
+        repaired, feasible = repair_pruning(space, teacher, params, target,
+                                            budgets or self._screening(),
                                             sensitivity=context.sensitivity,
                                             table=self._pruning_table)
         return repaired if feasible else None
+
+    def _near_miss(self, params: dict[str, Any], outcome: TrialOutcome) -> dict[str, Any] | None:
+        """A candidate measured over its latency share by at most :data:`NEAR_MISS` (and within
+        every other budget): its neighbour, pruning and bits repaired on the cost model against
+        the share lowered by this candidate's own underestimate times the target's held-out
+        error, where the screening's share is not lower already. None for any other outcome,
+        or when the repair finds none."""
+        if outcome.status != "infeasible" or not outcome.measured or not outcome.costs:
+            return None
+        over = self.budgets.broken(scored_costs(outcome.costs, outcome.measured))
+        own = self.budgets.underestimate(outcome.costs, outcome.measured)
+        screening = self._screening()
+        if set(over) != {"latency_ms"} or over["latency_ms"] > NEAR_MISS or own is None:
+            return None
+        assert self.budgets.latency_share and screening.latency_share  # underestimate needs it
+        margin = self.prepared.context.target.prediction_margin()
+        share = min(screening.latency_share, self.budgets.latency_share / (own * (1 + margin)))
+        return self._repaired(params, replace(screening, latency_share=share))
 
     def _screening(self) -> Budgets:
         """The budgets the sampler screens and repairs draws against: the study's, with the
@@ -339,10 +364,14 @@ class Driver:
                     if not self.running:
                         break
                     for outcome in self.executor.wait(timeout_s=2.0):
+                        params = dict(self.running[outcome.number].params)
                         done = self._settle(outcome, progress, counts)
-                        if outcome.repair is not None:  # none without feasible sampling
-                            # the cost model's feasible neighbour of this candidate: tried next
-                            self.study.enqueue_trial(outcome.repair, skip_if_exists=True)
+                        repair = outcome.repair  # none without feasible sampling
+                        if repair is None and feasible_sampling:
+                            repair = self._near_miss(params, outcome)
+                        if repair is not None:
+                            # the feasible neighbour of this candidate: tried next
+                            self.study.enqueue_trial(repair, skip_if_exists=True)
             if counts["failed"] > target_done:
                 self.log(f"stopped: {counts['failed']} trials failed; see `edgetune show`")
             if counts["infeasible"] > _infeasible_cap(target_done):

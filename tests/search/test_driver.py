@@ -235,3 +235,47 @@ def test_on_a_measured_device_the_sampler_keeps_only_draws_predicted_within_budg
     driver.space = space
     assert not driver._predicted_feasible(params)
     assert driver._predicted_feasible(space.uniform_params(0.5, 32, 32))
+
+
+def test_a_candidate_measured_a_little_over_its_share_has_its_neighbour_tried_next(
+    context: TrialContext,
+) -> None:
+    """A candidate the cost model read 5% low, measured just over the 50% share: its neighbour
+    prunes at least as much, and is predicted below the share by that 5% and the target's
+    held-out error (its bits or pruning moved), so it measures within. One measured 30% over gets none (a structural error,
+    not the budget's edge), nor one over another budget."""
+    from dataclasses import replace
+
+    teacher, space = context.teacher_and_space()
+    target = context.target
+    full = student_architecture(teacher, space.uniform_params(0.0, 32, 32), space)
+    teacher_ms = target.predict(full.graph, full.policy.bits).as_dict()["latency_ms"]
+    params = space.uniform_params(0.5, 32, 32)
+    shape = student_architecture(teacher, params, space)
+    costs = target.predict(shape.graph, shape.policy.bits).as_dict()
+    predicted = costs["latency_ms"] / teacher_ms
+    share = predicted * 1.02
+    budgets = Budgets({"latency_ms": 1.0, "size_kb": costs["size_kb"] * 1.5}, latency_share=share,
+                      teacher_latency_predicted=teacher_ms)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, directions=directions(context.spec))
+    driver = Driver(study, storage, Prepared(replace(context, budgets=budgets), {}),
+                    InProcessExecutor(), log=print, progress=False)
+    driver.space = space
+
+    def measured_at(ratio: float, **more: float) -> TrialOutcome:
+        return TrialOutcome(0, "infeasible", costs={**costs, **more},
+                            measured={"latency_ms": ratio, "ratio_to_teacher": ratio})
+
+    neighbour = driver._near_miss(params, measured_at(predicted * 1.05))
+    assert neighbour is not None
+    moved = student_architecture(teacher, neighbour, space)
+    ratio = target.predict(moved.graph, moved.policy.bits).as_dict()["latency_ms"] / teacher_ms
+    margin = target.prediction_margin()
+    assert ratio * 1.05 <= share / (1 + margin) + 1e-9
+    pruned = {k: v for k, v in params.items() if k.startswith("prune.")}
+    assert all(neighbour[k] >= v for k, v in pruned.items())
+    assert neighbour != params
+    assert driver._near_miss(params, measured_at(predicted * 1.35)) is None
+    assert (driver._near_miss(params, measured_at(predicted * 1.05, size_kb=costs["size_kb"] * 2))
+            is None)
