@@ -315,10 +315,10 @@ def finalize(
     section): checkpointed, so a killed run resumes; ``export`` then uses the finalized
     weights. A study started from objects needs them."""
     from search import study as studies
-    from search.finalize import finalize_choice, finalize_trials
+    from search.finalize import Finalizer
 
     url = studies.resolve_storage(storage)
     optuna_study, spec = studies.open_study(study, url)
-    chosen = finalize_choice(optuna_study, spec, trials, top)
-    return finalize_trials(optuna_study, spec, trials=chosen, epochs=epochs, log=log,
-                           progress=False, objects=_objects(model, data))
+    finalizer = Finalizer(optuna_study, spec, log=log, progress=False,
+                          objects=_objects(model, data))
+    return finalizer.run(finalizer.choose(trials, top), epochs)

@@ -125,14 +125,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_finalize(args: argparse.Namespace) -> int:
     from search import study as studies
-    from search.finalize import finalize_choice, finalize_trials
+    from search.finalize import Finalizer
 
     storage = studies.resolve_storage(args.storage)
     study, spec = studies.open_study(args.study, storage)
-    done = finalize_trials(
-        study, spec, trials=finalize_choice(study, spec, args.trial, args.top),
-        epochs=args.epochs, log=_log,
-    )
+    finalizer = Finalizer(study, spec, log=_log)
+    done = finalizer.run(finalizer.choose(args.trial, args.top), args.epochs)
     text = "\n".join(
         f"trial {f.trial}: validation accuracy {f.val_accuracy:.4f} finalized "
         f"({f.epochs} epochs), `edgetune export {args.study} --trial {f.trial}` uses it"

@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", type=int, action="append", help="a trial to finalize (repeatable)")
     p.add_argument("--top", type=_positive_int("--top"),
                    help="without --trial: the K best feasible trials (default: the spec's "
-                   "finalize.top, else 1)")
+                   "finalize.top, else 1), chosen by the spec's finalize.shortlist if it has one")
     p.add_argument("--epochs", type=_positive_int("--epochs"),
                    help="passes over the training images (default: the spec's finalize.epochs, "
                    "else 2)")

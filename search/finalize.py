@@ -9,7 +9,11 @@ the validation subset stays unseen). Teacher logits are computed once, in batche
 
 The spec's ``finalize:`` section (:class:`search.spec.FinalizeSpec`) gives the defaults; with
 it, ``search`` finalizes its best feasible trials when it ends (:func:`finalize_at_end`), and
-``export`` takes the one finalized to the best validation accuracy.
+``export`` takes the one finalized to the best validation accuracy. The search's fine-tunes are
+too short to rank its students for a long training (underfit, a smaller one can lead), so with
+``finalize.shortlist`` the best few by search-time accuracy are first trained a few passes
+each, and the best of them by that validation accuracy are finalized
+(:meth:`Finalizer.choose`).
 
 Progress is checkpointed (student, optimizer, schedule and step) to
 ``<artifacts>/finalize/<study>-trial<N>.pt`` every :data:`CHECKPOINT_EVERY_S` seconds and at
@@ -41,6 +45,8 @@ if TYPE_CHECKING:
 
 FINALIZED = "finalized"
 """The study user attribute holding each finalized trial's record, by trial number."""
+SHORTLISTED = "shortlisted"
+"""The study user attribute holding each shortlisted trial's short finalize, by trial number."""
 CHECKPOINT_EVERY_S = 30.0
 
 
@@ -86,149 +92,221 @@ def finalize_choice(
     return best
 
 
-def checkpoint_path(study_name: str, trial: int) -> Path:
+def shortlisted_records(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """The study's shortlisted trials (epochs, validation accuracy, seconds), by trial number."""
+    return {int(k): dict(v) for k, v in study.user_attrs.get(SHORTLISTED, {}).items()}
+
+
+def checkpoint_path(study_name: str, trial: int, stage: str = "finalize") -> Path:
     from search.artifacts import artifact_dir
 
-    return artifact_dir() / "finalize" / f"{study_name}-trial{trial}.pt"
+    suffix = "" if stage == "finalize" else f"-{stage}"
+    return artifact_dir() / "finalize" / f"{study_name}-trial{trial}{suffix}.pt"
 
 
-def finalize_trials(
-    study: optuna.Study,
-    spec: Spec,
-    *,
-    trials: list[int],
-    epochs: int | None = None,
-    log: Callable[[str], None],
-    progress: bool = True,
-    objects: Objects | None = None,
-) -> list[Finalized]:
-    """Finalize each of ``trials`` (complete trials with stored weights) for ``epochs`` passes
-    (default: the spec's ``finalize.epochs``) over the training images."""
-    from search.export import choose_trial
-    from search.workloads import load_data, load_teacher, split, training_images
-    from spaces.distillation import teacher_logits
+@dataclass(frozen=True)
+class _Training:
+    """What every finalize of a study trains with: loaded once."""
 
-    settings = spec.finalize or FinalizeSpec()
-    epochs = settings.epochs if epochs is None else epochs
-    if epochs < 1:
-        raise StudyError(f"--epochs: must be at least 1, got {epochs}")
-    chosen = [choose_trial(study, spec, n) for n in trials]  # every one checked before training
-    teacher = load_teacher(spec, objects)
-    data = load_data(spec.data, spec.model, objects.data if objects else None)
-    parts = split(data, spec.data, spec.search.seed)
-    x, y = training_images(data, spec.data, spec.search.seed, settings.images)
-    t = time.perf_counter()
-    logits = teacher_logits(teacher, x)
-    log(f"teacher logits on {len(x)} training images in {time.perf_counter() - t:.1f} s")
-    done = []
-    for trial, record in chosen:
-        result = _finalize_one(
-            study, spec, trial, record, teacher, parts, (x, y, logits), epochs, log, progress
-        )
-        attrs = {str(k): v for k, v in finalized_records(study).items()}
-        attrs[str(trial.number)] = result.as_dict()
-        study.set_user_attr(FINALIZED, attrs)
-        checkpoint_path(study.study_name, trial.number).unlink(missing_ok=True)
-        log(
-            f"trial {trial.number}: validation accuracy {_pct(result.val_accuracy_search)} at "
-            f"the end of the search, {result.val_accuracy:.4f} finalized "
-            f"({result.epochs} epochs, {result.steps} steps, {result.seconds:.0f} s)"
-        )
-        done.append(result)
-    return done
+    teacher: nn.Module
+    parts: dict[str, Any]
+    x: Images
+    y: torch.Tensor
+    logits: torch.Tensor
+
+
+class Finalizer:
+    """Chooses and finalizes trials of one study; the teacher, the data and the teacher's
+    logits are loaded when first needed, once."""
+
+    def __init__(self, study: optuna.Study, spec: Spec, *, log: Callable[[str], None],
+                 progress: bool = True, objects: Objects | None = None) -> None:
+        self.study, self.spec, self.log = study, spec, log
+        self.progress, self.objects = progress, objects
+        self.settings = spec.finalize or FinalizeSpec()
+        self._training: _Training | None = None
+
+    def choose(self, trials: list[int] | None = None, top: int | None = None) -> list[int]:
+        """``trials`` when given, else the ``top`` best feasible trials (default: the spec's
+        ``finalize.top``). With ``finalize.shortlist`` above ``top``, that many are taken by
+        search-time accuracy, each trained ``finalize.shortlist_epochs`` passes from its
+        search-time weights, and the ``top`` best by that validation accuracy are chosen:
+        successive halving with the fine-tune as the resource, as the search's short
+        fine-tunes rank underfit students."""
+        if trials:
+            return list(dict.fromkeys(trials))
+        top = self.settings.top if top is None else top
+        best = finalize_choice(self.study, self.spec, None, max(top, self.settings.shortlist))
+        if len(best) <= top:
+            return best
+        scores = self._shortlist(best)
+        chosen = sorted(best, key=lambda n: -scores[n])[:top]  # stable: search order on ties
+        self.log("shortlist: " + ", ".join(f"trial {n} {scores[n]:.4f}" for n in best)
+                 + f" after {self.settings.shortlist_epochs} epochs; finalizing "
+                 + ", ".join(f"trial {n}" for n in chosen))
+        return chosen
+
+    def run(self, trials: list[int], epochs: int | None = None) -> list[Finalized]:
+        """Finalize each of ``trials`` (complete trials with stored weights) for ``epochs``
+        passes (default: the spec's ``finalize.epochs``) over the training images."""
+        import torch
+
+        from search.artifacts import upload
+        from search.export import choose_trial
+        from spaces.distillation import accuracy
+
+        epochs = self.settings.epochs if epochs is None else epochs
+        if epochs < 1:
+            raise StudyError(f"--epochs: must be at least 1, got {epochs}")
+        chosen = [choose_trial(self.study, self.spec, n) for n in trials]  # all checked first
+        done = []
+        for trial, record in chosen:
+            student, steps, seconds = self._train(trial, record, epochs, "finalize")
+            buf = io.BytesIO()
+            torch.save(student.state_dict(), buf)
+            artifact = upload(self.study, f"trial-{trial.number}-finalized.pt", buf.getvalue())
+            parts = self.training.parts
+            result = Finalized(trial.number, epochs, steps, len(self.training.x),
+                               record.accuracy, accuracy(student, parts["x_val"], parts["y_val"]),
+                               artifact, seconds)
+            self._record(FINALIZED, trial.number, result.as_dict())
+            checkpoint_path(self.study.study_name, trial.number).unlink(missing_ok=True)
+            self.log(
+                f"trial {trial.number}: validation accuracy {_pct(result.val_accuracy_search)} "
+                f"at the end of the search, {result.val_accuracy:.4f} finalized "
+                f"({result.epochs} epochs, {result.steps} steps, {result.seconds:.0f} s)"
+            )
+            done.append(result)
+        return done
+
+    def at_end(self) -> list[Finalized]:
+        """What ``search`` does when it ends, if the spec has a ``finalize:`` section: finalize
+        the chosen trials, but for those already finalized for as many epochs (a resumed study
+        keeps them, and its shortlist). Nothing if it has none, or no trial is feasible."""
+        if self.spec.finalize is None:
+            return []
+        try:
+            best = self.choose()
+        except StudyError as exc:
+            self.log(f"finalize: {exc}")
+            return []
+        done = finalized_records(self.study)
+        epochs = self.settings.epochs
+        kept = [n for n in best if done.get(n, {}).get("epochs") == epochs]
+        if kept:
+            names = ", ".join(f"trial {n}" for n in kept)
+            self.log(f"finalize: {names} finalized already for {epochs} epochs; kept")
+        todo = [n for n in best if n not in kept]
+        return self.run(todo) if todo else []
+
+    @property
+    def training(self) -> _Training:
+        if self._training is None:
+            from search.workloads import load_data, load_teacher, split, training_images
+            from spaces.distillation import teacher_logits
+
+            spec, objects = self.spec, self.objects
+            teacher = load_teacher(spec, objects)
+            data = load_data(spec.data, spec.model, objects.data if objects else None)
+            parts = split(data, spec.data, spec.search.seed)
+            x, y = training_images(data, spec.data, spec.search.seed, self.settings.images)
+            t = time.perf_counter()
+            logits = teacher_logits(teacher, x)
+            self.log(f"teacher logits on {len(x)} training images in "
+                     f"{time.perf_counter() - t:.1f} s")
+            self._training = _Training(teacher, parts, x, y, logits)
+        return self._training
+
+    def _shortlist(self, trials: list[int]) -> dict[int, float]:
+        """Each trial's validation accuracy after ``finalize.shortlist_epochs`` passes; those
+        the study has for as many epochs are not trained again."""
+        from search.export import choose_trial
+        from spaces.distillation import accuracy
+
+        epochs = self.settings.shortlist_epochs
+        stored = shortlisted_records(self.study)
+        scores = {n: float(stored[n]["val_accuracy"]) for n in trials
+                  if stored.get(n, {}).get("epochs") == epochs}
+        for n in trials:
+            if n in scores:
+                continue
+            trial, record = choose_trial(self.study, self.spec, n)
+            student, _, seconds = self._train(trial, record, epochs, "shortlist")
+            parts = self.training.parts
+            scores[n] = accuracy(student, parts["x_val"], parts["y_val"])
+            self._record(SHORTLISTED, n, {"epochs": epochs, "val_accuracy": scores[n],
+                                          "seconds": seconds})
+            self.log(f"shortlisting trial {n}: validation accuracy {scores[n]:.4f} after "
+                     f"{epochs} epochs ({seconds:.0f} s)")
+            checkpoint_path(self.study.study_name, n, "shortlist").unlink(missing_ok=True)
+        return scores
+
+    def _record(self, attr: str, trial: int, value: dict[str, Any]) -> None:
+        records = dict(self.study.user_attrs.get(attr, {}))
+        records[str(trial)] = value
+        self.study.set_user_attr(attr, records)
+
+    def _train(self, trial: optuna.trial.FrozenTrial, record: TrialRecord, epochs: int,
+               stage: str) -> tuple[nn.Module, int, float]:
+        """The trial's student trained ``epochs`` passes on from its search-time weights,
+        checkpointed; (student in eval mode, steps, seconds)."""
+        import torch
+
+        from search.console import StepBar
+        from search.export import rebuild, study_reduce_range
+        from search.workloads.augment import resolve_augment
+        from spaces.distillation import DistillConfig, augmented_batch, distill_step
+
+        spec, t = self.spec, self.training
+        student = rebuild(
+            spec, trial, record, t.teacher, t.parts["x_calib"],
+            reduce_range=study_reduce_range(self.study, spec),
+        ).model
+        assert student is not None
+        kd = record.policy.get("distillation", {})
+        batch = spec.data.batch_size
+        per_epoch = max(1, len(t.x) // batch)
+        total = per_epoch * epochs
+        cfg = DistillConfig(temperature=float(kd["temperature"]), alpha=float(kd["alpha"]),
+                            lr=float(kd["lr"]), steps=total, eval_every=total, batch_size=batch)
+        augment = resolve_augment(spec.data, spec.model.input_shape)
+        opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=cfg.lr)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        path = checkpoint_path(self.study.study_name, trial.number, stage)
+        step, seconds = _resume(path, trial.number, total, student, opt, schedule, self.log)
+        doing = {"finalize": "finalizing", "shortlist": "shortlisting"}[stage]
+        bar = StepBar(total, enabled=self.progress, label=f"{doing} trial {trial.number}")
+        started, saved = time.perf_counter() - seconds, time.perf_counter()
+        order, gen = _epoch(len(t.x), spec.search.seed, step // per_epoch)
+        while step < total:
+            if step % per_epoch == 0:
+                order, gen = _epoch(len(t.x), spec.search.seed, step // per_epoch)
+            idx = order[(step % per_epoch) * batch : (step % per_epoch + 1) * batch]
+            xb, targets = t.x[idx], t.logits[idx]
+            if augment is not None:
+                xb, targets = augmented_batch(xb, augment, gen, t.teacher)
+            step += 1
+            loss = distill_step(student, opt, xb, targets, t.y[idx], cfg, step=step,
+                                augmented=augment is not None)
+            schedule.step()
+            bar.update(step, f"epoch {(step - 1) // per_epoch + 1}/{epochs}, loss {loss:.4f}")
+            if step % per_epoch == 0 or time.perf_counter() - saved > CHECKPOINT_EVERY_S:
+                _save(path, trial.number, total, step, time.perf_counter() - started,
+                      student, opt, schedule)
+                saved = time.perf_counter()
+        bar.close()
+        student.eval()
+        return student, total, time.perf_counter() - started
 
 
 def finalize_at_end(study: optuna.Study, spec: Spec, *, log: Callable[[str], None],
                     progress: bool = True, objects: Objects | None = None) -> list[Finalized]:
-    """What ``search`` does when it ends, if the spec has a ``finalize:`` section: finalize the
-    ``finalize.top`` best feasible trials, but for those already finalized for as many epochs
-    (a resumed study keeps them). Nothing if it has none, or no trial is feasible."""
-    if spec.finalize is None:
-        return []
-    try:
-        best = finalize_choice(study, spec, None)
-    except StudyError as exc:
-        log(f"finalize: {exc}")
-        return []
-    done = finalized_records(study)
-    kept = [n for n in best if done.get(n, {}).get("epochs") == spec.finalize.epochs]
-    if kept:
-        names = ", ".join(f"trial {n}" for n in kept)
-        log(f"finalize: {names} finalized already for {spec.finalize.epochs} epochs; kept")
-    todo = [n for n in best if n not in kept]
-    if not todo:
-        return []
-    return finalize_trials(study, spec, trials=todo, log=log, progress=progress, objects=objects)
+    """:meth:`Finalizer.at_end`: what ``search`` does when it ends."""
+    return Finalizer(study, spec, log=log, progress=progress, objects=objects).at_end()
 
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
-
-
-def _finalize_one(
-    study: optuna.Study,
-    spec: Spec,
-    trial: optuna.trial.FrozenTrial,
-    record: TrialRecord,
-    teacher: nn.Module,
-    parts: dict[str, Any],
-    train: tuple[Images, torch.Tensor, torch.Tensor],
-    epochs: int,
-    log: Callable[[str], None],
-    progress: bool,
-) -> Finalized:
-    import torch
-
-    from search.artifacts import upload
-    from search.console import StepBar
-    from search.export import rebuild, study_reduce_range
-    from search.workloads.augment import resolve_augment
-    from spaces.distillation import DistillConfig, accuracy, augmented_batch, distill_step
-
-    x, y, logits = train
-    student = rebuild(
-        spec, trial, record, teacher, parts["x_calib"],
-        reduce_range=study_reduce_range(study, spec),
-    ).model
-    assert student is not None
-    kd = record.policy.get("distillation", {})
-    batch = spec.data.batch_size
-    per_epoch = max(1, len(x) // batch)
-    total = per_epoch * epochs
-    cfg = DistillConfig(temperature=float(kd["temperature"]), alpha=float(kd["alpha"]),
-                        lr=float(kd["lr"]), steps=total, eval_every=total, batch_size=batch)
-    augment = resolve_augment(spec.data, spec.model.input_shape)
-    opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=cfg.lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    path = checkpoint_path(study.study_name, trial.number)
-    step, seconds = _resume(path, trial.number, total, student, opt, schedule, log)
-    bar = StepBar(total, enabled=progress, label=f"finalizing trial {trial.number}")
-    started, saved = time.perf_counter() - seconds, time.perf_counter()
-    order, gen = _epoch(len(x), spec.search.seed, step // per_epoch)
-    while step < total:
-        if step % per_epoch == 0:
-            order, gen = _epoch(len(x), spec.search.seed, step // per_epoch)
-        idx = order[(step % per_epoch) * batch : (step % per_epoch + 1) * batch]
-        xb, targets = x[idx], logits[idx]
-        if augment is not None:
-            xb, targets = augmented_batch(xb, augment, gen, teacher)
-        step += 1
-        loss = distill_step(student, opt, xb, targets, y[idx], cfg, step=step,
-                            augmented=augment is not None)
-        schedule.step()
-        bar.update(step, f"epoch {(step - 1) // per_epoch + 1}/{epochs}, loss {loss:.4f}")
-        if step % per_epoch == 0 or time.perf_counter() - saved > CHECKPOINT_EVERY_S:
-            _save(path, trial.number, total, step, time.perf_counter() - started,
-                  student, opt, schedule)
-            saved = time.perf_counter()
-    bar.close()
-    student.eval()
-    val = accuracy(student, parts["x_val"], parts["y_val"])
-    buf = io.BytesIO()
-    torch.save(student.state_dict(), buf)
-    artifact = upload(study, f"trial-{trial.number}-finalized.pt", buf.getvalue())
-    return Finalized(trial.number, epochs, total, len(x), record.accuracy, val, artifact,
-                     time.perf_counter() - started)
 
 
 def _epoch(n: int, seed: int, epoch: int) -> tuple[torch.Tensor, torch.Generator]:

@@ -76,6 +76,11 @@ def study_text(summary: dict[str, Any]) -> str:
         )
         + fidelity_text(summary.get("latency_fidelity"))
         + "".join(
+            f"\nshortlisted trial {n}: validation accuracy {f['val_accuracy']:.4f} after "
+            f"{f['epochs']} epochs"
+            for n, f in summary.get("shortlisted", {}).items()
+        )
+        + "".join(
             f"\nfinalized trial {n}: validation accuracy {f['val_accuracy_search'] or 0:.4f} in "
             f"the search, {f['val_accuracy']:.4f} after {f['epochs']} epochs ("
             + ("export takes it" if int(n) == exported else f"`export --trial {n}` uses it")

@@ -220,6 +220,10 @@ class FinalizeSpec(_Frozen):
     """Training images per epoch: None, every training image outside the validation subset;
     a number, that many drawn from them (the fine-tune subset first)."""
     top: int = Field(default=1, ge=1)
+    shortlist: int = Field(default=1, ge=1)
+    """Above ``top``: this many of the best by search-time accuracy are trained
+    ``shortlist_epochs`` passes first, and the ``top`` best of them by that are finalized."""
+    shortlist_epochs: int = Field(default=1, ge=1)
 
 
 class Spec(_Frozen):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.errors import StudyError
-from search.finalize import finalized_records
+from search.finalize import finalized_records, shortlisted_records
 from search.record import STATUSES, StudyRecord, TrialRecord
 from search.spec import Spec, parse_spec
 from search.workloads.objects import needs_objects
@@ -321,6 +321,7 @@ def summary(study: optuna.Study, spec: Spec, storage: str) -> dict[str, Any]:
         "latency_fidelity": latency_fidelity(study),
         # model or data given as Python objects: every run of the study needs them again
         "needs_objects": needs_objects(record.spec) if record else [],
+        "shortlisted": {str(k): v for k, v in shortlisted_records(study).items()},
         "finalized": {str(k): v for k, v in finalized_records(study).items()},
     }
 

@@ -1,5 +1,6 @@
 """`edgetune finalize` as a user runs it: killed mid-run, run again, it resumes from its
-checkpoint; the study records the result and `export` uses the finalized weights."""
+checkpoint; the study records the result and `export` uses the finalized weights. The search's
+finalize chose what to finalize by a shortlist, which a later finalize reuses."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from tests.conftest import ROOT, tiny_spec
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_fashion_mnist")]
 
 # finalize.images 1024 (the 512 fine-tune images and 512 more): 16 steps an epoch
-SECTION = "finalize: {images: 1024, epochs: 2}\n"
+SECTION = "finalize: {images: 1024, epochs: 2, shortlist: 2, shortlist_epochs: 1}\n"
 EPOCHS = 4  # from the command line, over the section's 2: 64 steps
 STEPS = EPOCHS * 16
 
@@ -38,8 +39,14 @@ def test_finalize_killed_resumes_and_export_uses_it(tmp_path: Path, edgetune_hom
     assert searched.returncode == 0, searched.stderr[-2000:]
     # the spec's finalize: section ran when the search ended, on the best feasible trial
     assert "teacher logits on 1024 training images" in searched.stderr
-    [at_end] = json.loads(searched.stdout)["finalized"].values()
+    result = json.loads(searched.stdout)
+    [(chosen, at_end)] = result["finalized"].items()
     assert at_end["steps"] == 2 * 16 and at_end["images"] == 1024
+    # first the search's two best trained an epoch each; the better of them was finalized
+    shortlist = {n: s["val_accuracy"] for n, s in result["shortlisted"].items()}
+    assert len(shortlist) == 2 and chosen == max(shortlist, key=lambda n: shortlist[n])
+    assert {s["epochs"] for s in result["shortlisted"].values()} == {1}
+    assert "shortlist: trial" in searched.stderr
 
     # bad input first: one line each, nothing stored
     missing = edgetune("finalize", "fin", "--storage", storage, "--trial", "999")
@@ -65,7 +72,9 @@ def test_finalize_killed_resumes_and_export_uses_it(tmp_path: Path, edgetune_hom
     again = edgetune(*cmd[3:])
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"at step {reached} of {STEPS}" in again.stderr  # resumed, not restarted
+    assert "shortlisting trial" not in again.stderr  # the search's shortlist was reused
     [done] = json.loads(again.stdout)["finalized"]
+    assert str(done["trial"]) == chosen
     assert done["steps"] == STEPS and done["epochs"] == EPOCHS
     assert done["val_accuracy"] > done["val_accuracy_search"]  # 64 steps against the trial's 8
     assert not checkpoint.exists()

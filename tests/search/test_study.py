@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from search.export import choose_trial
-from search.finalize import FINALIZED, Finalized, finalize_at_end, finalize_choice
+from search.finalize import (
+    FINALIZED,
+    SHORTLISTED,
+    Finalized,
+    Finalizer,
+    finalize_at_end,
+    finalize_choice,
+)
 from search.record import TrialRecord
 from search.report import study_text
 from search.spec import Spec, parse_spec
@@ -38,7 +45,7 @@ RECORDS = [_trained(0.80, 0.14), _trained(0.78, 0.12), _trained(0.75, 0.10)]
 
 
 def _finalize(study: Any, trial: int, val_accuracy: float) -> None:
-    """Record ``trial`` as finalized, as :func:`search.finalize.finalize_trials` does."""
+    """Record ``trial`` as finalized, as :meth:`search.finalize.Finalizer.run` does."""
     done = dict(study.user_attrs.get(FINALIZED, {}))
     done[str(trial)] = Finalized(trial, 3, 300, 1000, RECORDS[trial].accuracy, val_accuracy,
                                  f"trial-{trial}-finalized.pt", 1.0).as_dict()
@@ -73,3 +80,25 @@ def test_with_several_objectives_the_top_k_of_the_front_are_finalized(tmp_path: 
     study = recorded_study(tmp_path, spec, RECORDS, TEACHER_FIGURES, {})
     assert len(best_rows(study, spec)) == 3  # each is faster or more accurate than the others
     assert finalize_choice(study, spec, None) == [0, 1]
+
+
+def test_a_shortlist_chooses_what_to_finalize_by_its_longer_training(tmp_path: Path) -> None:
+    spec = _spec(finalize={"epochs": 3, "top": 1, "shortlist": 3, "shortlist_epochs": 2})
+    study = recorded_study(tmp_path, spec, RECORDS, TEACHER_FIGURES, {})
+    # as a shortlist run by an earlier search of this study left them: the search's third
+    # trained to the best student in 2 epochs
+    study.set_user_attr(SHORTLISTED, {
+        "0": {"epochs": 2, "val_accuracy": 0.86, "seconds": 1.0},
+        "1": {"epochs": 2, "val_accuracy": 0.85, "seconds": 1.0},
+        "2": {"epochs": 2, "val_accuracy": 0.88, "seconds": 1.0},
+    })
+    logged: list[str] = []
+    # nothing is trained again: these trials have no stored weights to train from
+    assert Finalizer(study, spec, log=logged.append).choose() == [2]
+    assert logged == ["shortlist: trial 0 0.8600, trial 1 0.8500, trial 2 0.8800 after 2 "
+                      "epochs; finalizing trial 2"]
+    assert Finalizer(study, spec, log=logged.append).choose(top=2) == [2, 0]
+    assert Finalizer(study, spec, log=logged.append).choose(top=3) == [0, 1, 2]  # no shortlist
+    assert Finalizer(study, spec, log=logged.append).choose([1]) == [1]
+    shown = study_text(summary(study, spec, "sqlite://"))
+    assert "shortlisted trial 2: validation accuracy 0.8800 after 2 epochs" in shown
