@@ -16,10 +16,11 @@ each, and the best of them by that validation accuracy are finalized
 (:meth:`Finalizer.choose`).
 
 Progress is checkpointed (student, optimizer, schedule and step) to
-``<artifacts>/finalize/<study>-trial<N>.pt`` every :data:`CHECKPOINT_EVERY_S` seconds and at
-each epoch's end, so a killed finalize resumes where it stopped. The result, its weights in the
-artifact store and its figures in the study's ``finalized`` user attribute, is what ``export``
-uses for that trial.
+``<artifacts>/finalize/<study>-trial<N>.pt`` (``-shortlist.pt`` for a shortlist's run) every
+:data:`CHECKPOINT_EVERY_S` seconds and at each epoch's end, so a killed finalize resumes where it
+stopped. The result, its weights in the artifact store and its figures in the study's
+``finalized`` user attribute, is what ``export`` uses for that trial; a shortlist's results are
+in its ``shortlisted`` attribute, which a resumed study or a later finalize reuses.
 """
 
 from __future__ import annotations
