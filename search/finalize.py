@@ -71,7 +71,16 @@ class Finalized:
 
 def finalized_records(study: optuna.Study) -> dict[int, dict[str, Any]]:
     """The study's finalized trials (their :meth:`Finalized.as_dict`), by trial number."""
-    return {int(k): dict(v) for k, v in study.user_attrs.get(FINALIZED, {}).items()}
+    return _records(study, FINALIZED)
+
+
+def shortlisted_records(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """The study's shortlisted trials (epochs, validation accuracy, seconds), by trial number."""
+    return _records(study, SHORTLISTED)
+
+
+def _records(study: optuna.Study, attr: str) -> dict[int, dict[str, Any]]:
+    return {int(k): dict(v) for k, v in study.user_attrs.get(attr, {}).items()}
 
 
 def finalize_choice(
@@ -91,11 +100,6 @@ def finalize_choice(
             "trials (`edgetune resume`) or name one with --trial N"
         )
     return best
-
-
-def shortlisted_records(study: optuna.Study) -> dict[int, dict[str, Any]]:
-    """The study's shortlisted trials (epochs, validation accuracy, seconds), by trial number."""
-    return {int(k): dict(v) for k, v in study.user_attrs.get(SHORTLISTED, {}).items()}
 
 
 def checkpoint_path(study_name: str, trial: int, stage: str = "finalize") -> Path:
@@ -154,7 +158,6 @@ class Finalizer:
 
         from search.artifacts import upload
         from search.export import choose_trial
-        from spaces.distillation import accuracy
 
         epochs = self.settings.epochs if epochs is None else epochs
         if epochs < 1:
@@ -162,14 +165,12 @@ class Finalizer:
         chosen = [choose_trial(self.study, self.spec, n) for n in trials]  # all checked first
         done = []
         for trial, record in chosen:
-            student, steps, seconds = self._train(trial, record, epochs, "finalize")
+            student, steps, seconds, val = self._train(trial, record, epochs, "finalize")
             buf = io.BytesIO()
             torch.save(student.state_dict(), buf)
             artifact = upload(self.study, f"trial-{trial.number}-finalized.pt", buf.getvalue())
-            parts = self.training.parts
             result = Finalized(trial.number, epochs, steps, len(self.training.x),
-                               record.accuracy, accuracy(student, parts["x_val"], parts["y_val"]),
-                               artifact, seconds)
+                               record.accuracy, val, artifact, seconds)
             self._record(FINALIZED, trial.number, result.as_dict())
             checkpoint_path(self.study.study_name, trial.number).unlink(missing_ok=True)
             self.log(
@@ -222,7 +223,6 @@ class Finalizer:
         """Each trial's validation accuracy after ``finalize.shortlist_epochs`` passes; those
         the study has for as many epochs are not trained again."""
         from search.export import choose_trial
-        from spaces.distillation import accuracy
 
         epochs = self.settings.shortlist_epochs
         stored = shortlisted_records(self.study)
@@ -232,9 +232,7 @@ class Finalizer:
             if n in scores:
                 continue
             trial, record = choose_trial(self.study, self.spec, n)
-            student, _, seconds = self._train(trial, record, epochs, "shortlist")
-            parts = self.training.parts
-            scores[n] = accuracy(student, parts["x_val"], parts["y_val"])
+            _, _, seconds, scores[n] = self._train(trial, record, epochs, "shortlist")
             self._record(SHORTLISTED, n, {"epochs": epochs, "val_accuracy": scores[n],
                                           "seconds": seconds})
             self.log(f"shortlisting trial {n}: validation accuracy {scores[n]:.4f} after "
@@ -248,15 +246,15 @@ class Finalizer:
         self.study.set_user_attr(attr, records)
 
     def _train(self, trial: optuna.trial.FrozenTrial, record: TrialRecord, epochs: int,
-               stage: str) -> tuple[nn.Module, int, float]:
+               stage: str) -> tuple[nn.Module, int, float, float]:
         """The trial's student trained ``epochs`` passes on from its search-time weights,
-        checkpointed; (student in eval mode, steps, seconds)."""
+        checkpointed; (student in eval mode, steps, seconds, validation accuracy)."""
         import torch
 
         from search.console import StepBar
         from search.export import rebuild, study_reduce_range
         from search.workloads.augment import resolve_augment
-        from spaces.distillation import DistillConfig, augmented_batch, distill_step
+        from spaces.distillation import DistillConfig, accuracy, augmented_batch, distill_step
 
         spec, t = self.spec, self.training
         student = rebuild(
@@ -297,7 +295,8 @@ class Finalizer:
                 saved = time.perf_counter()
         bar.close()
         student.eval()
-        return student, total, time.perf_counter() - started
+        val = accuracy(student, t.parts["x_val"], t.parts["y_val"])
+        return student, total, time.perf_counter() - started, val
 
 
 def finalize_at_end(study: optuna.Study, spec: Spec, *, log: Callable[[str], None],
