@@ -2,8 +2,9 @@
 
 A trial's fine-tune is short and sees a subset, so that a study can afford many of them; the
 winner deserves more. ``finalize`` rebuilds a trial's student with its search-time weights and
-goes on with the same distillation and quantization-aware training (the trial's temperature,
-alpha and learning rate, with a cosine schedule over the whole run), for ``epochs`` passes over
+goes on with the same distillation and quantization-aware training (the trial's temperature and
+alpha, and its learning rate unless the spec's ``finalize.lr`` sets one, with a cosine schedule
+over the whole run), for ``epochs`` passes over
 every training image outside the validation subset (or the spec's ``finalize.images`` of them;
 the validation subset stays unseen). Teacher logits are computed once, in batches.
 
@@ -64,6 +65,7 @@ class Finalized:
     val_accuracy: float
     artifact: str
     seconds: float
+    lr: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,12 +167,12 @@ class Finalizer:
         chosen = [choose_trial(self.study, self.spec, n) for n in trials]  # all checked first
         done = []
         for trial, record in chosen:
-            student, steps, seconds, val = self._train(trial, record, epochs, "finalize")
+            student, steps, seconds, val, lr = self._train(trial, record, epochs, "finalize")
             buf = io.BytesIO()
             torch.save(student.state_dict(), buf)
             artifact = upload(self.study, f"trial-{trial.number}-finalized.pt", buf.getvalue())
             result = Finalized(trial.number, epochs, steps, len(self.training.x),
-                               record.accuracy, val, artifact, seconds)
+                               record.accuracy, val, artifact, seconds, lr)
             self._record(FINALIZED, trial.number, result.as_dict())
             checkpoint_path(self.study.study_name, trial.number).unlink(missing_ok=True)
             self.log(
@@ -232,7 +234,7 @@ class Finalizer:
             if n in scores:
                 continue
             trial, record = choose_trial(self.study, self.spec, n)
-            _, _, seconds, scores[n] = self._train(trial, record, epochs, "shortlist")
+            _, _, seconds, scores[n], _ = self._train(trial, record, epochs, "shortlist")
             self._record(SHORTLISTED, n, {"epochs": epochs, "val_accuracy": scores[n],
                                           "seconds": seconds})
             self.log(f"shortlisting trial {n}: validation accuracy {scores[n]:.4f} after "
@@ -246,9 +248,10 @@ class Finalizer:
         self.study.set_user_attr(attr, records)
 
     def _train(self, trial: optuna.trial.FrozenTrial, record: TrialRecord, epochs: int,
-               stage: str) -> tuple[nn.Module, int, float, float]:
+               stage: str) -> tuple[nn.Module, int, float, float, float]:
         """The trial's student trained ``epochs`` passes on from its search-time weights,
-        checkpointed; (student in eval mode, steps, seconds, validation accuracy)."""
+        checkpointed; (student in eval mode, steps, seconds, validation accuracy, the learning
+        rate it started at)."""
         import torch
 
         from search.console import StepBar
@@ -267,7 +270,7 @@ class Finalizer:
         per_epoch = max(1, len(t.x) // batch)
         total = per_epoch * epochs
         cfg = DistillConfig(temperature=float(kd["temperature"]), alpha=float(kd["alpha"]),
-                            lr=float(kd["lr"]), steps=total, eval_every=total, batch_size=batch)
+                            lr=self.settings.lr or float(kd["lr"]), steps=total, eval_every=total, batch_size=batch)
         augment = resolve_augment(spec.data, spec.model.input_shape)
         opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=cfg.lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
@@ -296,7 +299,7 @@ class Finalizer:
         bar.close()
         student.eval()
         val = accuracy(student, t.parts["x_val"], t.parts["y_val"])
-        return student, total, time.perf_counter() - started, val
+        return student, total, time.perf_counter() - started, val, cfg.lr
 
 
 def finalize_at_end(study: optuna.Study, spec: Spec, *, log: Callable[[str], None],

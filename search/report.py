@@ -82,7 +82,8 @@ def study_text(summary: dict[str, Any]) -> str:
         )
         + "".join(
             f"\nfinalized trial {n}: validation accuracy {f['val_accuracy_search'] or 0:.4f} in "
-            f"the search, {f['val_accuracy']:.4f} after {f['epochs']} epochs ("
+            f"the search, {f['val_accuracy']:.4f} after {f['epochs']} epochs"
+            + (f" from learning rate {f['lr']:.3g}" if "lr" in f else "") + " ("
             + ("export takes it" if int(n) == exported else f"`export --trial {n}` uses it")
             + ")"
             for n, f in summary.get("finalized", {}).items()

@@ -93,6 +93,7 @@ def test_set_changes_spec_fields_and_adds_sections() -> None:
         ("name.x=1", "--set name.x: name is not a section"),
         ("constraints.latency_ms=fast", "constraints.latency_ms"),
         ("finalize.epochs=0", "finalize.epochs"),
+        ("finalize.lr=-0.01", "finalize.lr"),
     ],
 )
 def test_a_bad_set_is_one_line(tmp_path: Path, setting: str, fragment: str) -> None:

@@ -20,7 +20,7 @@ from tests.conftest import ROOT, tiny_spec
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_fashion_mnist")]
 
 # finalize.images 1024 (the 512 fine-tune images and 512 more): 16 steps an epoch
-SECTION = "finalize: {images: 1024, epochs: 2, shortlist: 2, shortlist_epochs: 1}\n"
+SECTION = "finalize: {images: 1024, epochs: 2, shortlist: 2, shortlist_epochs: 1, lr: 0.003}\n"
 EPOCHS = 4  # from the command line, over the section's 2: 64 steps
 STEPS = EPOCHS * 16
 
@@ -42,6 +42,7 @@ def test_finalize_killed_resumes_and_export_uses_it(tmp_path: Path, edgetune_hom
     result = json.loads(searched.stdout)
     [(chosen, at_end)] = result["finalized"].items()
     assert at_end["steps"] == 2 * 16 and at_end["images"] == 1024
+    assert at_end["lr"] == 0.003  # the spec's, not the trial's
     # first the search's two best trained an epoch each; the better of them was finalized
     shortlist = {n: s["val_accuracy"] for n, s in result["shortlisted"].items()}
     assert len(shortlist) == 2 and chosen == max(shortlist, key=lambda n: shortlist[n])
@@ -75,11 +76,12 @@ def test_finalize_killed_resumes_and_export_uses_it(tmp_path: Path, edgetune_hom
     assert "shortlisting trial" not in again.stderr  # the search's shortlist was reused
     [done] = json.loads(again.stdout)["finalized"]
     assert str(done["trial"]) == chosen
-    assert done["steps"] == STEPS and done["epochs"] == EPOCHS
+    assert done["steps"] == STEPS and done["epochs"] == EPOCHS and done["lr"] == 0.003
     assert done["val_accuracy"] > done["val_accuracy_search"]  # 64 steps against the trial's 8
     assert not checkpoint.exists()
     shown = edgetune("show", "fin", "--storage", storage)
     assert f"finalized trial {done['trial']}: validation accuracy" in shown.stdout
+    assert "from learning rate 0.003" in shown.stdout
 
     out = tmp_path / "export"
     export = edgetune("export", "fin", "--storage", storage, "--out", str(out), "--json")

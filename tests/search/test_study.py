@@ -48,7 +48,7 @@ def _finalize(study: Any, trial: int, val_accuracy: float) -> None:
     """Record ``trial`` as finalized, as :meth:`search.finalize.Finalizer.run` does."""
     done = dict(study.user_attrs.get(FINALIZED, {}))
     done[str(trial)] = Finalized(trial, 3, 300, 1000, RECORDS[trial].accuracy, val_accuracy,
-                                 f"trial-{trial}-finalized.pt", 1.0).as_dict()
+                                 f"trial-{trial}-finalized.pt", 1.0, 0.002).as_dict()
     study.set_user_attr(FINALIZED, done)
 
 
@@ -65,8 +65,8 @@ def test_export_takes_the_trial_finalized_to_the_best_validation_accuracy(
     assert [r.trial for r in best_rows(study, spec)] == [1, 0, 2]
     assert choose_trial(study, spec, None)[0].number == 1
     shown = study_text(summary(study, spec, "sqlite://"))
-    assert "0.9000 after 3 epochs (export takes it)" in shown
-    assert "0.8800 after 3 epochs (`export --trial 0` uses it)" in shown
+    assert "0.9000 after 3 epochs from learning rate 0.002 (export takes it)" in shown
+    assert "0.8800 after 3 epochs from learning rate 0.002 (`export --trial 0` uses it)" in shown
     # what to finalize is still chosen on the search-time ranking, so a resume finds the same
     # two, finalized already for the spec's epochs: nothing is trained again
     assert finalize_choice(study, spec, None) == [0, 1]
