@@ -270,7 +270,8 @@ class Finalizer:
         per_epoch = max(1, len(t.x) // batch)
         total = per_epoch * epochs
         cfg = DistillConfig(temperature=float(kd["temperature"]), alpha=float(kd["alpha"]),
-                            lr=self.settings.lr or float(kd["lr"]), steps=total, eval_every=total, batch_size=batch)
+                            lr=self.settings.lr or float(kd["lr"]), steps=total,
+                            eval_every=total, batch_size=batch)
         augment = resolve_augment(spec.data, spec.model.input_shape)
         opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=cfg.lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
