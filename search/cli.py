@@ -133,7 +133,8 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     done = finalizer.run(finalizer.choose(args.trial, args.top), args.epochs)
     text = "\n".join(
         f"trial {f.trial}: validation accuracy {f.val_accuracy:.4f} finalized "
-        f"({f.epochs} epochs), `edgetune export {args.study} --trial {f.trial}` uses it"
+        f"({f.epochs} epochs from learning rate {f.lr:.3g}), "
+        f"`edgetune export {args.study} --trial {f.trial}` uses it"
         for f in done
     )
     _emit(args, {"study": args.study, "finalized": [f.as_dict() for f in done]}, text)

@@ -4,9 +4,9 @@ A trial's fine-tune is short and sees a subset, so that a study can afford many 
 winner deserves more. ``finalize`` rebuilds a trial's student with its search-time weights and
 goes on with the same distillation and quantization-aware training (the trial's temperature and
 alpha, and its learning rate unless the spec's ``finalize.lr`` sets one, with a cosine schedule
-over the whole run), for ``epochs`` passes over
-every training image outside the validation subset (or the spec's ``finalize.images`` of them;
-the validation subset stays unseen). Teacher logits are computed once, in batches.
+over the whole run), for ``epochs`` passes over every training image outside the validation
+subset (or the spec's ``finalize.images`` of them; the validation subset stays unseen). Teacher
+logits are computed once, in batches.
 
 The spec's ``finalize:`` section (:class:`search.spec.FinalizeSpec`) gives the defaults; with
 it, ``search`` finalizes its best feasible trials when it ends (:func:`finalize_at_end`), and

@@ -82,8 +82,7 @@ def study_text(summary: dict[str, Any]) -> str:
         )
         + "".join(
             f"\nfinalized trial {n}: validation accuracy {f['val_accuracy_search'] or 0:.4f} in "
-            f"the search, {f['val_accuracy']:.4f} after {f['epochs']} epochs"
-            + (f" from learning rate {f['lr']:.3g}" if "lr" in f else "") + " ("
+            f"the search, {f['val_accuracy']:.4f} after {f['epochs']} epochs{_from_lr(f)} ("
             + ("export takes it" if int(n) == exported else f"`export --trial {n}` uses it")
             + ")"
             for n, f in summary.get("finalized", {}).items()
@@ -177,6 +176,11 @@ def export_text(summary: dict[str, Any], report: Any) -> str:
     )
 
 
+def _from_lr(finalized: dict[str, Any]) -> str:
+    """The learning rate a finalize started from (a record stored before it was kept has none)."""
+    return f" from learning rate {finalized['lr']:.3g}" if "lr" in finalized else ""
+
+
 def _finalized_row(summary: dict[str, Any]) -> str:
     """The table row of validation accuracy at the end of the search and after finalizing."""
     fin = summary.get("finalized")
@@ -185,7 +189,8 @@ def _finalized_row(summary: dict[str, Any]) -> str:
         return f"| validation accuracy, search (not finalized) | | {search_acc} | |\n"
     return (
         f"| validation accuracy: search, then finalized ({fin['epochs']} epochs on "
-        f"{fin['images']} images) | | {search_acc}, then {fin['val_accuracy']:.4f} | "
+        f"{fin['images']} images{_from_lr(fin)}) | | {search_acc}, "
+        f"then {fin['val_accuracy']:.4f} | "
         f"{fin['val_accuracy'] - (summary.get('accuracy_val_search') or 0.0):+.4f} |\n"
     )
 

@@ -92,3 +92,4 @@ def test_finalize_killed_resumes_and_export_uses_it(tmp_path: Path, edgetune_hom
     assert abs(summary["accuracy_onnx"] - summary["accuracy_torch"]) <= 0.01
     report = (out / "report.md").read_text()
     assert f"then {done['val_accuracy']:.4f}" in report
+    assert "images from learning rate 0.003)" in report
