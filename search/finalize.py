@@ -122,6 +122,17 @@ class _Training:
     logits: torch.Tensor
 
 
+@dataclass(frozen=True)
+class _Trained:
+    """One trial's student after :meth:`Finalizer._train`."""
+
+    student: nn.Module  # in eval mode
+    steps: int
+    seconds: float
+    val_accuracy: float
+    lr: float  # the learning rate it started at
+
+
 class Finalizer:
     """Chooses and finalizes trials of one study; the teacher, the data and the teacher's
     logits are loaded when first needed, once."""
@@ -167,12 +178,13 @@ class Finalizer:
         chosen = [choose_trial(self.study, self.spec, n) for n in trials]  # all checked first
         done = []
         for trial, record in chosen:
-            student, steps, seconds, val, lr = self._train(trial, record, epochs, "finalize")
+            trained = self._train(trial, record, epochs, "finalize")
             buf = io.BytesIO()
-            torch.save(student.state_dict(), buf)
+            torch.save(trained.student.state_dict(), buf)
             artifact = upload(self.study, f"trial-{trial.number}-finalized.pt", buf.getvalue())
-            result = Finalized(trial.number, epochs, steps, len(self.training.x),
-                               record.accuracy, val, artifact, seconds, lr)
+            result = Finalized(trial.number, epochs, trained.steps, len(self.training.x),
+                               record.accuracy, trained.val_accuracy, artifact, trained.seconds,
+                               trained.lr)
             self._record(FINALIZED, trial.number, result.as_dict())
             checkpoint_path(self.study.study_name, trial.number).unlink(missing_ok=True)
             self.log(
@@ -234,7 +246,8 @@ class Finalizer:
             if n in scores:
                 continue
             trial, record = choose_trial(self.study, self.spec, n)
-            _, _, seconds, scores[n], _ = self._train(trial, record, epochs, "shortlist")
+            trained = self._train(trial, record, epochs, "shortlist")
+            scores[n], seconds = trained.val_accuracy, trained.seconds
             self._record(SHORTLISTED, n, {"epochs": epochs, "val_accuracy": scores[n],
                                           "seconds": seconds})
             self.log(f"shortlisting trial {n}: validation accuracy {scores[n]:.4f} after "
@@ -248,10 +261,9 @@ class Finalizer:
         self.study.set_user_attr(attr, records)
 
     def _train(self, trial: optuna.trial.FrozenTrial, record: TrialRecord, epochs: int,
-               stage: str) -> tuple[nn.Module, int, float, float, float]:
+               stage: str) -> _Trained:
         """The trial's student trained ``epochs`` passes on from its search-time weights,
-        checkpointed; (student in eval mode, steps, seconds, validation accuracy, the learning
-        rate it started at)."""
+        checkpointed."""
         import torch
 
         from search.console import StepBar
@@ -299,8 +311,8 @@ class Finalizer:
                 saved = time.perf_counter()
         bar.close()
         student.eval()
-        val = accuracy(student, t.parts["x_val"], t.parts["y_val"])
-        return student, total, time.perf_counter() - started, val, cfg.lr
+        val = accuracy(student, t.parts["x_val"], t.parts["y_val"])  # within the seconds
+        return _Trained(student, total, time.perf_counter() - started, val, cfg.lr)
 
 
 def finalize_at_end(study: optuna.Study, spec: Spec, *, log: Callable[[str], None],
