@@ -190,6 +190,7 @@ class BodyLimit:
             return
         length = _headers(scope).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._drain(receive, int(length) <= DRAIN_FACTOR * self.limit, 0)
             await self._refuse(send)
             return
         chunks: list[bytes] = []
@@ -217,9 +218,9 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _drain(self, receive: Any, more: bool, seen: int) -> None:
-        """Read and drop the rest of an oversized body, up to ``DRAIN_FACTOR`` times the limit:
-        a client still sending when the server closes gets a connection reset instead of the
-        413. Beyond that, the reset it is."""
+        """Read and drop the rest of an oversized body, declared or chunked, up to
+        ``DRAIN_FACTOR`` times the limit: a client still sending when the server closes gets a
+        connection reset instead of the 413. Beyond that, the reset it is."""
         while more and seen <= DRAIN_FACTOR * self.limit:
             message = await receive()
             if message["type"] != "http.request":

@@ -1,6 +1,7 @@
 """Attacks on a real `edgetune serve` on loopback, each refused with a clear 4xx or one-line error
 and changing nothing: runs beyond the limit queue, exports are bounded background jobs, a
-rebound Host, an oversized chunked body, an empty token file, a storage password, file modes."""
+rebound Host, an oversized body (chunked or declared), an empty token file, a storage password,
+file modes."""
 
 from __future__ import annotations
 
@@ -193,6 +194,31 @@ def test_an_oversized_chunked_body_gets_413(svc: Secured, edgetune_home: Path) -
     assert res.status_code == 413 and "bytes" in res.json()["detail"]
     assert "chunky" not in svc.states()
     assert not (svc.runs_dir(edgetune_home) / "specs" / "chunky.json").exists()
+
+
+def test_an_oversized_declared_body_is_read_before_the_413(svc: Secured) -> None:
+    """The Content-Length alone says the body is too large, but the server reads and drops the
+    rest before it answers and closes: a client still sending would otherwise get 'connection
+    reset by peer' instead of the 413 (CI saw it once, from httpx)."""
+    body = spec_yaml("declared", 1).encode() + b"#" * (300 * 1024)
+    head = (
+        f"POST /api/studies HTTP/1.1\r\nHost: 127.0.0.1:{svc.port}\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/yaml\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", svc.port), timeout=1) as s:
+        s.sendall(head + body[:4096])
+        with pytest.raises(TimeoutError):
+            s.recv(1)  # no answer while the client is still sending
+        s.settimeout(30)
+        s.sendall(body[4096:])
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    status, _, rest = reply.partition(b"\r\n")
+    assert status == b"HTTP/1.1 413 Request Entity Too Large", reply[:200]
+    assert b"bytes" in rest.partition(b"\r\n\r\n")[2]
+    assert "declared" not in svc.states()
 
 
 def test_dashboard_login_sets_an_httponly_strict_path_scoped_cookie(svc: Secured) -> None:
