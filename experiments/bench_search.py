@@ -15,9 +15,9 @@ For each run (a built-in Fashion-MNIST workload and a seed), on the ``host`` tar
   the cost model predicts within the budgets, one trial's fine-tune and the same finalize.
 
 Every trained feasible trial of each study is exported (search-time weights), and each
-finalized trial too (the spec's ``finalize.top`` best by search-time validation accuracy); a
-method's winner is its finalized model with the best validation accuracy, as ``export`` takes
-it. All of a run's models and the teacher are measured in one interleaved onnxruntime run
+finalized trial too (as the spec's ``finalize:`` chooses them: its shortlist's best by
+validation accuracy and its ``fastest``); a method's winner is its finalized model with the best
+validation accuracy, as ``export`` takes it. All of a run's models and the teacher are measured in one interleaved onnxruntime run
 (batch 1, one thread) and scored on the whole test set. The hypervolume of a method is over
 (test accuracy, measured latency), reference point (0, the teacher's measured latency),
 divided by that latency. The test set decides nothing: the studies choose, stop and

@@ -136,6 +136,15 @@ class Budgets:
         factor = min(factor, 1.0 + most)
         return replace(self, latency_share=self.latency_share / factor) if factor > 1 else self
 
+    def latency_times(self, factor: float) -> Budgets:
+        """These budgets with the latency budget (and its share) ``factor`` times as large;
+        these budgets as they are when latency has no budget."""
+        if "latency_ms" not in self.limits:
+            return self
+        limits = {**self.limits, "latency_ms": self.limits["latency_ms"] * factor}
+        share = self.latency_share * factor if self.latency_share else None
+        return replace(self, limits=limits, latency_share=share)
+
     def underestimate(self, predicted: Mapping[str, float],
                       measured: Mapping[str, Any]) -> float | None:
         """A measured candidate's latency ratio over its predicted one (what :meth:`screening`

@@ -18,6 +18,7 @@ from search.lifecycle import Prepared
 from search.record import TrialRecord, scored_costs, set_reason
 from search.refit import Refit
 from search.sampling import FeasibleSampler
+from search.seeding import SEED
 from search.trial import Screened, TrialOutcome, TrialTask, repaired_neighbour, screen
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ class Driver:
     # -- callbacks from the executor -------------------------------------------------------
     def on_progress(self, number: int, step: int, accuracy: float) -> bool:
         trial = self.running.get(number)
-        if trial is None or self.spec.multi_objective:
+        if trial is None or self.spec.multi_objective or trial.user_attrs.get(SEED):
             return True
         trial.report(accuracy, step)
         return not trial.should_prune()
@@ -416,7 +417,8 @@ class Driver:
         for number, trial in list(self.running.items()):
             set_reason(trial, "interrupted before it ended; enqueued again")
             self.study.tell(trial, state=TrialState.FAIL)
-            self.study.enqueue_trial(dict(trial.params))
+            seed = {SEED: True} if trial.user_attrs.get(SEED) else None
+            self.study.enqueue_trial(dict(trial.params), user_attrs=seed)
             del self.running[number]
             self.heartbeat.remove(number)
 

@@ -13,8 +13,9 @@ it, ``search`` finalizes its best feasible trials when it ends (:func:`finalize_
 ``export`` takes the one finalized to the best validation accuracy. The search's fine-tunes are
 too short to rank its students for a long training (underfit, a smaller one can lead), so with
 ``finalize.shortlist`` the best few by search-time accuracy are first trained a few passes
-each, and the best of them by that validation accuracy are finalized
-(:meth:`Finalizer.choose`).
+each, and the best of them by that validation accuracy are finalized; with
+``finalize.fastest``, the fastest trials too, so the front's fast end is finalized as well as
+its most accurate point (:meth:`Finalizer.choose`).
 
 Progress is checkpointed (student, optimizer, schedule and step) to
 ``<artifacts>/finalize/<study>-trial<N>.pt`` (``-shortlist.pt`` for a shortlist's run) every
@@ -104,6 +105,17 @@ def finalize_choice(
     return best
 
 
+def fastest_trials(study: optuna.Study, n: int, *, exclude: list[int]) -> list[int]:
+    """The ``n`` complete feasible trials of least latency (measured where it was), but
+    ``exclude``: the fast end of the front of accuracy against latency."""
+    from search.study import rows
+
+    fast = sorted((r for r in rows(study) if r.status == "complete" and r.feasible
+                   and r.trial not in exclude),
+                  key=lambda r: (r.costs.get("latency_ms", float("inf")), -(r.accuracy or 0.0)))
+    return [r.trial for r in fast[:n]]
+
+
 def checkpoint_path(study_name: str, trial: int, stage: str = "finalize") -> Path:
     from search.artifacts import artifact_dir
 
@@ -146,23 +158,26 @@ class Finalizer:
 
     def choose(self, trials: list[int] | None = None, top: int | None = None) -> list[int]:
         """``trials`` when given, else the ``top`` best feasible trials (default: the spec's
-        ``finalize.top``). With ``finalize.shortlist`` above ``top``, that many are taken by
-        search-time accuracy, each trained ``finalize.shortlist_epochs`` passes from its
-        search-time weights, and the ``top`` best by that validation accuracy are chosen:
-        successive halving with the fine-tune as the resource, as the search's short
-        fine-tunes rank underfit students."""
+        ``finalize.top``) and the spec's ``finalize.fastest``. With ``finalize.shortlist`` above
+        ``top``, that many are taken by search-time accuracy, each trained
+        ``finalize.shortlist_epochs`` passes from its search-time weights, and the ``top`` best
+        by that validation accuracy are chosen: successive halving with the fine-tune as the
+        resource, as the search's short fine-tunes rank underfit students."""
         if trials:
             return list(dict.fromkeys(trials))
         top = self.settings.top if top is None else top
-        best = finalize_choice(self.study, self.spec, None, max(top, self.settings.shortlist))
-        if len(best) <= top:
-            return best
-        scores = self._shortlist(best)
-        chosen = sorted(best, key=lambda n: -scores[n])[:top]  # stable: search order on ties
-        self.log("shortlist: " + ", ".join(f"trial {n} {scores[n]:.4f}" for n in best)
-                 + f" after {self.settings.shortlist_epochs} epochs; finalizing "
-                 + ", ".join(f"trial {n}" for n in chosen))
-        return chosen
+        chosen = best = finalize_choice(self.study, self.spec, None,
+                                        max(top, self.settings.shortlist))
+        if len(best) > top:
+            scores = self._shortlist(best)
+            chosen = sorted(best, key=lambda n: -scores[n])[:top]  # stable: search order on ties
+            self.log("shortlist: " + ", ".join(f"trial {n} {scores[n]:.4f}" for n in best)
+                     + f" after {self.settings.shortlist_epochs} epochs; finalizing "
+                     + ", ".join(f"trial {n}" for n in chosen))
+        fast = fastest_trials(self.study, self.settings.fastest, exclude=chosen)
+        if fast:
+            self.log("finalizing the fastest too: " + ", ".join(f"trial {n}" for n in fast))
+        return chosen + fast
 
     def run(self, trials: list[int], epochs: int | None = None) -> list[Finalized]:
         """Finalize each of ``trials`` (complete trials with stored weights) for ``epochs``

@@ -169,7 +169,7 @@ def start_study(
     sensitivity (on ``executor``'s workers when given) if the study uses it, enqueue feasible
     seeds."""
     from search import study as studies
-    from search.seeding import feasible_seeds
+    from search.seeding import SEED, feasible_seeds
 
     studies.require_new(studies.storage_for(storage), storage, name)  # before loading anything
     prepared = prepare(spec, log, objects)
@@ -193,7 +193,7 @@ def start_study(
     if sensitivity is not None:
         store_sensitivity(study, sensitivity)
     for params in seeds:
-        study.enqueue_trial(params)
+        study.enqueue_trial(params, user_attrs={SEED: True})
     log(f"study {name!r} in {storage}: {len(seeds)} feasible seed candidates enqueued")
     return study, prepared
 

@@ -6,8 +6,11 @@ They are spread over the ways of meeting the budgets, so that the sampler learns
    budget it saves (:func:`search.repair.repair_pruning`), bits repaired at each step;
 2. the least uniform pruning ratio whose repaired bits fit, with the pruning the budgets do not
    need given back where it costs the most accuracy (:func:`search.repair.give_back`);
-3. pruning where it saves the most budget, whatever its sensitivity;
-4. then the next uniform ratios up.
+3. the first, held to :data:`FAST_LATENCY` of the latency budget: a faster candidate, so that
+   the trained candidates (and the front) reach below the budget, where a student pruned
+   further loses little once it is finalized;
+4. pruning where it saves the most budget, whatever its sensitivity;
+5. then the next uniform ratios up.
 
 The bits of each are those the repair (:mod:`search.repair`) finds to fit the budgets at the
 least expected accuracy cost. So a study starts with candidates that fit, and even a short
@@ -29,6 +32,12 @@ if TYPE_CHECKING:
     from search.spec import Spec
     from spaces.joint import JointSpace
     from targets.base import Target
+
+FAST_LATENCY = 0.6
+"""The share of the latency budget the fast seed is held to."""
+SEED = "feasible_seed"
+"""The user attribute that marks a trial enqueued as a feasible seed: the trial stopper lets it
+train to the end, or the seeds' spread would be lost to a median set by the most accurate."""
 
 
 def feasible_seeds(
@@ -75,6 +84,9 @@ def feasible_seeds(
                               sensitivity=sensitivity, loss=pruning_loss(sensitivity))
             add(params if given in seeds else given, True)  # where the first seed is: as is
             break
+    if len(seeds) < n and budgets.latency_times(FAST_LATENCY) != budgets:
+        add(*repair_pruning(space, teacher, unpruned, target, budgets.latency_times(FAST_LATENCY),
+                            sensitivity=sensitivity, table=table))
     if len(seeds) < n and space.pruning is not None:
         add(*repair_pruning(space, teacher, unpruned, target, budgets, sensitivity=sensitivity,
                             weigh_loss=False, table=table))

@@ -224,6 +224,9 @@ class FinalizeSpec(_Frozen):
     """Above ``top``: this many of the best by search-time accuracy are trained
     ``shortlist_epochs`` passes first, and the ``top`` best of them by that are finalized."""
     shortlist_epochs: int = Field(default=1, ge=1)
+    fastest: int = Field(default=0, ge=0)
+    """Beside those: this many of the fastest complete feasible trials, the fast end of the
+    front, so that it holds a point well below the budget as well as the most accurate."""
     lr: float | None = Field(default=None, gt=0, le=1)
     """The learning rate the finalize and the shortlist start their cosine schedule at: None,
     each trial's own ``kd.lr``, which the search chose for its short fine-tune; a long run

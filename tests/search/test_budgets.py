@@ -116,6 +116,20 @@ def test_relative_latency_on_a_measured_device_is_a_ratio_to_the_teacher() -> No
     assert not absolute.feasible({"latency_ms": 0.25, "latency_ratio": 0.1}, accuracy=None)
 
 
+def test_latency_times_scales_the_latency_budget_and_its_share_only() -> None:
+    budgets = Budgets.resolve(parse_spec(SPEC).constraints, TEACHER, measured={"latency_ms": 0.3})
+    fast = budgets.latency_times(0.6)
+    assert fast.limits == pytest.approx({"latency_ms": 0.09, "size_kb": 40.0})
+    assert fast.latency_share == pytest.approx(0.3)
+    # 40% of the teacher's predicted latency: within the 50% budget, over the fast one's 30%
+    assert budgets.feasible({"latency_ms": 0.16, "size_kb": 10.0}, accuracy=None)
+    assert fast.broken({"latency_ms": 0.16, "size_kb": 10.0}) == {
+        "latency_ms": pytest.approx(1 / 3)}
+    no_latency = {**SPEC, "constraints": {"size_kb": 40}}
+    sized = Budgets.resolve(parse_spec(no_latency).constraints, TEACHER)
+    assert sized.latency_times(0.6) is sized
+
+
 def test_proposals_are_screened_below_the_share_by_the_models_underestimates() -> None:
     constraints = parse_spec(SPEC).constraints  # latency_ms: 50%
     budgets = Budgets.resolve(constraints, TEACHER, measured={"latency_ms": 0.3})

@@ -14,6 +14,7 @@ from search.driver import Driver, trained_count
 from search.executors import InProcessExecutor
 from search.lifecycle import Prepared
 from search.record import TrialRecord
+from search.seeding import SEED
 from search.spec import parse_spec
 from search.study import directions, rows, stopper_for
 from search.trial import TrialContext, TrialOutcome, TrialTask, screen
@@ -66,6 +67,23 @@ def test_median_stopper_stops_a_trial_below_the_median() -> None:
     driver.running = {good.number: good, bad.number: bad}
     assert driver.on_progress(good.number, 50, 0.95) is True
     assert driver.on_progress(bad.number, 50, 0.30) is False
+
+
+def test_a_feasible_seed_is_never_stopped() -> None:
+    """A seed trains to the end however far below the median it starts (a fast seed learns
+    slowly), and keeps its mark when an interruption enqueues it again."""
+    driver, study = make_driver()
+    for acc in (0.90, 0.91, 0.92, 0.89):
+        t = study.ask()
+        t.report(acc, 50)
+        study.tell(t, acc)
+    study.enqueue_trial({}, user_attrs={SEED: True})
+    seed, other = study.ask(), study.ask()
+    driver.running = {seed.number: seed, other.number: other}
+    assert driver.on_progress(seed.number, 50, 0.30) is True
+    assert driver.on_progress(other.number, 50, 0.30) is False
+    driver._fail_running()
+    assert study.ask().user_attrs == {SEED: True}
 
 
 def test_tell_records_feasibility_reason_and_constraints() -> None:

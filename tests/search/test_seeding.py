@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from search.budgets import Budgets
 from search.repair import repair_bits, repair_pruning
-from search.seeding import feasible_seeds
+from search.seeding import FAST_LATENCY, feasible_seeds
 from search.sensitivity import Sensitivity
 from search.trial import TrialContext
 from spaces.student import student_architecture
@@ -23,6 +23,16 @@ def test_seeds_are_feasible_and_distinct(context: TrialContext) -> None:
     assert len({tuple(sorted(s.items())) for s in seeds}) == len(seeds)
     for params in seeds:
         assert context.budgets.broken(_costs(context, params)) == {}
+
+
+def test_one_seed_is_held_well_below_the_latency_budget(context: TrialContext) -> None:
+    """The seeds spread along latency: of the first two, one is at the budget's edge and one
+    is predicted within :data:`FAST_LATENCY` of it (here the uniform seeds would not be)."""
+    teacher, space = context.teacher_and_space()
+    budgets = context.budgets
+    fast = budgets.latency_times(FAST_LATENCY)
+    seeds = feasible_seeds(space, teacher, context.spec, context.target, budgets, 2)
+    assert [fast.broken(_costs(context, s)) == {} for s in seeds] == [False, True]
 
 
 def _latency_needs_pruning(context: TrialContext) -> tuple[Budgets, str, Sensitivity]:
@@ -71,7 +81,7 @@ def test_pruning_repair_prunes_where_the_sensitivity_says_it_is_cheap(
     blind, ok = repair_pruning(space, teacher, start, context.target, budgets,
                                sensitivity=sens, weigh_loss=False)
     assert ok
-    seeds = feasible_seeds(space, teacher, context.spec, context.target, budgets, 3,
+    seeds = feasible_seeds(space, teacher, context.spec, context.target, budgets, 4,
                            sensitivity=sens)
     assert seeds[0] == params and blind in seeds
 
