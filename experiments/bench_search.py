@@ -17,12 +17,12 @@ For each run (a built-in Fashion-MNIST workload and a seed), on the ``host`` tar
 Every trained feasible trial of each study is exported (search-time weights), and each
 finalized trial too (as the spec's ``finalize:`` chooses them: its shortlist's best by
 validation accuracy and its ``fastest``); a method's winner is its finalized model with the best
-validation accuracy, as ``export`` takes it. All of a run's models and the teacher are measured in one interleaved onnxruntime run
-(batch 1, one thread) and scored on the whole test set. The hypervolume of a method is over
-(test accuracy, measured latency), reference point (0, the teacher's measured latency),
-divided by that latency. The test set decides nothing: the studies choose, stop and
-finalize on the validation split. Prints and writes ``experiments/results/bench_search_<label>
-.{json,md,png}`` after every run, with the CPU.
+validation accuracy, as ``export`` takes it. All of a run's models and the teacher are measured
+in one interleaved onnxruntime run (batch 1, one thread) and scored on the whole test set. The
+hypervolume of a method is over (test accuracy, measured latency), reference point (0, the
+teacher's measured latency), divided by that latency. The test set decides nothing: the studies
+choose, stop and finalize on the validation split. Prints and writes
+``experiments/results/bench_search_<label>.{json,md,png}`` after every run, with the CPU.
 """
 
 from __future__ import annotations

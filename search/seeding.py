@@ -84,9 +84,10 @@ def feasible_seeds(
                               sensitivity=sensitivity, loss=pruning_loss(sensitivity))
             add(params if given in seeds else given, True)  # where the first seed is: as is
             break
-    if len(seeds) < n and budgets.latency_times(FAST_LATENCY) != budgets:
-        add(*repair_pruning(space, teacher, unpruned, target, budgets.latency_times(FAST_LATENCY),
-                            sensitivity=sensitivity, table=table))
+    fast = budgets.latency_times(FAST_LATENCY)
+    if len(seeds) < n and fast != budgets:
+        add(*repair_pruning(space, teacher, unpruned, target, fast, sensitivity=sensitivity,
+                            table=table))
     if len(seeds) < n and space.pruning is not None:
         add(*repair_pruning(space, teacher, unpruned, target, budgets, sensitivity=sensitivity,
                             weigh_loss=False, table=table))
