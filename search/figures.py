@@ -30,6 +30,7 @@ POLICY_PNG = "policy.png"
 SENSITIVITY_PNG = "sensitivity.png"
 DPI = 120
 FEASIBLE, INFEASIBLE, FRONT_LINE, PEER = "tab:blue", "tab:red", "navy", "tab:green"
+FINALIZED = "tab:purple"
 FLOAT_BITS = 32
 BITS_SERIES = (("weights", "tab:blue"), ("activations", "tab:orange"))
 STAR: dict[str, Any] = dict(marker="*", s=260, color="gold", edgecolors="black", zorder=4)
@@ -113,6 +114,7 @@ def plot_front(
     min_accuracy: float | None = None,
     peers: Mapping[str, tuple[float, float]] | None = None,
     chosen: int | None = None,
+    finalized: Mapping[int, float] | None = None,
 ) -> Figure:
     """Draw validation accuracy against latency into ``path`` (PNG) and return the figure.
 
@@ -120,7 +122,9 @@ def plot_front(
     red ones were trained but missed one. The feasible trials' front is a step line, the region
     within the latency budget and above ``min_accuracy`` is shaded, the ``teacher`` (its
     ``accuracy`` and ``latency_ms``) is a star, trial ``chosen`` is ringed, and each of
-    ``peers`` (name -> (latency_ms, accuracy)) is a labelled diamond."""
+    ``peers`` (name -> (latency_ms, accuracy)) is a labelled diamond. Each trial in
+    ``finalized`` (number -> its finalized validation accuracy) is a square there too, joined to
+    its search-time point, and the ring is on the square."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -150,10 +154,18 @@ def plot_front(
         how = "measured" if "latency_ms_predicted" in teacher else "predicted"
         xy = (teacher["latency_ms"], teacher["accuracy"])
         handles.append(ax.scatter(*xy, **STAR, label=f"teacher (latency {how})"))
+    finalized = finalized or {}
+    done = [p for p in points if p.number in finalized]
+    for p in done:
+        ax.plot([p.latency_ms] * 2, [p.accuracy, finalized[p.number]], color=FINALIZED, ls=":")
+    if done:
+        x, y = [p.latency_ms for p in done], [finalized[p.number] for p in done]
+        label = f"finalized ({len(done)}): trained longer"
+        handles.append(ax.scatter(x, y, marker="s", s=45, color=FINALIZED, zorder=4, label=label))
     for p in points:
         if p.number == chosen:
-            handles.append(ax.scatter(*_xy([p]), **RING, label=f"trial {p.number}, exported"))
-            xy = (p.latency_ms, p.accuracy)
+            xy = (p.latency_ms, finalized.get(p.number, p.accuracy))
+            handles.append(ax.scatter(*xy, **RING, label=f"trial {p.number}, exported"))
             ax.annotate(f"trial {p.number}", xy, xytext=(10, -14), textcoords="offset points")
     for name, xy in sorted((peers or {}).items()):
         ax.scatter(*xy, marker="D", s=40, color=PEER, zorder=4)
@@ -287,10 +299,13 @@ def write_figures(
     teacher_channels: Mapping[str, int] | None = None,
     sensitivity: Mapping[str, float] | None = None,
 ) -> dict[str, str]:
-    """Write ``front.png`` (the study's trained trials, accuracy against latency, with trial
-    ``trial`` ringed) and ``policy.png`` (trial ``trial``'s per-layer policy, beside
-    ``teacher_channels`` and each layer's measured ``sensitivity`` when given) into ``out``; return their file names relative to ``out``,
-    by figure."""
+    """Write ``front.png`` (the study's trained trials, accuracy against latency, the finalized
+    ones at their finalized accuracy too, with trial ``trial`` ringed) and ``policy.png`` (trial
+    ``trial``'s per-layer policy, beside ``teacher_channels`` and each layer's measured
+    ``sensitivity`` when given) into ``out``; return their file names relative to ``out``, by
+    figure."""
+    from search.finalize import finalized_records
+
     record = StudyRecord.read(study) or StudyRecord({})
     teacher, drop = record.teacher, spec.constraints.max_accuracy_drop
     floor = teacher["accuracy"] - drop if drop is not None and "accuracy" in teacher else None
@@ -304,6 +319,7 @@ def write_figures(
         min_accuracy=floor,
         peers=peers,
         chosen=trial,
+        finalized={n: float(f["val_accuracy"]) for n, f in finalized_records(study).items()},
     )
     frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == trial), None)
     trial_record = TrialRecord.read(frozen) if frozen is not None else None

@@ -19,6 +19,7 @@ from search.figures import (
     plot_sensitivity,
     write_figures,
 )
+from search.finalize import FINALIZED
 from search.record import TrialRecord
 from search.spec import Spec, parse_spec
 from tests.conftest import TEACHER
@@ -182,6 +183,23 @@ def test_the_front_figure_marks_what_it_shows(tmp_path: Path) -> None:
         assert expected in texts
     assert "ms" in fig.axes[0].get_xlabel() and "accuracy" in fig.axes[0].get_ylabel()
     assert fig.axes[0].get_xlim()[0] == 0.0
+
+
+def test_finalized_trials_are_drawn_at_their_finalized_accuracy(tmp_path: Path) -> None:
+    """The finalize moves a trial up: a square at its finalized accuracy, and the exported
+    trial's ring there; the export's figure reads them from the study."""
+    study = _study(tmp_path, RECORDS)
+    points = front_points(study)
+    fig = plot_front(points, path=tmp_path / "front.png", title="t", chosen=3,
+                     finalized={3: 0.94, 7: 0.91})
+    assert "finalized (2): trained longer" in _texts(fig)
+    [ring] = [c for c in fig.axes[0].collections if c.get_label() == "trial 3, exported"]
+    assert np.asarray(ring.get_offsets()).tolist() == [[0.13, 0.94]]  # trial 3, measured
+    write_figures(study, _spec(), tmp_path / "a", trial=3)
+    study.set_user_attr(FINALIZED, {"3": {"val_accuracy": 0.94, "epochs": 2}})
+    write_figures(study, _spec(), tmp_path / "b", trial=3)
+    before, after = ((tmp_path / d / "front.png").read_bytes() for d in "ab")
+    assert before != after
 
 
 def test_a_study_without_trained_trials_still_gets_its_figures(tmp_path: Path) -> None:
