@@ -20,7 +20,9 @@ validation accuracy and its ``fastest``); a method's winner is its finalized mod
 validation accuracy, as ``export`` takes it. All of a run's models and the teacher are measured
 in one interleaved onnxruntime run (batch 1, one thread) and scored on the whole test set. The
 hypervolume of a method is over (test accuracy, measured latency), reference point (0, the
-teacher's measured latency), divided by that latency. The test set decides nothing: the studies
+teacher's measured latency), divided by that latency. Its ceiling, for any method, is the best
+test accuracy of the run at the latency of the space's fastest student (pruned uniformly by the
+space's largest ratio, fp32 and 8-bit, untrained, measured in the same run). The test set decides nothing: the studies
 choose, stop and finalize on the validation split. Prints and writes
 ``experiments/results/bench_search_<label>.{json,md,png}`` after every run, with the CPU.
 """
@@ -52,6 +54,10 @@ HYPERBAND = "edgetune, hyperband"
 """With ``--hyperband``: edgetune's spec with Optuna's Hyperband as its trial stopper (the spec's
 is the median stopper)."""
 INT8 = "onnxruntime int8"
+FASTEST = "fastest student"
+"""The space's fastest students, untrained: pruned uniformly by the space's largest ratio, fp32
+and 8-bit. No trained model of the space can be much faster, so they bound every method's
+hypervolume: see :func:`ceiling`."""
 
 
 @dataclass
@@ -197,17 +203,21 @@ def study_points(method: str, storage: str, name: str) -> list[tuple[Point, byte
 
 
 def baselines(spec: Spec, work: Path) -> list[tuple[Point, bytes]]:
-    """The teacher (fp32) and onnxruntime's static int8 quantization of it."""
+    """The teacher (fp32), onnxruntime's static int8 quantization of it, and the space's
+    fastest students (:data:`FASTEST`)."""
     import onnx
 
     from experiments.bench_util import ort_int8_static
     from search.export import onnx_accuracy
     from search.onnx_export import packed_size_bytes, to_onnx
+    from search.trial import space_for
     from search.workloads import load_data, load_teacher, split
+    from spaces.student import build_student
 
     teacher = load_teacher(spec)
     data = load_data(spec.data, spec.model)
-    calib = split(data, spec.data, spec.search.seed)["x_calib"].numpy()
+    x_calib = split(data, spec.data, spec.search.seed)["x_calib"]
+    calib = x_calib.numpy()
     x_test = data.normalize(data.x_test)
     fp32 = work / "teacher.onnx"
     fp32.write_bytes(to_onnx(teacher, tuple(spec.model.input_shape)).SerializeToString())
@@ -219,7 +229,29 @@ def baselines(spec: Spec, work: Path) -> list[tuple[Point, bytes]]:
         acc = onnx_accuracy(onnx.load(str(path)), x_test, data.y_test)
         out.append((Point(method, method, False, None, acc, size_kb_packed=size),
                     path.read_bytes()))
+    space = space_for(spec, teacher)
+    ratio = max(space.pruning.grid) if space.pruning else 0.0
+    q = spec.space.quantization
+    eight = q is not None and 8 in q.weight_bits and 8 in q.activation_bits
+    for bits in ((32, 32), (8, 8)) if eight else ((32, 32),):
+        student = build_student(teacher, space.uniform_params(ratio, *bits), space,
+                                calib=x_calib, reduce_range=False).model
+        assert student is not None
+        model = to_onnx(student, tuple(spec.model.input_shape))
+        out.append((Point(FASTEST, f"uniform {ratio:.0%} pruned, {bits[0]}-bit, untrained", False,
+                          None, onnx_accuracy(model, x_test, data.y_test),
+                          size_kb_packed=packed_size_bytes(student) / 1024),
+                    model.SerializeToString()))
     return out
+
+
+def ceiling(points: list[Point]) -> dict[str, float]:
+    """The most hypervolume any method of the run could have: the best test accuracy of any
+    model of the run, at the latency of the space's fastest student (:data:`FASTEST`), over the
+    teacher's."""
+    floor = min(p.latency_ratio for p in points if p.method == FASTEST)
+    best = max(p.test_accuracy for p in points if p.method != FASTEST)
+    return {"latency_ratio": floor, "accuracy": best, "hypervolume": best * (1 - floor)}
 
 
 def measure_points(models: list[tuple[Point, bytes]]) -> list[Point]:
@@ -283,6 +315,7 @@ def bench_run(spec_path: Path, seed: int, args: argparse.Namespace,
     return {
         "workload": spec.model.name,
         "seed": seed,
+        "ceiling": ceiling(points),
         "budgets": {"latency": raw["constraints"]["latency_ms"],
                     "size": raw["constraints"]["size_kb"]},
         "finalize_epochs": spec.finalize.epochs if spec.finalize else None,
@@ -309,11 +342,14 @@ def verdicts(runs: list[dict[str, Any]]) -> dict[str, Any]:
             (w := r["methods"]["edgetune"]["winner"]) is not None and w["test_accuracy"] >= 0.905
             and w["latency_ratio"] <= 0.5 and w["size_ratio"] <= 0.125 for r in mine
         ]
+        top = sum(r["ceiling"]["hypervolume"] for r in mine) / len(mine)
         out[workload] = {
             "runs": len(mine),
             "mean_hypervolume": hv,
             "hypervolume_edgetune_over_random": hv["edgetune"] / hv["random search"]
             if hv["random search"] else math.inf,
+            "mean_hypervolume_ceiling": top,
+            "ceiling_over_random": top / hv["random search"] if hv["random search"] else math.inf,
             "edgetune_point_beats_int8": beats,
             "goal_point_met": goal if workload == "resnet8" else None,
         }
@@ -335,13 +371,18 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for run in result["runs"]:
         teacher = next(p for p in run["points"] if p["method"] == "teacher")
+        top = run["ceiling"]
         lines += [
             f"## {run['workload']}, seed {run['seed']} (latency {run['budgets']['latency']}, "
             f"size {run['budgets']['size']} of the teacher; {run['trials']} trials, finalize "
             f"{run['finalize_epochs']} epochs)",
             "",
             f"Teacher: test accuracy {teacher['test_accuracy']:.4f}, "
-            f"{teacher['latency_ms']:.4f} ms, packed {teacher['size_kb_packed']:.1f} KiB.",
+            f"{teacher['latency_ms']:.4f} ms, packed {teacher['size_kb_packed']:.1f} KiB. "
+            f"The space's fastest student ({FASTEST}) measured {top['latency_ratio']:.3f}× "
+            f"the teacher's latency, so no method's hypervolume can much exceed "
+            f"{top['hypervolume']:.4f} (the best test accuracy here, {top['accuracy']:.4f}, "
+            "at that latency).",
             "",
             "| method | winner | val acc | test acc (95%) | latency x teacher | packed size x "
             "teacher | hypervolume | time to result | ruled out 1st / 2nd half | draws over "
@@ -375,7 +416,9 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"- {workload} ({v['runs']} runs): mean hypervolume edgetune {hv['edgetune']:.4f}, "
             f"random search {hv['random search']:.4f} "
-            f"(**{v['hypervolume_edgetune_over_random']:.2f}×**, target ≥ 1.2×), uniform "
+            f"(**{v['hypervolume_edgetune_over_random']:.2f}×**, target ≥ 1.2×; the ceiling "
+            f"{v['mean_hypervolume_ceiling']:.4f} is {v['ceiling_over_random']:.2f}× random "
+            f"search's), uniform "
             f"pruning {hv['uniform pruning']:.4f}, onnxruntime int8 {hv[INT8]:.4f}; a point of "
             f"edgetune's beats onnxruntime int8 (accuracy ≥ its − 0.01, latency ≤ 0.8×) in "
             f"{sum(v['edgetune_point_beats_int8'])} of {v['runs']} runs"

@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 
 from experiments.bench_search import (
+    FASTEST,
     HYPERBAND,
     SPECS,
     Point,
     arm_spec,
+    ceiling,
     choose_winner,
     hypervolume,
     verdicts,
@@ -68,6 +70,20 @@ def test_the_winner_is_the_finalized_model_best_on_validation_as_export_takes_it
     assert choose_winner([]) is None
 
 
+def test_the_ceiling_is_the_best_accuracy_at_the_fastest_students_latency() -> None:
+    def point(method: str, acc: float, ratio: float) -> Point:
+        return Point(method, method, False, None, acc, latency_ratio=ratio)
+
+    points = [point("teacher", 0.917, 1.0), point("edgetune", 0.921, 0.45),
+              point("random search", 0.90, 0.25),  # faster than the fastest: no matter
+              point(FASTEST, 0.35, 0.30), point(FASTEST, 0.99, 0.55)]  # untrained: no accuracy
+    top = ceiling(points)
+    assert top["latency_ratio"] == 0.30 and top["accuracy"] == 0.921
+    assert top["hypervolume"] == pytest.approx(0.921 * 0.70)
+    # it bounds the hypervolume of any method's points within it
+    assert hypervolume([(0.921, 0.30), (0.90, 0.45)], 1.0) <= top["hypervolume"] + 1e-12
+
+
 def _run(edgetune: list[tuple[float, float, bool]],
          int8: tuple[float, float]) -> dict[str, Any]:
     points = [{"method": "edgetune", "test_accuracy": a, "latency_ms": lat, "finalized": f}
@@ -79,7 +95,8 @@ def _run(edgetune: list[tuple[float, float, bool]],
         **winner, "latency_ratio": winner["latency_ms"], "size_ratio": 0.1}}
     methods["onnxruntime int8"] = {"hypervolume": 0.1, "winner": {
         "test_accuracy": int8[0], "latency_ms": int8[1]}}
-    return {"workload": "resnet8", "methods": methods, "points": points}
+    return {"workload": "resnet8", "methods": methods, "points": points,
+            "ceiling": {"hypervolume": 0.5}}
 
 
 def test_the_verdicts_follow_the_issue_targets() -> None:
@@ -90,6 +107,7 @@ def test_the_verdicts_follow_the_issue_targets() -> None:
     v = verdicts(runs)["resnet8"]
     assert v["runs"] == 2
     assert v["hypervolume_edgetune_over_random"] == pytest.approx(1.5)
+    assert v["ceiling_over_random"] == pytest.approx(2.5)  # 0.5 / 0.2
     assert v["edgetune_point_beats_int8"] == [True, False]
     assert v["goal_point_met"] == [True, False]
 
