@@ -379,8 +379,9 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             f"Teacher: test accuracy {teacher['test_accuracy']:.4f}, "
             f"{teacher['latency_ms']:.4f} ms, packed {teacher['size_kb_packed']:.1f} KiB. "
-            f"The space's fastest student ({FASTEST}) measured {top['latency_ratio']:.3f}× "
-            f"the teacher's latency, so no method's hypervolume can much exceed "
+            "The space's fastest student (every layer pruned by its largest ratio, fp32 or 8-bit) "
+            f"measured {top['latency_ratio']:.3f}× the teacher's latency, so no method's "
+            "hypervolume can much exceed "
             f"{top['hypervolume']:.4f} (the best test accuracy here, {top['accuracy']:.4f}, "
             "at that latency).",
             "",
