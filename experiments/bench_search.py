@@ -22,8 +22,8 @@ in one interleaved onnxruntime run (batch 1, one thread) and scored on the whole
 hypervolume of a method is over (test accuracy, measured latency), reference point (0, the
 teacher's measured latency), divided by that latency. Its ceiling, for any method, is the best
 test accuracy of the run at the latency of the space's fastest student (pruned uniformly by the
-space's largest ratio, fp32 and 8-bit, untrained, measured in the same run). The test set decides nothing: the studies
-choose, stop and finalize on the validation split. Prints and writes
+space's largest ratio, fp32 and 8-bit, untrained, measured in the same run). The test set
+decides nothing: the studies choose, stop and finalize on the validation split. Prints and writes
 ``experiments/results/bench_search_<label>.{json,md,png}`` after every run, with the CPU.
 """
 
