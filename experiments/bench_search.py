@@ -20,11 +20,9 @@ validation accuracy and its ``fastest``); a method's winner is its finalized mod
 validation accuracy, as ``export`` takes it. All of a run's models and the teacher are measured
 in one interleaved onnxruntime run (batch 1, one thread) and scored on the whole test set. The
 hypervolume of a method is over (test accuracy, measured latency), reference point (0, the
-teacher's measured latency), divided by that latency. Its ceiling, for any method, is the best
-test accuracy of the run at the latency of the space's fastest student (pruned uniformly by the
-space's largest ratio, fp32 and 8-bit, untrained, measured in the same run). The test set
-decides nothing: the studies choose, stop and finalize on the validation split. Prints and writes
-``experiments/results/bench_search_<label>.{json,md,png}`` after every run, with the CPU.
+teacher's measured latency), divided by that latency; its ceiling is ``bench_util.ceiling``'s.
+The test set decides nothing: the studies choose, stop and finalize on the validation split.
+Writes ``experiments/results/bench_search_<label>.{json,md,png}`` after every run, with the CPU.
 """
 
 from __future__ import annotations
@@ -39,6 +37,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from experiments.bench_util import FASTEST, ceiling, fastest_students
+
 if TYPE_CHECKING:
     import optuna
 
@@ -47,17 +47,11 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "experiments" / "fashion_mnist"
 RESULTS = ROOT / "experiments" / "results"
-LATENCY = {"resnet8": "50%"}
-"""Latency budgets other than the example spec's (the issue's goal point for ResNet-8)."""
+LATENCY = {"resnet8": "50%"}  # latency budgets other than the example spec's: the goal point
 STUDIES = ("edgetune", "random search", "uniform pruning")
 HYPERBAND = "edgetune, hyperband"
-"""With ``--hyperband``: edgetune's spec with Optuna's Hyperband as its trial stopper (the spec's
-is the median stopper)."""
+"""With ``--hyperband``: edgetune's spec with Hyperband as its trial stopper (not the median)."""
 INT8 = "onnxruntime int8"
-FASTEST = "fastest student"
-"""The space's fastest students, untrained: pruned uniformly by the space's largest ratio, fp32
-and 8-bit. No trained model of the space can be much faster, so they bound every method's
-hypervolume: see :func:`ceiling`."""
 
 
 @dataclass
@@ -210,14 +204,11 @@ def baselines(spec: Spec, work: Path) -> list[tuple[Point, bytes]]:
     from experiments.bench_util import ort_int8_static
     from search.export import onnx_accuracy
     from search.onnx_export import packed_size_bytes, to_onnx
-    from search.trial import space_for
     from search.workloads import load_data, load_teacher, split
-    from spaces.student import build_student
 
     teacher = load_teacher(spec)
     data = load_data(spec.data, spec.model)
-    x_calib = split(data, spec.data, spec.search.seed)["x_calib"]
-    calib = x_calib.numpy()
+    calib = (x_calib := split(data, spec.data, spec.search.seed)["x_calib"]).numpy()
     x_test = data.normalize(data.x_test)
     fp32 = work / "teacher.onnx"
     fp32.write_bytes(to_onnx(teacher, tuple(spec.model.input_shape)).SerializeToString())
@@ -229,29 +220,10 @@ def baselines(spec: Spec, work: Path) -> list[tuple[Point, bytes]]:
         acc = onnx_accuracy(onnx.load(str(path)), x_test, data.y_test)
         out.append((Point(method, method, False, None, acc, size_kb_packed=size),
                     path.read_bytes()))
-    space = space_for(spec, teacher)
-    ratio = max(space.pruning.grid) if space.pruning else 0.0
-    q = spec.space.quantization
-    eight = q is not None and 8 in q.weight_bits and 8 in q.activation_bits
-    for bits in ((32, 32), (8, 8)) if eight else ((32, 32),):
-        student = build_student(teacher, space.uniform_params(ratio, *bits), space,
-                                calib=x_calib, reduce_range=False).model
-        assert student is not None
-        model = to_onnx(student, tuple(spec.model.input_shape))
-        out.append((Point(FASTEST, f"uniform {ratio:.0%} pruned, {bits[0]}-bit, untrained", False,
-                          None, onnx_accuracy(model, x_test, data.y_test),
-                          size_kb_packed=packed_size_bytes(student) / 1024),
-                    model.SerializeToString()))
+    for name, model, size in fastest_students(spec, teacher, x_calib):
+        out.append((Point(FASTEST, name, False, None, onnx_accuracy(model, x_test, data.y_test),
+                          size_kb_packed=size), model.SerializeToString()))
     return out
-
-
-def ceiling(points: list[Point]) -> dict[str, float]:
-    """The most hypervolume any method of the run could have: the best test accuracy of any
-    model of the run, at the latency of the space's fastest student (:data:`FASTEST`), over the
-    teacher's."""
-    floor = min(p.latency_ratio for p in points if p.method == FASTEST)
-    best = max(p.test_accuracy for p in points if p.method != FASTEST)
-    return {"latency_ratio": floor, "accuracy": best, "hypervolume": best * (1 - floor)}
 
 
 def measure_points(models: list[tuple[Point, bytes]]) -> list[Point]:
@@ -381,9 +353,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"{teacher['latency_ms']:.4f} ms, packed {teacher['size_kb_packed']:.1f} KiB. "
             "The space's fastest student (every layer pruned by its largest ratio, fp32 or 8-bit) "
             f"measured {top['latency_ratio']:.3f}× the teacher's latency, so no method's "
-            "hypervolume can much exceed "
-            f"{top['hypervolume']:.4f} (the best test accuracy here, {top['accuracy']:.4f}, "
-            "at that latency).",
+            f"hypervolume can much exceed {top['hypervolume']:.4f} (the best test accuracy here, "
+            f"{top['accuracy']:.4f}, at that latency).",
             "",
             "| method | winner | val acc | test acc (95%) | latency x teacher | packed size x "
             "teacher | hypervolume | time to result | ruled out 1st / 2nd half | draws over "
@@ -419,9 +390,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"random search {hv['random search']:.4f} "
             f"(**{v['hypervolume_edgetune_over_random']:.2f}×**, target ≥ 1.2×; the ceiling "
             f"{v['mean_hypervolume_ceiling']:.4f} is {v['ceiling_over_random']:.2f}× random "
-            f"search's), uniform "
-            f"pruning {hv['uniform pruning']:.4f}, onnxruntime int8 {hv[INT8]:.4f}; a point of "
-            f"edgetune's beats onnxruntime int8 (accuracy ≥ its − 0.01, latency ≤ 0.8×) in "
+            f"search's), uniform pruning {hv['uniform pruning']:.4f}, onnxruntime int8 "
+            f"{hv[INT8]:.4f}; a point of edgetune's beats onnxruntime int8 (accuracy ≥ its − 0.01, "
+            "latency ≤ 0.8×) in "
             f"{sum(v['edgetune_point_beats_int8'])} of {v['runs']} runs"
             + (f"; with the Hyperband stopper edgetune's hypervolume is {hv[HYPERBAND]:.4f}"
                if HYPERBAND in hv else "")

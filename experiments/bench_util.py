@@ -10,6 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+FASTEST = "fastest student"
+"""The space's fastest students, untrained: every layer pruned by the space's largest ratio, fp32
+and 8-bit. No trained model of the space can be much faster, so they bound every method's
+hypervolume: see :func:`ceiling`."""
+
 
 def edgetune(*args: str) -> tuple[dict[str, Any], float]:
     """``edgetune ARGS --json`` in a subprocess: its JSON output and its wall time in seconds."""
@@ -70,3 +75,33 @@ def copy_trial(trial: Any) -> Any:
         user_attrs={k: v for k, v in trial.user_attrs.items() if k != "artifact"},
         system_attrs={k: v for k, v in trial.system_attrs.items() if k.startswith("constraints:")},
     )
+
+
+def fastest_students(spec: Any, teacher: Any, x_calib: Any) -> list[tuple[str, Any, float]]:
+    """:data:`FASTEST` of ``spec``'s space: (name, ONNX model, packed KiB) each."""
+    from search.onnx_export import packed_size_bytes, to_onnx
+    from search.trial import space_for
+    from spaces.student import build_student
+
+    space = space_for(spec, teacher)
+    ratio = max(space.pruning.grid) if space.pruning else 0.0
+    q = spec.space.quantization
+    eight = q is not None and 8 in q.weight_bits and 8 in q.activation_bits
+    out = []
+    for bits in ((32, 32), (8, 8)) if eight else ((32, 32),):
+        student = build_student(teacher, space.uniform_params(ratio, *bits), space,
+                                calib=x_calib, reduce_range=False).model
+        assert student is not None
+        out.append((f"uniform {ratio:.0%} pruned, {bits[0]}-bit, untrained",
+                    to_onnx(student, tuple(spec.model.input_shape)),
+                    packed_size_bytes(student) / 1024))
+    return out
+
+
+def ceiling(points: list[Any]) -> dict[str, float]:
+    """The most hypervolume any method of a run could have: the best test accuracy of any model
+    of the run, at the latency of the space's fastest student (:data:`FASTEST`), over the
+    teacher's. ``points`` have ``method``, ``test_accuracy`` and ``latency_ratio``."""
+    floor = min(p.latency_ratio for p in points if p.method == FASTEST)
+    best = max(p.test_accuracy for p in points if p.method != FASTEST)
+    return {"latency_ratio": floor, "accuracy": best, "hypervolume": best * (1 - floor)}
