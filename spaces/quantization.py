@@ -75,6 +75,24 @@ def quantize_weight(weight: Tensor, qmax: int) -> tuple[Tensor, Tensor]:
     return q, scale
 
 
+class _FakeQuantize(torch.autograd.Function):
+    """``clamp(round(x / scale), lo, hi) * scale`` with the straight-through gradient of
+    :class:`ActQuant`'s form (1 where ``round(x / scale)`` is within ``[lo, hi]``, else 0), in
+    four in-place passes forward and one backward, where the same ops composed for autograd take
+    sixteen (``experiments/bench_fake_quant.py``: a fine-tune step about a quarter faster)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, scale: float, lo: int, hi: int) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.bounds = ((lo - 0.5) * scale, (hi + 0.5) * scale)
+        return torch.div(x, scale).round_().clamp_(lo, hi).mul_(scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        (x,) = ctx.saved_tensors
+        return torch.ops.aten.hardtanh_backward(grad, x, *ctx.bounds), None, None, None
+
+
 class ActQuant(nn.Module):
     """Per-tensor fake quantization of an activation: uint8 asymmetric (8) or int16 symmetric.
 
@@ -119,9 +137,9 @@ class ActQuant(nn.Module):
             self.lo = torch.minimum(self.lo, x.detach().min())
             self.hi = torch.maximum(self.hi, x.detach().max())
             return x
-        zp = self.zero_point.to(x.dtype)
-        q = torch.clamp(round_ste(x / self.scale) + zp, self.qmin, self.qmax)
-        return (q - zp) * self.scale
+        zp = int(self.zero_point)  # (q - zp) * scale, with q = clamp(round(x/scale) + zp)
+        return cast(Tensor, _FakeQuantize.apply(x, float(self.scale), self.qmin - zp,
+                                                self.qmax - zp))
 
 
 class QuantLayer(nn.Module):
