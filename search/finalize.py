@@ -284,7 +284,13 @@ class Finalizer:
         from search.console import StepBar
         from search.export import rebuild, study_reduce_range
         from search.workloads.augment import resolve_augment
-        from spaces.distillation import DistillConfig, accuracy, augmented_batch, distill_step
+        from spaces.distillation import (
+            DistillConfig,
+            accuracy,
+            augmented_batch,
+            distill_step,
+            training_layout,
+        )
 
         spec, t = self.spec, self.training
         student = rebuild(
@@ -292,6 +298,7 @@ class Finalizer:
             reduce_range=study_reduce_range(self.study, spec),
         ).model
         assert student is not None
+        training_layout(student)
         kd = record.policy.get("distillation", {})
         batch = spec.data.batch_size
         per_epoch = max(1, len(t.x) // batch)

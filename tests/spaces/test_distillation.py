@@ -14,6 +14,7 @@ from spaces.distillation import (
     distillation_loss,
     finetune,
     teacher_logits,
+    training_layout,
 )
 from spaces.errors import TrialError
 
@@ -90,3 +91,19 @@ def test_misaligned_logits_raise() -> None:
     teacher, data = _task()
     with pytest.raises(TrialError, match="align"):
         finetune(_student(), data, teacher_logits(teacher, data.x[:10]), _cfg())
+
+
+def test_training_layout_puts_conv_weights_channels_last_and_keeps_values(resnet: nn.Module) -> None:
+    x = torch.randn(4, 1, 16, 16)
+    with torch.no_grad():
+        before = resnet(x)
+    weights = {n: p.detach().clone() for n, p in resnet.named_parameters()}
+    model = training_layout(resnet)
+    assert model is resnet
+    for name, param in resnet.named_parameters():
+        assert torch.equal(param, weights[name])
+        channels_last = param.dim() == 4
+        assert param.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert any(not p.is_contiguous() for p in resnet.parameters())  # some layout really moved
+    with torch.no_grad():
+        assert torch.allclose(resnet(x), before, atol=1e-5)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cost_models.graph import Precision
-from experiments.bench_fake_quant import Composed, composed, gradient_gap
+from experiments.bench_train_step import Composed, composed, gradient_gap
 from search.workloads.models import resnet8
 from spaces.quantization import ActQuant, quantize_model, wrappers
 

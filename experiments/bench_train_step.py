@@ -1,16 +1,17 @@
-"""Fake quantization of activations in a fine-tune step: edgetune's form against the same function
-composed of torch ops for autograd, the form it replaced.
+"""A fine-tune step as edgetune trains it, against the two forms it replaced: activation fake
+quantization composed of torch ops for autograd, and weights in the default (NCHW) layout.
 
-    python -m experiments.bench_fake_quant [--steps 60] [--threads 1 2] [--label L]
+    python -m experiments.bench_train_step [--steps 60] [--threads 1 2] [--label L]
 
 For each built-in teacher's example spec (ResNet-8, MobileNetV2, DenseNet), a student of its
 space pruned by half with 8-bit weights and activations (and ResNet-8's with 16-bit activations
-too) is built twice: as edgetune trains it (:class:`spaces.quantization.ActQuant`) and with its
-activation quantizers computing the same function composed of torch ops (:class:`Composed`).
-The two must give the same loss and the same gradients on one batch. Then distillation steps of
-the two are timed, interleaved step by step, at each thread count; the median milliseconds per
-step and their ratio are printed and written to ``experiments/results/fake_quant_<label>.{json,md}``
-with the CPU.
+too) is built three times: as it was (its activation quantizers :class:`Composed`, the torch ops
+of the fake quantization composed for autograd), with :class:`spaces.quantization.ActQuant`'s
+own autograd function, and with that and :func:`spaces.distillation.training_layout`'s
+channels-last weights, as edgetune trains it. The three must give the same loss and gradients on
+one batch. Then distillation steps of the three are timed, interleaved step by step, at each
+thread count; the median milliseconds per step and the ratios to the first are printed and
+written to ``experiments/results/train_step_<label>.{json,md}`` with the CPU.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def time_steps(models: dict[str, nn.Module], x: Tensor, logits: Tensor, y: Tenso
 def main() -> None:
     from search.spec import load_spec, parse_spec, spec_to_json
     from search.workloads import load_data, load_teacher, split
-    from spaces.distillation import teacher_logits
+    from spaces.distillation import teacher_logits, training_layout
     from spaces.joint import JointSpace
     from spaces.student import build_student
     from targets.agent import device_info
@@ -121,31 +122,35 @@ def main() -> None:
         student = build_student(teacher, space.uniform_params(ratio, 8, act_bits), space,
                                 calib=parts["x_calib"], reduce_range=False).model
         assert student is not None
-        models = {"fused": student, "composed": composed(student)}
-        gap = gradient_gap(models["fused"], models["composed"], x[:64], logits[:64], y[:64])
+        models = {"composed": composed(student), "fused": student,
+                  "fused, channels-last": training_layout(copy.deepcopy(student))}
+        gap = max(gradient_gap(models["composed"], m, x[:64], logits[:64], y[:64])
+                  for m in list(models.values())[1:])
         for threads in args.threads:
             torch.set_num_threads(threads)
             ms = {k: 1000 * s for k, s in time_steps(models, x, logits, y, args.steps).items()}
             rows.append({"student": f"{name}, pruned {ratio:.0%}, 8-bit weights, {act_bits}-bit "
-                         "activations", "threads": threads, "gradient_gap": gap,
-                         "fused_ms": ms["fused"], "composed_ms": ms["composed"],
-                         "ratio": ms["fused"] / ms["composed"]})
+                         "activations", "threads": threads, "gradient_gap": gap, "ms": ms})
             print(rows[-1], flush=True)
     result = {"cpu": device_info()["cpu_model"], "isa": cpu_isa(),
               "date": time.strftime("%Y-%m-%d"), "steps": args.steps, "rows": rows}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"fake_quant_{args.label}.json").write_text(json.dumps(result, indent=1))
-    md = [f"# Fake quantization in a fine-tune step ({result['date']})", "",
+    (RESULTS / f"train_step_{args.label}.json").write_text(json.dumps(result, indent=1))
+    md = [f"# A fine-tune step ({result['date']})", "",
           f"CPU: {result['cpu']} ({', '.join(result['isa'])}). `python -m "
-          f"experiments.bench_fake_quant --label {args.label}`: median of {args.steps} "
-          "distillation steps (batch 64) of each form, interleaved step by step in one run. "
-          "Gradient gap: the largest difference of the two forms' loss and gradients on one "
-          "batch, over the largest gradient.", "",
-          "| student | threads | fused (ms/step) | composed (ms/step) | fused / composed | "
+          f"experiments.bench_train_step --label {args.label}`: median of {args.steps} "
+          "distillation steps (batch 64) of each form, interleaved step by step in one run; "
+          "in brackets, over the composed form's. Gradient gap: the largest difference of a "
+          "form's loss and gradients from the composed form's on one batch, over the largest "
+          "gradient.", "",
+          "| student | threads | composed, NCHW (ms/step) | fused, NCHW | fused, channels-last | "
           "gradient gap |", "|---|---|---|---|---|---|"]
-    md += [f"| {r['student']} | {r['threads']} | {r['fused_ms']:.1f} | {r['composed_ms']:.1f} | "
-           f"{r['ratio']:.2f} | {r['gradient_gap']:.1e} |" for r in rows]
-    (RESULTS / f"fake_quant_{args.label}.md").write_text("\n".join(md) + "\n")
+    for r in rows:
+        base = r["ms"]["composed"]
+        cells = [f"{r['ms'][k]:.1f} ({r['ms'][k] / base:.2f}x)" for k in list(r["ms"])[1:]]
+        md.append(f"| {r['student']} | {r['threads']} | {base:.1f} | {' | '.join(cells)} | "
+                  f"{r['gradient_gap']:.1e} |")
+    (RESULTS / f"train_step_{args.label}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
