@@ -93,7 +93,8 @@ def test_misaligned_logits_raise() -> None:
         finetune(_student(), data, teacher_logits(teacher, data.x[:10]), _cfg())
 
 
-def test_training_layout_puts_conv_weights_channels_last_and_keeps_values(resnet: nn.Module) -> None:
+def test_training_layout_puts_conv_weights_channels_last_and_keeps_values(
+        resnet: nn.Module) -> None:
     x = torch.randn(4, 1, 16, 16)
     with torch.no_grad():
         before = resnet(x)
