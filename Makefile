@@ -34,7 +34,7 @@ debs:
 	fi
 
 # The search finalizes its best trial (the spec's finalize: section, without the fastest trial
-# it finalizes too: 6 minutes less on 2 cores); the export prints it beside the teacher.
+# it finalizes too: about 5 minutes less on 2 cores); the export prints it beside the teacher.
 demo: setup
 	$(BIN)/edgetune search $(DEMO_SPEC) --study $(DEMO_STUDY) --set constraints.latency_ms=50% \
 	  --set finalize.fastest=0
