@@ -7,7 +7,7 @@ For each built-in teacher's example spec (ResNet-8, MobileNetV2, DenseNet), a st
 space pruned by half with 8-bit weights and activations (and ResNet-8's with 16-bit activations
 too) is built three times: as it was (its activation quantizers :class:`Composed`, the torch ops
 of the fake quantization composed for autograd), with :class:`spaces.quantization.ActQuant`'s
-own autograd function, and with that and :func:`spaces.distillation.training_layout`'s
+own autograd function, and with that and :func:`spaces.distillation.channels_last_weights`'s
 channels-last weights, as edgetune trains it. The three must give the same loss and gradients on
 one batch. Then distillation steps of the three are timed, interleaved step by step, at each
 thread count; the median milliseconds per step and the ratios to the first are printed and
@@ -97,7 +97,7 @@ def time_steps(models: dict[str, nn.Module], x: Tensor, logits: Tensor, y: Tenso
 def main() -> None:
     from search.spec import load_spec, parse_spec, spec_to_json
     from search.workloads import load_data, load_teacher, split
-    from spaces.distillation import teacher_logits, training_layout
+    from spaces.distillation import channels_last_weights, teacher_logits
     from spaces.joint import JointSpace
     from spaces.student import build_student
     from targets.agent import device_info
@@ -122,8 +122,9 @@ def main() -> None:
         student = build_student(teacher, space.uniform_params(ratio, 8, act_bits), space,
                                 calib=parts["x_calib"], reduce_range=False).model
         assert student is not None
-        models = {"composed": composed(student), "fused": student,
-                  "fused, channels-last": training_layout(copy.deepcopy(student))}
+        fast = copy.deepcopy(student)
+        channels_last_weights(fast, x)
+        models = {"composed": composed(student), "fused": student, "fused, channels-last": fast}
         gap = max(gradient_gap(models["composed"], m, x[:64], logits[:64], y[:64])
                   for m in list(models.values())[1:])
         for threads in args.threads:

@@ -288,8 +288,8 @@ class Finalizer:
             DistillConfig,
             accuracy,
             augmented_batch,
+            channels_last_weights,
             distill_step,
-            training_layout,
         )
 
         spec, t = self.spec, self.training
@@ -298,7 +298,7 @@ class Finalizer:
             reduce_range=study_reduce_range(self.study, spec),
         ).model
         assert student is not None
-        training_layout(student)
+        channels_last_weights(student, t.x)
         kd = record.policy.get("distillation", {})
         batch = spec.data.batch_size
         per_epoch = max(1, len(t.x) // batch)

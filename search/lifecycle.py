@@ -100,7 +100,7 @@ def prepare(spec: Spec, log: Callable[[str], None], objects: Objects | None = No
     workload = build_workload(spec, teacher, load_data(spec.data, spec.model, given))
     predicted = teacher_costs(teacher, spec, target)
     record = dict(predicted)
-    record["accuracy"] = accuracy(teacher, workload.x_val, workload.y_val, 512)
+    record["accuracy"] = accuracy(teacher, workload.x_val, workload.y_val)
     measured: dict[str, float] = {}
     teacher_onnx = None
     if measurer is not None:

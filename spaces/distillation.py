@@ -43,9 +43,12 @@ if TYPE_CHECKING:
     from spaces.config import DistillationSpace, FloatRange
 
 PREFIX = "kd."
-EVAL_BATCH = 512
+EVAL_BATCH = 64
+"""Images per batch when evaluating: a small batch's activations stay in the CPU's caches
+(``experiments/bench_eval.py``: at 512, a MobileNetV2's validation pass took 3-5x as long)."""
 AUGMENT_SEED_OFFSET = 0x5EED  # the augmentation's generator: cfg.seed + this
 Report = Callable[[int, float], bool]
+CHANNELS_LAST = torch.channels_last
 Augment = Callable[[Tensor, torch.Generator], Tensor]
 """``fn(x, generator) -> x'``: one fine-tune batch augmented, of the same shape."""
 
@@ -100,8 +103,9 @@ class FinetuneData:
 def teacher_logits(model: nn.Module, x: Images, *, batch_size: int = EVAL_BATCH) -> Tensor:
     """The model's logits on ``x`` (eval mode), computed batch by batch (``x`` may be
     streamed: only the logits are kept); once per study."""
+    fast = channels_last_weights(model, x)
     model.eval()
-    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    return torch.cat([model(_batch(x, i, batch_size, fast)) for i in range(0, len(x), batch_size)])
 
 
 @torch.no_grad()
@@ -112,10 +116,12 @@ def accuracy(model: nn.Module, x: Images, y: Tensor, batch_size: int = EVAL_BATC
     if len(x) != len(y):
         raise TrialError(f"accuracy needs one label per sample, got {len(x)} samples and "
                          f"{len(y)} labels; check the data loader")
+    fast = channels_last_weights(model, x)
     model.eval()
     correct = 0
     for i in range(0, len(x), batch_size):
-        correct += int((model(x[i : i + batch_size]).argmax(dim=1) == y[i : i + batch_size]).sum())
+        logits = model(_batch(x, i, batch_size, fast))
+        correct += int((logits.argmax(dim=1) == y[i : i + batch_size]).sum())
     return correct / len(x)
 
 
@@ -150,7 +156,8 @@ def finetune(student: nn.Module, data: FinetuneData, logits: Tensor, cfg: Distil
     if augment is not None and teacher is None:
         raise TrialError("data.augment: the fine-tune needs the teacher to compute its logits on "
                          "the augmented images; pass teacher= with augment=")
-    params = [p for p in training_layout(student).parameters() if p.requires_grad]
+    channels_last_weights(student, data.x)
+    params = [p for p in student.parameters() if p.requires_grad]
     opt: torch.optim.Optimizer
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -181,15 +188,38 @@ def finetune(student: nn.Module, data: FinetuneData, logits: Tensor, cfg: Distil
     return student
 
 
-def training_layout(model: nn.Module) -> nn.Module:
-    """``model``, in place, with its 4-D weights in channels-last memory layout: oneDNN's CPU
-    convolutions then train without reordering each tensor (a ResNet-8 student's step about 0.9x
-    as long, MobileNetV2's and DenseNet's as long: ``experiments/bench_train_step.py``). Values
-    are unchanged; other weights are left alone."""
-    for param in model.parameters():
-        if param.dim() == 4:
-            param.data = param.data.contiguous(memory_format=torch.channels_last)
-    return model
+def channels_last_weights(model: nn.Module, probe: Images) -> bool:
+    """Put ``model``'s 4-D weights, in place, in channels-last memory layout if it runs so on
+    ``probe`` (a couple of its input images); whether it now does. oneDNN's CPU convolutions
+    then run without reordering each tensor, training (a ResNet-8 student's step about 0.9x as
+    long, MobileNetV2's and DenseNet's as long: ``experiments/bench_train_step.py``) and
+    evaluating (:func:`accuracy`; ``experiments/bench_eval.py``). Values are unchanged. A model
+    that cannot run so (one that ``view``s a convolution's output as an NCHW tensor, say) is
+    left as it was, and so is one without 4-D weights."""
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    moved = [(p, p.data) for p in weights if not p.is_contiguous(memory_format=CHANNELS_LAST)]
+    if not weights or not moved:
+        return bool(weights)
+    for param, data in moved:
+        param.data = data.contiguous(memory_format=CHANNELS_LAST)
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(_batch(probe, 0, 2, True))
+    except RuntimeError:
+        for param, data in moved:
+            param.data = data
+        return False
+    finally:
+        model.train(training)
+    return True
+
+
+def _batch(x: Images, start: int, size: int, channels_last: bool) -> Tensor:
+    """Images ``start`` to ``start + size`` of ``x``, channels-last if asked and 4-D."""
+    xb = x[start : start + size]
+    return xb.contiguous(memory_format=CHANNELS_LAST) if channels_last and xb.dim() == 4 else xb
 
 
 def distill_step(student: nn.Module, opt: torch.optim.Optimizer, x: Tensor, targets: Tensor,

@@ -11,10 +11,10 @@ from spaces.distillation import (
     FinetuneData,
     Stopped,
     accuracy,
+    channels_last_weights,
     distillation_loss,
     finetune,
     teacher_logits,
-    training_layout,
 )
 from spaces.errors import TrialError
 
@@ -93,18 +93,41 @@ def test_misaligned_logits_raise() -> None:
         finetune(_student(), data, teacher_logits(teacher, data.x[:10]), _cfg())
 
 
-def test_training_layout_puts_conv_weights_channels_last_and_keeps_values(
-        resnet: nn.Module) -> None:
+def test_channels_last_weights_moves_conv_weights_and_keeps_values(resnet: nn.Module) -> None:
     x = torch.randn(4, 1, 16, 16)
     with torch.no_grad():
         before = resnet(x)
     weights = {n: p.detach().clone() for n, p in resnet.named_parameters()}
-    model = training_layout(resnet)
-    assert model is resnet
+    resnet.train()
+    assert channels_last_weights(resnet, x)
+    assert resnet.training  # the probe leaves the mode as it was
     for name, param in resnet.named_parameters():
         assert torch.equal(param, weights[name])
         channels_last = param.dim() == 4
         assert param.is_contiguous(memory_format=torch.channels_last) == channels_last
     assert any(not p.is_contiguous() for p in resnet.parameters())  # some layout really moved
     with torch.no_grad():
-        assert torch.allclose(resnet(x), before, atol=1e-5)
+        assert torch.allclose(resnet.eval()(x), before, atol=1e-5)
+
+
+class _Viewing(nn.Module):
+    """Two convolutions, their output flattened with ``view``: it only runs on NCHW tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1))
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.convs(x)
+        return self.fc(y.view(y.size(0), -1))
+
+
+def test_a_model_that_cannot_run_channels_last_is_left_as_it_was() -> None:
+    model, x = _Viewing(), torch.randn(6, 1, 8, 8)
+    assert not channels_last_weights(model, x)
+    assert all(p.is_contiguous() for p in model.parameters())
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    assert 0.0 <= accuracy(model, x, y, batch_size=4) <= 1.0  # and it still evaluates
+    finetune(model, FinetuneData(x, y, x, y), torch.randn(6, 10),
+             _cfg(steps=2, eval_every=2, batch_size=4))
