@@ -388,12 +388,12 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"- {workload} ({v['runs']} runs): mean hypervolume edgetune {hv['edgetune']:.4f}, "
             f"random search {hv['random search']:.4f} "
-            f"(**{v['hypervolume_edgetune_over_random']:.2f}×**, target ≥ 1.2×; the ceiling "
-            f"{v['mean_hypervolume_ceiling']:.4f} is {v['ceiling_over_random']:.2f}× random "
-            f"search's), uniform pruning {hv['uniform pruning']:.4f}, onnxruntime int8 "
+            + (f"(**{v['hypervolume_edgetune_over_random']:.2f}×**, target ≥ 1.2×; the ceiling "
+               f"{v['mean_hypervolume_ceiling']:.4f} is {v['ceiling_over_random']:.2f}× random "
+               "search's)" if hv["random search"] else "(it found no feasible model)")
+            + f", uniform pruning {hv['uniform pruning']:.4f}, onnxruntime int8 "
             f"{hv[INT8]:.4f}; a point of edgetune's beats onnxruntime int8 (accuracy ≥ its − 0.01, "
-            "latency ≤ 0.8×) in "
-            f"{sum(v['edgetune_point_beats_int8'])} of {v['runs']} runs"
+            f"latency ≤ 0.8×) in {sum(v['edgetune_point_beats_int8'])} of {v['runs']} runs"
             + (f"; with the Hyperband stopper edgetune's hypervolume is {hv[HYPERBAND]:.4f}"
                if HYPERBAND in hv else "")
             + (f"; goal point (≥ 0.905, ≤ 0.5×, ≤ 1/8) met in {sum(v['goal_point_met'])} of "

@@ -6,9 +6,10 @@ They are spread over the ways of meeting the budgets, so that the sampler learns
    budget it saves (:func:`search.repair.repair_pruning`), bits repaired at each step;
 2. the least uniform pruning ratio whose repaired bits fit, with the pruning the budgets do not
    need given back where it costs the most accuracy (:func:`search.repair.give_back`);
-3. the first, held to :data:`FAST_LATENCY` of the latency budget: a faster candidate, so that
-   the trained candidates (and the front) reach below the budget, where a student pruned
-   further loses little once it is finalized;
+3. the first, held to :data:`FAST_LATENCY` of the latency budget (or, where the space cannot
+   go so fast, as fast as the first's ascent gets, most often every group at its most pruning):
+   a faster candidate, so that the trained candidates (and the front) reach below the budget,
+   where a student pruned further loses little once it is finalized;
 4. pruning where it saves the most budget, whatever its sensitivity;
 5. then the next uniform ratios up.
 
@@ -86,8 +87,12 @@ def feasible_seeds(
             break
     fast = budgets.latency_times(FAST_LATENCY)
     if len(seeds) < n and fast != budgets:
-        add(*repair_pruning(space, teacher, unpruned, target, fast, sensitivity=sensitivity,
-                            table=table))
+        params, fits = repair_pruning(space, teacher, unpruned, target, fast,
+                                      sensitivity=sensitivity, table=table)
+        if not fits:  # the space goes no faster: as fast as it goes, if that fits the budgets
+            params, fits = repair_bits(space, student_architecture(teacher, params, space),
+                                       target, budgets, sensitivity=sensitivity)
+        add(params, fits)
     if len(seeds) < n and space.pruning is not None:
         add(*repair_pruning(space, teacher, unpruned, target, budgets, sensitivity=sensitivity,
                             weigh_loss=False, table=table))

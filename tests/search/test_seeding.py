@@ -35,6 +35,26 @@ def test_one_seed_is_held_well_below_the_latency_budget(context: TrialContext) -
     assert [fast.broken(_costs(context, s)) == {} for s in seeds] == [False, True]
 
 
+def test_the_fast_seed_is_the_most_pruned_student_when_the_space_cannot_reach_its_share(
+    context: TrialContext,
+) -> None:
+    """A latency budget above the space's fastest student, but less than 1 / FAST_LATENCY
+    times it: no candidate meets the fast seed's share, and the seeds hold one with every group
+    at its most pruning (its bits repaired to the budget) instead of none."""
+    teacher, space = context.teacher_and_space()
+    assert space.pruning is not None and space.quantization is not None
+    q = space.quantization.spec
+    most = space.pruning.grid[-1]
+    fastest = space.uniform_params(most, min(q.weight_bits), min(q.activation_bits))
+    floor = _costs(context, fastest)["latency_ms"]
+    budgets = Budgets({"latency_ms": floor * (1 + FAST_LATENCY) / (2 * FAST_LATENCY)})
+    assert budgets.latency_times(FAST_LATENCY).limits["latency_ms"] < floor
+    seeds = feasible_seeds(space, teacher, context.spec, context.target, budgets, 3)
+    assert all(budgets.broken(_costs(context, s)) == {} for s in seeds)
+    groups = list(space.pruning.distributions())
+    assert any(all(s[p] == most for p in groups) for s in seeds)
+
+
 def _latency_needs_pruning(context: TrialContext) -> tuple[Budgets, str, Sensitivity]:
     """A latency budget that bits alone cannot meet, and a sensitivity in which one group's
     pruning costs nothing and every other group's costs 20 points."""
