@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from experiments.bench_util import half_pruned_student, nchw
+
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "experiments" / "fashion_mnist"
 RESULTS = ROOT / "experiments" / "results"
@@ -44,14 +46,6 @@ def plain(model: nn.Module, x: Tensor, y: Tensor, batch: int) -> float:
     correct = sum(int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
                   for i in range(0, len(x), batch))
     return correct / len(x)
-
-
-def nchw(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every weight contiguous in the default layout."""
-    out = copy.deepcopy(model)
-    for param in out.parameters():
-        param.data = param.data.contiguous()
-    return out
 
 
 def time_passes(passes: Mapping[str, Callable[[], float]], repeats: int) -> dict[str, float]:
@@ -70,8 +64,6 @@ def main() -> None:
     from search.spec import load_spec
     from search.workloads import load_data, load_teacher, split
     from spaces.distillation import accuracy
-    from spaces.joint import JointSpace
-    from spaces.student import build_student
     from targets.agent import device_info
     from targets.host import cpu_isa
 
@@ -86,11 +78,7 @@ def main() -> None:
         teacher = nchw(load_teacher(spec))
         parts = split(load_data(spec.data, spec.model), spec.data, 0)
         x, y = parts["x_val"], parts["y_val"]
-        space = JointSpace(teacher, spec.model.input_shape, spec.space)
-        ratio = min(space.pruning.grid, key=lambda r: abs(r - 0.5)) if space.pruning else 0.0
-        student = build_student(teacher, space.uniform_params(ratio, 8, 8), space,
-                                calib=parts["x_calib"], reduce_range=False).model
-        assert student is not None
+        student, ratio = half_pruned_student(spec, teacher, parts["x_calib"])
         for model_name, model in ((name, teacher), (f"{name} student, pruned {ratio:.0%}, "
                                                     "8-bit", student)):
             base, fast = nchw(model), copy.deepcopy(model)

@@ -95,11 +95,10 @@ def time_steps(models: dict[str, nn.Module], x: Tensor, logits: Tensor, y: Tenso
 
 
 def main() -> None:
+    from experiments.bench_util import half_pruned_student
     from search.spec import load_spec, parse_spec, spec_to_json
     from search.workloads import load_data, load_teacher, split
     from spaces.distillation import channels_last_weights, teacher_logits
-    from spaces.joint import JointSpace
-    from spaces.student import build_student
     from targets.agent import device_info
     from targets.host import cpu_isa
 
@@ -117,11 +116,7 @@ def main() -> None:
         parts = split(load_data(spec.data, spec.model), spec.data, 0)
         x, y = parts["x_finetune"][:4096], parts["y_finetune"][:4096]
         logits = teacher_logits(teacher, x)
-        space = JointSpace(teacher, spec.model.input_shape, spec.space)
-        ratio = min(space.pruning.grid, key=lambda r: abs(r - 0.5)) if space.pruning else 0.0
-        student = build_student(teacher, space.uniform_params(ratio, 8, act_bits), space,
-                                calib=parts["x_calib"], reduce_range=False).model
-        assert student is not None
+        student, ratio = half_pruned_student(spec, teacher, parts["x_calib"], act_bits)
         fast = copy.deepcopy(student)
         channels_last_weights(fast, x)
         models = {"composed": composed(student), "fused": student, "fused, channels-last": fast}

@@ -105,3 +105,28 @@ def ceiling(points: list[Any]) -> dict[str, float]:
     floor = min(p.latency_ratio for p in points if p.method == FASTEST)
     best = max(p.test_accuracy for p in points if p.method != FASTEST)
     return {"latency_ratio": floor, "accuracy": best, "hypervolume": best * (1 - floor)}
+
+
+def nchw(model: Any) -> Any:
+    """A copy of ``model`` with every weight contiguous in the default (NCHW) layout."""
+    import copy
+
+    out = copy.deepcopy(model)
+    for param in out.parameters():
+        param.data = param.data.contiguous()
+    return out
+
+
+def half_pruned_student(spec: Any, teacher: Any, x_calib: Any,
+                        act_bits: int = 8) -> tuple[Any, float]:
+    """A student of the spec's space, every layer pruned by the grid's ratio nearest a half,
+    8-bit weights and ``act_bits`` activations, in NCHW; and that ratio."""
+    from spaces.joint import JointSpace
+    from spaces.student import build_student
+
+    space = JointSpace(teacher, spec.model.input_shape, spec.space)
+    ratio = min(space.pruning.grid, key=lambda r: abs(r - 0.5)) if space.pruning else 0.0
+    student = build_student(teacher, space.uniform_params(ratio, 8, act_bits), space,
+                            calib=x_calib, reduce_range=False).model
+    assert student is not None
+    return nchw(student), ratio

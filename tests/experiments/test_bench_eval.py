@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from experiments.bench_eval import nchw, plain, time_passes
+from experiments.bench_eval import plain, time_passes
+from experiments.bench_util import nchw
 from search.workloads.models import resnet8
 from spaces.distillation import accuracy
 
@@ -16,6 +17,7 @@ def test_edgetunes_pass_scores_what_the_plain_one_does_and_leaves_the_copy_nchw(
     with torch.no_grad():  # BN statistics of a trained model, not of initialisation
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
+                assert m.running_var is not None and m.running_mean is not None
                 m.running_var.uniform_(0.5, 2.0)
                 m.running_mean.normal_(0.0, 0.1)
     x = torch.randn(200, 1, 16, 16)
