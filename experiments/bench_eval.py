@@ -10,9 +10,9 @@ and a student of its space (pruned by half, 8-bit weights and activations; untra
 accuracy is near chance) are evaluated on its 2,000 validation images in three forms: batches
 of 512 and of 64 in NCHW (:func:`plain`, a copy kept in that layout), and
 :func:`spaces.distillation.accuracy` as edgetune calls it (batches of ``EVAL_BATCH``,
-channels-last weights and images). The three must give the same accuracy. Their passes are timed interleaved at each thread count; the median seconds and the
-ratios to the first are printed and written to
-``experiments/results/eval_<label>.{json,md}`` with the CPU.
+channels-last weights and images). The three must give the same accuracy. Their passes are
+timed interleaved at each thread count; the median seconds and the ratios to the first are
+printed and written to ``experiments/results/eval_<label>.{json,md}`` with the CPU.
 """
 
 from __future__ import annotations

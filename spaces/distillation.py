@@ -47,7 +47,7 @@ EVAL_BATCH = 64
 """Images per batch when evaluating: a small batch's activations stay in the CPU's caches
 (``experiments/bench_eval.py``: at 512, a MobileNetV2's validation pass took about 3.5x as
 long)."""
-CHANNELS_LAST = torch.channels_last  # conv weights' and images' memory layout, where a model runs so
+CHANNELS_LAST = torch.channels_last  # conv weights' and images' layout, where a model runs so
 AUGMENT_SEED_OFFSET = 0x5EED  # the augmentation's generator: cfg.seed + this
 Report = Callable[[int, float], bool]
 Augment = Callable[[Tensor, torch.Generator], Tensor]
