@@ -20,6 +20,7 @@ from search.refit import Refit
 from search.sampling import FeasibleSampler
 from search.seeding import SEED
 from search.trial import Screened, TrialOutcome, TrialTask, repaired_neighbour, screen
+from spaces.student import architecture_key, student_architecture
 
 if TYPE_CHECKING:
     import optuna
@@ -146,9 +147,10 @@ class Driver:
         self._screened: dict[tuple[tuple[str, Any], ...], tuple[Screened, dict[str, float]]] = {}
         self._pruning_table: dict[str, dict[float, dict[str, float]]] | None = None
         self._underestimates: list[float] = []  # of measured latency ratios: Budgets.screening
+        self._measured_over: set[str] = set()  # architecture_key of each measured over budget
         for trial in study.get_trials(deepcopy=False):  # a resumed study's measurements
             if (record := TrialRecord.read(trial)) is not None:
-                self._note(record.predicted, record.measured)
+                self._note(record.predicted, record.measured, record.policy)
         context = prepared.context
         self.refit = Refit(context.target, enabled=context.measurer is not None, log=log)
 
@@ -251,14 +253,14 @@ class Driver:
         (:meth:`_screening`'s), strictly. ``_ask`` would measure a proposal predicted a little
         over its latency budget, in case the model reads high; the sampler draws again instead,
         or the measurement rules out half the proposals at the budget's edge. ``_ask`` reuses
-        the screening."""
+        the screening. A draw of an architecture measured over budget before is redrawn too."""
         assert self.space is not None
         if set(self.space.distributions()) - set(params):
             return True  # a partial draw: the driver screens the whole proposal
         timings: dict[str, float] = {}
         screened = screen(self.prepared.context, TrialTask(-1, params, target=self._target()),
                           timings)
-        if self._screening().broken(screened.costs):
+        if self._screening().broken(screened.costs) or self._measured_before(screened.shape):
             return False
         self._screened = {_key(params): (screened, timings)}
         return True
@@ -306,10 +308,26 @@ class Driver:
         the target's held-out error."""
         return self.prepared.context.screening(self._underestimates)
 
-    def _note(self, predicted: Mapping[str, float] | None, measured: Mapping[str, Any]) -> None:
+    def _note(self, predicted: Mapping[str, float] | None, measured: Mapping[str, Any],
+              policy: Mapping[str, Any] | None) -> None:
+        """Learn from a measured candidate: the cost model's underestimate, and its architecture
+        if it measured over a budget (measuring it again would only rule out a second trial)."""
         found = self.budgets.underestimate(predicted or {}, measured)
         if found is not None:
             self._underestimates.append(found)
+        if measured and policy and self.budgets.broken(scored_costs(predicted or {}, measured)):
+            self._measured_over.add(architecture_key(policy))
+
+    def _measured_before(self, shape: Student) -> bool:
+        """Whether this architecture was measured over budget in this study."""
+        return architecture_key(shape.summary()) in self._measured_over
+
+    def _try_next(self, params: dict[str, Any] | None) -> None:
+        """Enqueue a repaired neighbour, unless there is none or it was measured over budget."""
+        teacher, space = self.prepared.context.teacher_and_space()
+        if params is not None and not (self._measured_over and self._measured_before(
+                student_architecture(teacher, params, space))):
+            self.study.enqueue_trial(params, skip_if_exists=True)
 
     def _best(self) -> tuple[int, float | None]:
         records = [r for r in map(TrialRecord.read, self.study.get_trials(deepcopy=False)) if r]
@@ -355,12 +373,10 @@ class Driver:
                             continue
                         outcome, shape = ruled_out
                         done = self._settle(outcome, progress, counts)  # told at once, then:
-                        neighbour = (repaired_neighbour(self.prepared.context,
-                                                        self.refit.target, shape, {},
-                                                        self._screening())
-                                     if feasible_sampling else None)
-                        if neighbour is not None:
-                            self.study.enqueue_trial(neighbour, skip_if_exists=True)
+                        if feasible_sampling:
+                            self._try_next(repaired_neighbour(self.prepared.context,
+                                                              self.refit.target, shape, {},
+                                                              self._screening()))
                         give_up = counts["infeasible"] > _infeasible_cap(target_done)
                     if not self.running:
                         break
@@ -370,9 +386,7 @@ class Driver:
                         repair = outcome.repair  # none without feasible sampling
                         if repair is None and feasible_sampling:
                             repair = self._near_miss(params, outcome)
-                        if repair is not None:
-                            # the feasible neighbour of this candidate: tried next
-                            self.study.enqueue_trial(repair, skip_if_exists=True)
+                        self._try_next(repair)  # this candidate's feasible neighbour
             if counts["failed"] > target_done:
                 self.log(f"stopped: {counts['failed']} trials failed; see `edgetune show`")
             if counts["infeasible"] > _infeasible_cap(target_done):
@@ -404,7 +418,7 @@ class Driver:
         """Tell an outcome, count it and show it; the study's trained trials now."""
         message = self.tell(outcome)
         self.refit.add(outcome)
-        self._note(outcome.costs, outcome.measured)
+        self._note(outcome.costs, outcome.measured, outcome.policy)
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
         done = trained_count(self.study)
         progress.update(done, *self._best(), len(self.running), counts["infeasible"], message)

@@ -13,6 +13,7 @@ layer graph for the same params.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,13 @@ class Student:
             "pruning_ratios": dict(self.policy.ratios),
             "distillation": {k: kd[k] for k in ("temperature", "alpha", "lr", "steps")},
         }
+
+
+def architecture_key(summary: Mapping[str, Any]) -> str:
+    """The architecture a :meth:`Student.summary` (or a trial record's policy) describes: its
+    bits and kept channels per layer, not its distillation settings. Two params that make the
+    same student, as pruning ratios that round to the same channels do, have the same key."""
+    return json.dumps({k: summary.get(k) for k in ("bits", "kept_channels")}, sort_keys=True)
 
 
 def student_architecture(

@@ -297,3 +297,55 @@ def test_a_candidate_measured_a_little_over_its_share_has_its_neighbour_tried_ne
     assert driver._near_miss(params, measured_at(predicted * 1.35)) is None
     assert (driver._near_miss(params, measured_at(predicted * 1.05, size_kb=costs["size_kb"] * 2))
             is None)
+
+
+def test_an_architecture_measured_over_budget_is_not_proposed_again(
+    context: TrialContext,
+) -> None:
+    """A student measured over its latency budget (the cost model read it well within): a draw
+    of the same student, with other distillation settings, is redrawn, and a repair that lands on
+    it is not enqueued, in this run and after a resume; another student is proposed as before."""
+    from dataclasses import replace
+
+    from spaces.distillation import PREFIX
+
+    teacher, space = context.teacher_and_space()
+    params = space.uniform_params(0.5, 32, 32)
+    shape = student_architecture(teacher, params, space)
+    costs = context.target.predict(shape.graph, shape.policy.bits).as_dict()
+    other = space.uniform_params(0.25, 32, 32)
+    wider = student_architecture(teacher, other, space)
+    budget = 1.2 * context.target.predict(wider.graph, wider.policy.bits).as_dict()["latency_ms"]
+    within = replace(context, budgets=Budgets({"latency_ms": budget}))  # both predicted within
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, directions=directions(context.spec))
+
+    def driver() -> Driver:
+        made = Driver(study, storage, Prepared(within, {"accuracy": 0.9}), InProcessExecutor(),
+                      log=print, progress=False)
+        made.space = space
+        return made
+
+    first = driver()
+    assert first._predicted_feasible(params)
+    trial = study.ask()
+    first.running[trial.number] = trial
+    first._settle(TrialOutcome(trial.number, "infeasible", costs=costs,
+                               measured={"latency_ms": budget * 1.2},
+                               policy=shape.summary(), reason="over budget (measured)"),
+                  Progress(3, False), {"infeasible": 0})
+    knob, dist = next((k, d) for k, d in space.distributions().items() if k.startswith(PREFIX))
+    assert isinstance(dist, optuna.distributions.FloatDistribution)
+    same_student = {**params, knob: dist.high if params[knob] != dist.high else dist.low}
+    for current in (first, driver()):  # the driver that measured it, and a resumed one
+        assert not current._predicted_feasible(params)
+        assert not current._predicted_feasible(same_student)
+        assert current._predicted_feasible(other)
+    def enqueued() -> list[dict[str, object]]:
+        return [t.system_attrs["fixed_params"] for t in study.trials
+                if t.state == optuna.trial.TrialState.WAITING]
+
+    first._try_next(same_student)
+    assert enqueued() == []
+    first._try_next(other)
+    assert enqueued() == [other]
