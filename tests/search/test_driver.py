@@ -341,6 +341,7 @@ def test_an_architecture_measured_over_budget_is_not_proposed_again(
         assert not current._predicted_feasible(params)
         assert not current._predicted_feasible(same_student)
         assert current._predicted_feasible(other)
+
     def enqueued() -> list[dict[str, object]]:
         return [t.system_attrs["fixed_params"] for t in study.trials
                 if t.state == optuna.trial.TrialState.WAITING]
