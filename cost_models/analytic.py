@@ -33,16 +33,23 @@ from typing import Any
 from cost_models.base import CostModel, Measurement
 from cost_models.energy import EnergyConstants, energy_mj, power_only
 from cost_models.errors import CalibrationError, UnsupportedLayerError
-from cost_models.graph import FLOAT_BITS, Bits, Costs, Layer, LayerGraph, Precision
+from cost_models.graph import (
+    FLOAT_BITS,
+    Bits,
+    Costs,
+    Layer,
+    LayerGraph,
+    Precision,
+    consumers,
+    weight_container_bits,
+)
 from cost_models.kernels import (
     NCHWC_BLOCK,
     NCHWC_BLOCKS,
     WEIGHTED_KERNEL_KINDS,
     WEIGHTED_KINDS,
     Kernel,
-    consumers,
     kernels,
-    weight_container_bits,
 )
 
 __all__ = [

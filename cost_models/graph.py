@@ -65,6 +65,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from cost_models.errors import UnsupportedLayerError
+
 FLOAT_BITS = 32
 
 # The kinds of layer a cost model must know. Anything else raises UnsupportedLayerError.
@@ -92,6 +94,10 @@ class Layer:
     reshaped: bool = False  # its output is reshaped (Flatten, Reshape, Squeeze...) before a
     # quantizer reads it, as edgetune exports a GAP -> Flatten -> quantized Linear head: no
     # runtime fuses that quantizer into it
+    act_after_quant: bool = False  # its ``act`` runs after its own 8-bit output quantizer, as
+    # edgetune exports a quantized add followed by a ReLU: a runtime dequantizes the output,
+    # applies the act in float (a ReLU or ReLU6 read only at 8 bits: in the readers' quantizer)
+    # and quantizes it again for its readers
 
     @property
     def out_elems(self) -> int:
@@ -159,3 +165,26 @@ class Costs:
             "peak_memory_kb": self.peak_memory_kb,
             "size_kb": self.size_kb,
         }
+
+
+def weight_container_bits(weight_bits: int) -> int:
+    """The storage width of a weight: INT4 for 2..4 bits, INT8 for 5..8, float otherwise."""
+    if 2 <= weight_bits <= 4:
+        return 4
+    if 5 <= weight_bits <= 8:
+        return 8
+    if weight_bits == FLOAT_BITS:
+        return FLOAT_BITS
+    raise UnsupportedLayerError(
+        f"weight_bits must be 2..8 or 32, got {weight_bits}; give a supported bit-width"
+    )
+
+
+def consumers(graph: LayerGraph) -> dict[str, list[Layer]]:
+    """Layer name (and "" for the graph input) -> the layers that read its output."""
+    out: dict[str, list[Layer]] = {"": []}
+    for layer in graph.layers:
+        out.setdefault(layer.name, [])
+        for src in layer.inputs:
+            out.setdefault(src, []).append(layer)
+    return out

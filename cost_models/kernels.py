@@ -31,7 +31,11 @@ of the host micro-benchmark suite on x86-64:
 * an unfused layer with ``act_bits`` 8 or 16 reads its input through ``QuantizeLinear`` and
   ``DequantizeLinear`` kernels that really execute (``q8``/``dq8``, ``q16``/``dq16``); a fused
   layer reading a float tensor needs a ``q8`` kernel, a float layer reading a quantized tensor a
-  ``dq8`` kernel. Each boundary tensor is converted once, however many layers read it.
+  ``dq8`` kernel. Each boundary tensor is converted once, however many layers read it (edgetune's
+  exporter, like ``quantize_static``, gives them one Q -> DQ pair; a layer's Q -> DQ copy is a
+  tensor of its own, reordered into NCHWc apart from its source). An 8-bit add whose ReLU runs
+  after its output quantizer (``Layer.act_after_quant``, as edgetune exports one) is followed by
+  a ``dq8`` (and a ``relu:f32`` unless only 8-bit layers read it): its readers read a float tensor.
   (The NHWC transposes onnxruntime adds around quantized regions are counted in ``q8``/``dq8``.)
 * conv + ReLU is one kernel (the graph already fuses it). A float conv (NCHWc or plain, float
   weights) applies HardSigmoid, Sigmoid, Tanh and LeakyRelu in its kernel too (an NCHWc
@@ -128,9 +132,19 @@ rows; not so for 1x1 or fused int8 convs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 
 from cost_models.errors import UnsupportedLayerError
-from cost_models.graph import FLOAT_BITS, LAYER_KINDS, Bits, Layer, LayerGraph, Precision
+from cost_models.graph import (
+    FLOAT_BITS,
+    LAYER_KINDS,
+    Bits,
+    Layer,
+    LayerGraph,
+    Precision,
+    consumers,
+    weight_container_bits,
+)
 from cost_models.kernel_layout import (
     gemm_padded_macs,
     nchwc_calls,
@@ -150,7 +164,6 @@ __all__ = [
     "WEIGHTED_KINDS",
     "Kernel",
     "kernels",
-    "weight_container_bits",
 ]
 
 WEIGHTED_KINDS = ("conv", "dwconv", "linear")
@@ -192,19 +205,6 @@ FLOAT_CONV_ACTS = ("relu", "hardsigmoid", "sigmoid", "tanh", "leakyrelu")
 NCHWC_FUSED_ACTS = ("relu", "sigmoid", "tanh", "hardsigmoid", "hardswish")
 
 
-def weight_container_bits(weight_bits: int) -> int:
-    """The storage width of a weight: INT4 for 2..4 bits, INT8 for 5..8, float otherwise."""
-    if 2 <= weight_bits <= 4:
-        return 4
-    if 5 <= weight_bits <= 8:
-        return 8
-    if weight_bits == FLOAT_BITS:
-        return FLOAT_BITS
-    raise UnsupportedLayerError(
-        f"weight_bits must be 2..8 or 32, got {weight_bits}; give a supported bit-width"
-    )
-
-
 def _check_precision(layer: Layer, p: Precision) -> None:
     if layer.kind not in LAYER_KINDS:
         raise UnsupportedLayerError(
@@ -221,23 +221,6 @@ def _check_precision(layer: Layer, p: Precision) -> None:
             f"layer {layer.name!r} ({layer.kind}) has no weights, but weight_bits is "
             f"{p.weight_bits}; give weight_bits only to conv/dwconv/linear layers"
         )
-
-
-def consumers(graph: LayerGraph) -> dict[str, list[Layer]]:
-    """Layer name (and "" for the graph input) -> the layers that read its output."""
-    out: dict[str, list[Layer]] = {"": []}
-    for layer in graph.layers:
-        out.setdefault(layer.name, [])
-        for src in layer.inputs:
-            out.setdefault(src, []).append(layer)
-    return out
-
-
-def _elems(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) -> list[Kernel]:
@@ -360,18 +343,21 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
     out: list[Kernel] = []
     converted: set[tuple[str, str]] = set()
 
-    def convert(src: str, cls: str, by: str) -> None:
-        if (src, cls) not in converted:
-            converted.add((src, cls))
-            out.append(Kernel(cls, by, elems=_elems(shapes[src])))
+    def convert(src: str, cls: str, by: str, copy: str = "") -> None:
+        if (src + copy, cls) not in converted:  # copy: a Q -> DQ copy of src, not src itself
+            converted.add((src + copy, cls))
+            out.append(Kernel(cls, by, elems=prod(shapes[src])))
 
+    # fused layers whose act runs after their output quantizer: their readers read it in float
+    requant = {la.name for la in graph.layers if fused[la.name] and la.act_after_quant and la.act}
     for layer in graph.layers:
         p = prec[layer.name]
         is_fused = fused[layer.name]
         if layer.name in folded:
             continue
         for src in layer.inputs or ("",):
-            src_quant = src != "" and fused.get(src, False)
+            src_quant = src != "" and fused.get(src, False) and src not in requant
+            copy = ""
             if is_fused:
                 if not src_quant:
                     convert(src, "q8", layer.name)
@@ -384,11 +370,12 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
                         convert(src, "dq8", layer.name)
                     convert(src, "q" + tag, layer.name)
                     convert(src, "dq" + tag, layer.name)
+                    copy = "/q" + tag
             elif src_quant:
                 convert(src, "dq8", layer.name)
             nchw_in = layer.kind == "conv" and layer.groups == 1 and layer.in_shape[1] < block
             if nchwc[layer.name] and not nchw_in and not nchwc.get(src, False):
-                convert(src, "reorder", layer.name)
+                convert(src, "reorder", layer.name, copy)
             if nchwc.get(src, False) and (nchw_in or not nchwc[layer.name]):
                 convert(src, "reorder", layer.name)
         if is_fused and layer.kind == "relu":
@@ -441,7 +428,7 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             elems = layer.in_elems + layer.macs
         if layer.kind not in _CLASSIC_KINDS:  # every input counts
             kind = layer.act if layer.kind == "act" else kind
-            elems = sum(_elems(shapes[s]) for s in layer.inputs or ("",)) + layer.out_elems
+            elems = sum(prod(shapes[s]) for s in layer.inputs or ("",)) + layer.out_elems
         out.append(
             Kernel(f"{kind}:{mode}", layer.name, macs=macs, elems=elems, pixels=pixels,
                    tail_macs=tail, calls=calls, edge_taps=edge)
@@ -452,11 +439,20 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             area = layer.macs // (layer.out_elems * (layer.in_shape[1] // layer.groups))
             rows = layer.groups * area * (layer.out_shape[2] if len(layer.out_shape) > 2 else 1)
             out.append(Kernel("im2col:f32", layer.name, elems=rows))
-        if layer.kind == "add" and layer.act == "relu" and mode == "f32" and not (
-                users[layer.name] and all(prec[u.name].act_bits == 8 for u in users[layer.name])):
+        read_8 = bool(users[layer.name]) and all(
+            prec[u.name].act_bits == 8 for u in users[layer.name])
+        if layer.kind == "add" and layer.act == "relu" and mode == "f32" and not read_8:
             # onnxruntime fuses a ReLU into a conv (and the add it sums) but not into an Add;
             # one read only by 8-bit layers clips in their QuantizeLinear (ReluQuantFusion)
             out.append(Kernel("relu:f32", layer.name, elems=2 * layer.out_elems))
+        if layer.name in requant:
+            # its act runs after its output quantizer (Layer.act_after_quant): the output is
+            # dequantized, a ReLU/ReLU6 runs unless 8-bit readers' quantizers clip it, and the
+            # readers quantize the float tensor again (other acts: the passes below)
+            out.append(Kernel("dq8", layer.name, elems=layer.out_elems))
+            if layer.act in ("relu", "clip") and not read_8:
+                cls, n = ("relu:f32", 2) if layer.act == "relu" else ("act:f32", 1)
+                out.append(Kernel(cls, layer.name, elems=n * layer.out_elems))
         passes = int(layer.act not in ("", "relu") and (
             layer.act != "clip" or mode not in ("q8", "q8s")))
         if mode in ("f32", "f32p") and layer.kind in ("conv", "dwconv"):
@@ -468,7 +464,7 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             # ReLU6 (Clip) on a float output: a pass; a quantized output clips in its
             # quantizer, any other activation runs in float between DQ and Q
             out.append(Kernel("act:f32", layer.name, elems=layer.out_elems))
-    if graph.layers and fused[graph.layers[-1].name]:
+    if graph.layers and fused[graph.layers[-1].name] and graph.layers[-1].name not in requant:
         convert(graph.layers[-1].name, "dq8", graph.layers[-1].name)
     if graph.layers and nchwc[graph.layers[-1].name]:
         convert(graph.layers[-1].name, "reorder", graph.layers[-1].name)

@@ -260,6 +260,9 @@ def from_onnx(model: onnx.ModelProto) -> tuple[LayerGraph, dict[str, Precision]]
             fuse = x.fusible and x.producer in layers and not layers[x.producer].get("act")
             if fuse and name_ not in NEVER_FUSED_ACTS:
                 layers[x.producer]["act"] = name_  # as from_torch names it
+                # a Q -> DQ between them: the act runs after the layer's output quantizer
+                layers[x.producer]["act_after_quant"] = (
+                    x.act_bits != FLOAT_BITS and layers[x.producer]["kind"] == "add")
                 vals[out] = _Val(producer=x.producer, fusible=False)
             else:
                 ish = shape(silu.get(out, ins[0]))
@@ -339,7 +342,7 @@ def from_onnx(model: onnx.ModelProto) -> tuple[LayerGraph, dict[str, Precision]]
         )
 
     keys = ("name", "kind", "in_shape", "out_shape", "macs", "params", "kernel", "stride",
-            "groups", "inputs", "act", "reshaped")
+            "groups", "inputs", "act", "reshaped", "act_after_quant")
     out_layers = tuple(Layer(**{k: v for k, v in layers[n].items() if k in keys}) for n in order)
     graph = LayerGraph(layers=out_layers, input_shape=shapes.get(in_name, ()))
     return graph, bits

@@ -203,6 +203,8 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
         act = act_name(op)  # named as the ONNX op it exports to (ReLU6 and clamp are Clip)
         if act not in NEVER_FUSED_ACTS and fusible.get(x) and users(x) == 1:
             layers[src[x]]["act"] = act
+            # edgetune's exporter quantizes an add's output before the activation after it
+            layers[src[x]]["act_after_quant"] = layers[src[x]]["kind"] == "add"
             src[node] = src[x]
             fusible[node] = False
             return
@@ -383,7 +385,7 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...]) -> LayerGraph:
                 )
 
     keys = ("name", "kind", "in_shape", "out_shape", "macs", "params", "kernel", "stride",
-            "groups", "inputs", "act", "reshaped")
+            "groups", "inputs", "act", "reshaped", "act_after_quant")
     return LayerGraph(
         layers=tuple(Layer(**{k: v for k, v in layers[n].items() if k in keys}) for n in order),
         input_shape=(1, *input_shape),

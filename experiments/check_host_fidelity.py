@@ -183,7 +183,8 @@ def _winners(n: int, seed: int, target: Any) -> list[tuple[str, bytes, float]]:
         for la in graph.layers:
             if la.kind in ("conv", "dwconv", "linear"):
                 p = rng.choice(
-                    [Precision(8, 8)] * 3 + [Precision(4, 8), Precision(32, 32), Precision(6, 8)]
+                    [Precision(8, 8)] * 3
+                    + [Precision(4, 8), Precision(32, 32), Precision(6, 8), Precision(32, 8)]
                 )
                 params[f"wbits.{la.name}"], params[f"abits.{la.name}"] = p.weight_bits, p.act_bits
             elif la.kind == "add":

@@ -13,7 +13,10 @@ convention of :mod:`cost_models.graph`:
   ``Mul`` of constants are folded into a float weight when the session loads. The file keeps
   the narrow integers either way;
 * ``act_bits`` 8 / 16: the layer's input goes through ``QuantizeLinear`` -> ``DequantizeLinear``
-  with the wrapper's per-tensor scale and a UINT8 / INT16 zero point; 32 stays float;
+  with the wrapper's per-tensor scale and a UINT8 / INT16 zero point; 32 stays float. Layers
+  that read one tensor with equal quantizers (a block's input, read by its first conv and its
+  shortcut) share one pair, as ``quantize_static`` writes it: onnxruntime would run each pair,
+  and the layout transpose after it, once per reader;
 * an ``Add``, ``Mul`` or ``Cat`` with ``act_bits`` 8 / 16 has every input and its output in that
   QDQ form.
 
@@ -104,6 +107,8 @@ class _Editor:
         self.before: dict[int, list[Any]] = {}
         self.after: dict[int, list[Any]] = {}
         self.names = {node.name: i for i, node in enumerate(model.graph.node)}
+        # (tensor, bits, scale, zero point) -> its dequantized name: readers share one Q -> DQ
+        self.shared: dict[tuple[str, int, float, int], str] = {}
 
     def find(self, name: str, kind: str) -> int:
         scope = scope_path(name)
@@ -139,10 +144,15 @@ class _Editor:
         out: str | None = None,
     ) -> str:
         """Q -> DQ of ``tensor`` with an ActQuant's scale/zp, inserted before (or after) node
-        ``index``; returns the dequantized tensor's name (``out`` if given)."""
+        ``index``; returns the dequantized tensor's name (``out`` if given). Readers of one
+        tensor whose quantizers agree share one pair, as in ``quantize_static``'s graphs:
+        onnxruntime merges neither the pairs nor the layout transposes it puts after them."""
         import numpy as np
         from onnx import helper
 
+        key = (tensor, int(act.bits), float(act.scale), int(act.zero_point))
+        if out is None and key in self.shared:
+            return self.shared[key]
         zp_type = np.uint8 if act.bits == 8 else np.int16
         scale = self.initializer(f"{prefix}_scale", act.scale.numpy().astype(np.float32))
         zp = self.initializer(f"{prefix}_zero_point", np.array(int(act.zero_point), dtype=zp_type))
@@ -156,6 +166,8 @@ class _Editor:
             ),
         ]
         (self.after if after else self.before).setdefault(index, []).extend(nodes)
+        if out is None:
+            self.shared[key] = dequantized
         return dequantized
 
     def weight(self, index: int, name: str, wrapper: Any, *, at_load: bool) -> str:
@@ -197,8 +209,31 @@ class _Editor:
             nodes.append(node)
             nodes.extend(self.after.get(i, []))
         del graph.node[:]
-        graph.node.extend(nodes)
+        graph.node.extend(_topological(nodes, graph))
         _drop_unused(self.model)
+
+
+def _topological(nodes: list[Any], graph: Any) -> list[Any]:
+    """``nodes`` in an order where each reads only tensors written before it (a shared Q -> DQ
+    pair sits before its first reader in module order, which need not be the first in the
+    graph); nodes already in order keep it."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    ordered: list[Any] = []
+    pending = list(nodes)
+    while pending:
+        waiting = []
+        for node in pending:
+            if all(i in ready for i in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(pending):
+            raise ExportError(
+                f"the exported graph has a cycle through {waiting[0].name!r}; report this model"
+            )
+        pending = waiting
+    return ordered
 
 
 def _drop_unused(model: onnx.ModelProto) -> None:

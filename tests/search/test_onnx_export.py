@@ -90,7 +90,10 @@ def test_onnxruntime_matches_the_torch_student(teacher: nn.Module, kind: str) ->
             ).max()
             <= 63
         )
-        assert ops.count("QuantizeLinear") == 10 + 3 * 3  # conv/linear inputs; Add a, b, out
+        # 10 conv/linear inputs and 3 x (Add a, b, out), less the 3 tensors two layers read
+        # with the same quantizer (a block's input: its conv and its shortcut or Add)
+        quantized = [n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+        assert len(quantized) == len(set(quantized)) == 10 + 3 * 3 - 3
     if kind == "int4":
         assert types["classifier.weight_quantized"] == onnx.TensorProto.INT4
     if kind == "act16":
@@ -140,6 +143,45 @@ def test_weight_only_weights_are_folded_when_the_session_loads(
     assert {read[n].weight_bits for n in read} == {bits}
     classes = [k.cls for k in kernels(graph, read)]
     assert classes == [k.cls for k in kernels(graph, {})]  # priced as the float model
+
+
+@pytest.mark.parametrize(
+    ("eight_bit", "weight_bits"),
+    [(LAYERS[4:9], 32), (LAYERS[4:9], 8), (LAYERS[:-1], 8), (LAYERS[4:8], 32)],
+    ids=["middle-run-float-weights", "middle-run-int8", "all-int8-but-the-classifier", "stage2"],
+)
+def test_the_kernel_rules_list_what_onnxruntime_runs_for_a_student(
+    teacher: nn.Module, eight_bit: tuple[str, ...], weight_bits: int
+) -> None:
+    """A tensor that several 8-bit layers read with one quantizer is quantized once (onnxruntime
+    merges neither the Q -> DQ pairs nor the layout transposes after them), and an 8-bit Add
+    quantizes its output before the ReLU after it (``Layer.act_after_quant``: its readers
+    quantize it again). The kernels the rules list, from the torch student as the search prices
+    it and from the exported file, are those onnxruntime's optimized graph runs."""
+    from cost_models import from_onnx, from_torch
+    from targets.host import nchwc_block_size
+    from targets.kernel_check import check_kernel_rules, ort_kernel_counts, rule_kernel_counts
+
+    torch.manual_seed(1)
+    prec = {n: Precision(32 if n.endswith(".add") else weight_bits, 8) for n in eight_bit}
+    student = quantize_model(teacher, prec, torch.randn(64, *SHAPE), reduce_range=True)
+    model = to_onnx(student, SHAPE)
+    x = torch.randn(128, *SHAPE)
+    with torch.no_grad():
+        expected = student(x)
+    assert (run_onnx(model, x) - expected).abs().max() <= 0.02 * expected.abs().max()
+    quantized = [n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert len(quantized) == len(set(quantized))
+    graph, _ = from_onnx(model)
+    adds = [la.name for la in graph.layers if la.act_after_quant]
+    assert adds == [f"/{n.replace('.', '/')}/Add" for n in eight_bit if n.endswith(".add")]
+    torch_graph = from_torch(teacher, SHAPE)
+    assert [la.name for la in torch_graph.layers if la.act_after_quant] == [
+        n for n in LAYERS if n.endswith(".add")
+    ]
+    block = nchwc_block_size()
+    assert check_kernel_rules([("student", model)], block)["agree"] == 1
+    assert rule_kernel_counts(torch_graph, prec, block) == ort_kernel_counts(model)
 
 
 def test_pruned_quantized_student_exports(teacher: nn.Module) -> None:
