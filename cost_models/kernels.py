@@ -54,7 +54,9 @@ of the host micro-benchmark suite on x86-64:
   or a depthwise conv with channels a multiple of 16. Otherwise (mode ``q8``) a dense conv runs
   im2col + u8s8 GEMM, and a depthwise one the generic kernel, which does 8 channels per vector
   and the rest one by one (``tail_macs``). Read off by sweeping channel counts one at a time.
-* 1x1 convs have kernels of their own (``pwconv:<mode>``): no im2col, a pointwise NCHWc kernel.
+* 1x1 convs have kernels of their own (``pwconv:<mode>``): no im2col, a pointwise NCHWc kernel;
+  but an NCHWc one whose input has < ``B`` channels (plain NCHW) runs MLAS's direct NCHW-input
+  kernel (``pwconv:f32n``), timed at about twice the pointwise kernel's time per MAC.
 * fp32 convs run in MLAS's NCHWc layout, whose channel block ``B`` depends on the CPU: 8 with
   AVX2, 16 with AVX-512F (``nchwc_block``, a constant of the target; :data:`NCHWC_BLOCK` = 8 is
   the default). An unfused conv with float weights (whatever its ``act_bits``: a quantized
@@ -423,6 +425,8 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             calls, edge = nchwc_calls(layer, block)
         # MLAS runs 1x1 convs on their own code paths (no im2col; a pointwise NCHWc kernel)
         kind = "pwconv" if layer.kind == "conv" and layer.kernel == 1 else layer.kind
+        if kind == "pwconv" and mode == "f32" and nchwc[layer.name] and layer.in_shape[1] < block:
+            mode = "f32n"  # its input is plain NCHW: MLAS's direct NCHW-input kernel
         elems = layer.in_elems + layer.out_elems
         if layer.kind in ("maxpool", "avgpool"):  # its input and every window tap it reads
             elems = layer.in_elems + layer.macs

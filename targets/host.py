@@ -77,7 +77,7 @@ __all__ = [
 
 DESCRIPTION = "this machine's CPU, onnxruntime CPU EP, batch 1, one thread"
 RUNTIME = "onnxruntime CPUExecutionProvider, intra_op=1, inter_op=1, sequential, ORT_ENABLE_ALL"
-MODEL_VERSION = "kernel-14"  # weight-only quantized layers folded at load (Cast, Mul): fp32 kernels
+MODEL_VERSION = "kernel-15"  # a 1x1 conv on a plain NCHW input: its own class (pwconv:f32n)
 POWER_W = 280.0 / 64
 POWER_SOURCE = (
     "one core's share of a server CPU's TDP: AMD EPYC 7763 default TDP 280 W / 64 cores = "

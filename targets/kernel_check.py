@@ -88,7 +88,8 @@ def rule_kernel_counts(graph: LayerGraph, bits: Bits, block: int) -> dict[str, A
             k.split(":")[0] in WEIGHTED_KERNEL_KINDS and k.endswith((":q8", ":q8s")) for k in ks
         ),
         # an NCHWc batch norm runs as an NCHWc depthwise 1x1 conv
-        "nchwc": sum(k in ("conv:f32", "pwconv:f32", "dwconv:f32", "bn:f32") for k in ks),
+        "nchwc": sum(k in ("conv:f32", "pwconv:f32", "pwconv:f32n", "dwconv:f32", "bn:f32")
+                      for k in ks),
         "reorder": ks.count("reorder"),
         # a QLinearAveragePool channels-last or in NCHW (avgpool:q8p)
         "qlinear_other": sum(k in _Q8_OPS.values() or k == "avgpool:q8p" for k in ks),

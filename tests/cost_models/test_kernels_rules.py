@@ -75,7 +75,7 @@ def test_bn_on_an_nchwc_tensor_runs_nchwc_whatever_its_channels() -> None:
     b = GraphBuilder((1, 3, 14, 14))
     b.conv(b.relu(b.bn(b.conv("", 12, 3))), 8, 1)
     assert _classes(b.build()) == [
-        "conv:f32", "bn:f32", "relu:fused", "reorder", "pwconv:f32", "reorder"]
+        "conv:f32", "bn:f32", "relu:fused", "reorder", "pwconv:f32n", "reorder"]
     # reading a plain tensor (a concat of 12 + 8 channels) it runs the plain kernel
     b = GraphBuilder((1, 3, 14, 14))
     x = b.conv("", 12, 3)
@@ -203,6 +203,23 @@ def test_nchwc_conv_calls_and_edge_taps_follow_rows_and_padding() -> None:
     # depthwise: per channel block
     kd = _nchwc_conv_kernel(_conv_on(14, 14, 32, 32, 3, dw=True))
     assert (kd.cls, kd.calls, kd.edge_taps) == ("dwconv:f32", 14 * 2, 14 * 2 * 9 * 2)
+
+
+def test_a_1x1_conv_on_a_plain_nchw_input_runs_the_direct_kernel() -> None:
+    # fewer input channels than the NCHWc block: MLAS's direct NCHW-input kernel (one call per
+    # input channel), not the pointwise one; at the AVX2 block of 8, 12 channels are blocked
+    k = _nchwc_conv_kernel(_conv_on(28, 28, 12, 64, 1))
+    assert (k.cls, k.calls) == ("pwconv:f32n", 28 * 12)
+    assert _nchwc_conv_kernel(_conv_on(28, 28, 16, 64, 1)).cls == "pwconv:f32"
+    (k8,) = [k for k in kernels(_conv_on(28, 28, 12, 64, 1), {}, nchwc_block=8)
+             if "conv" in k.cls]
+    assert k8.cls == "pwconv:f32"
+    # a 3x3 conv on a plain input keeps its class; int8 and im2col convs are not NCHWc ones
+    assert _nchwc_conv_kernel(_conv_on(28, 28, 12, 64, 3)).cls == "conv:f32"
+    g = _conv_on(28, 28, 12, 64, 1)
+    assert _nchwc_conv_kernel(g, _all_int8(g)).cls == "pwconv:q8s"
+    assert _nchwc_conv_kernel(_conv_on(28, 28, 6, 64, 1)).cls == "pwconv:f32n"
+    assert _nchwc_conv_kernel(_conv_on(28, 28, 18, 64, 1)).cls == "pwconv:f32p"
 
 
 def test_calls_and_edge_taps_only_for_nchwc_float_convs() -> None:
