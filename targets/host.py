@@ -11,7 +11,7 @@ constants are then refitted on all rows. The result is cached as JSON in
 (hostname, CPU model, onnxruntime version) and the fidelity, and reused while the machine, the
 onnxruntime version and the cost model's version match; otherwise it is recalibrated. The
 suite measurements are cached beside it (``host_measurements.json``) for :func:`refit_host`.
-A calibration measures the suite's 800 models for ``CALIBRATION_SECONDS``, plus the sessions'
+A calibration measures the suite's 816 models for ``CALIBRATION_SECONDS``, plus the sessions'
 set-up.
 
 The kernels onnxruntime runs depend on the CPU: MLAS's NCHWc layout blocks channels by 8 with

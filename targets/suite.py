@@ -412,6 +412,14 @@ def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelPro
     for c, hw in [] if size == "small" else [(16, 14), (24, 28)]:
         add_spec(f"pool3out_c{c}_hw{hw}", (c, hw, hw), partial(_pool3out_spec, c=c))
 
+    # 1x1 convs on a plain NCHW input (fewer channels than the NCHWc block, 8 or 16): MLAS's
+    # direct NCHW-input kernel, not the pointwise one (pwconv:f32n), as in a pruned bottleneck
+    plain_pw = [] if size == "small" else [
+        (2, 32, 28), (4, 48, 14), (4, 16, 28), (6, 64, 7), (6, 24, 14), (8, 64, 28),
+        (12, 96, 14), (12, 32, 7)]
+    for c, cout, hw in plain_pw:
+        add_spec(f"conv1s1_c{c}x{cout}_hw{hw}", (c, hw, hw),
+                 partial(_single_spec, kind="conv", c=c, cout=cout, k=1, s=1))
     schemes = ["fp32", "int8", "w8", "w4", "a16", "mixed", "w4a8"]
     out: list[tuple[str, onnx.ModelProto]] = []
     for i, (name, shape, fn) in enumerate(specs):
