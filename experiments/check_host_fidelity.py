@@ -153,18 +153,19 @@ def _export(model: Any, shape: tuple[int, int, int], tmp: Path, name: str) -> tu
 
 
 def _winners(n: int, seed: int, target: Any) -> list[tuple[str, bytes, float]]:
-    """Search-winner-like students: ResNet-8 at 28x28x1, pruned per group, mixed precision,
-    made by the search's own student recipe and exporter; predicted from the torch graph, as
-    the search does."""
+    """Search-winner-like students: ResNet-8 and MobileNetV2 (in turn) at 28x28x1, pruned per
+    group, mixed precision, made by the search's own student recipe and exporter; predicted
+    from the torch graph, as the search does."""
     import torch
 
     from cost_models import Precision
     from search.onnx_export import to_onnx
-    from search.workloads.models import resnet8
+    from search.workloads.models import mobilenetv2, resnet8
     from spaces.config import PruningSpace, QuantizationSpace, Space
     from spaces.joint import JointSpace
     from spaces.student import build_student, student_architecture
 
+    builders = (("resnet8", resnet8), ("mobilenetv2", mobilenetv2))
     shape = (1, 28, 28)
     space_spec = Space(
         quantization=QuantizationSpace(weight_bits=(4, 6, 8, 32), activation_bits=(8, 32)),
@@ -173,7 +174,8 @@ def _winners(n: int, seed: int, target: Any) -> list[tuple[str, bytes, float]]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        model = resnet8(shape).eval()
+        name, build = builders[i % len(builders)]
+        model = build(shape).eval()
         space = JointSpace(model, shape, space_spec)
         params = space.uniform_params(0.0, 32, 32)
         assert space.pruning is not None
@@ -195,7 +197,7 @@ def _winners(n: int, seed: int, target: Any) -> list[tuple[str, bytes, float]]:
         assert student.model is not None
         out.append(
             (
-                f"winner{i}_resnet8",
+                f"winner{i}_{name}",
                 to_onnx(student.model, shape).SerializeToString(),
                 target.predict(student.graph, student.policy.bits).latency_ms,
             )
@@ -210,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "--winners",
         type=int,
         default=6,
-        help="exported pruned mixed-precision ResNet-8 students to check",
+        help="exported pruned mixed-precision students to check (ResNet-8, MobileNetV2)",
     )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--seconds", type=float, default=30.0)
@@ -350,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     w = summary["winners"]
     if w["ratios"]:
         print(
-            f"exported ResNet-8 winners, predicted/measured: {w['ratios']} "
+            f"exported students, predicted/measured: {w['ratios']} "
             f"(raw: {w['raw_ratios']}); within 15%: "
             f"{sum(abs(x - 1) <= 0.15 for x in w['ratios'])}/{len(w['ratios'])}"
         )
