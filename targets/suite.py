@@ -420,6 +420,7 @@ def suite(*, seed: int = 0, size: str = "full") -> list[tuple[str, onnx.ModelPro
     for c, cout, hw in plain_pw:
         add_spec(f"conv1s1_c{c}x{cout}_hw{hw}", (c, hw, hw),
                  partial(_single_spec, kind="conv", c=c, cout=cout, k=1, s=1))
+
     schemes = ["fp32", "int8", "w8", "w4", "a16", "mixed", "w4a8"]
     out: list[tuple[str, onnx.ModelProto]] = []
     for i, (name, shape, fn) in enumerate(specs):
