@@ -357,6 +357,7 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
         is_fused = fused[layer.name]
         if layer.name in folded:
             continue
+        nchw_in = layer.kind == "conv" and layer.groups == 1 and layer.in_shape[1] < block
         for src in layer.inputs or ("",):
             src_quant = src != "" and fused.get(src, False) and src not in requant
             copy = ""
@@ -375,7 +376,6 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
                     copy = "/q" + tag
             elif src_quant:
                 convert(src, "dq8", layer.name)
-            nchw_in = layer.kind == "conv" and layer.groups == 1 and layer.in_shape[1] < block
             if nchwc[layer.name] and not nchw_in and not nchwc.get(src, False):
                 convert(src, "reorder", layer.name, copy)
             if nchwc.get(src, False) and (nchw_in or not nchwc[layer.name]):
@@ -425,8 +425,8 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             calls, edge = nchwc_calls(layer, block)
         # MLAS runs 1x1 convs on their own code paths (no im2col; a pointwise NCHWc kernel)
         kind = "pwconv" if layer.kind == "conv" and layer.kernel == 1 else layer.kind
-        if kind == "pwconv" and mode == "f32" and nchwc[layer.name] and layer.in_shape[1] < block:
-            mode = "f32n"  # its input is plain NCHW: MLAS's direct NCHW-input kernel
+        if kind == "pwconv" and mode == "f32" and nchwc[layer.name] and nchw_in:
+            mode = "f32n"  # a plain NCHW input: MLAS's direct kernel, not the pointwise one
         elems = layer.in_elems + layer.out_elems
         if layer.kind in ("maxpool", "avgpool"):  # its input and every window tap it reads
             elems = layer.in_elems + layer.macs

@@ -180,8 +180,9 @@ def _conv_on(h: int, w: int, cin: int, cout: int, k: int, *, stride: int = 1,
     return b.build()
 
 
-def _nchwc_conv_kernel(graph: LayerGraph, bits: dict[str, Precision] | None = None) -> Kernel:
-    (k,) = [k for k in kernels(graph, bits or {}, nchwc_block=16) if "conv" in k.cls]
+def _nchwc_conv_kernel(graph: LayerGraph, bits: dict[str, Precision] | None = None,
+                       block: int = 16) -> Kernel:
+    (k,) = [k for k in kernels(graph, bits or {}, nchwc_block=block) if "conv" in k.cls]
     return k
 
 
@@ -208,15 +209,13 @@ def test_nchwc_conv_calls_and_edge_taps_follow_rows_and_padding() -> None:
 def test_a_1x1_conv_on_a_plain_nchw_input_runs_the_direct_kernel() -> None:
     # fewer input channels than the NCHWc block: MLAS's direct NCHW-input kernel (one call per
     # input channel), not the pointwise one; at the AVX2 block of 8, 12 channels are blocked
-    k = _nchwc_conv_kernel(_conv_on(28, 28, 12, 64, 1))
+    g = _conv_on(28, 28, 12, 64, 1)
+    k = _nchwc_conv_kernel(g)
     assert (k.cls, k.calls) == ("pwconv:f32n", 28 * 12)
     assert _nchwc_conv_kernel(_conv_on(28, 28, 16, 64, 1)).cls == "pwconv:f32"
-    (k8,) = [k for k in kernels(_conv_on(28, 28, 12, 64, 1), {}, nchwc_block=8)
-             if "conv" in k.cls]
-    assert k8.cls == "pwconv:f32"
+    assert _nchwc_conv_kernel(g, block=8).cls == "pwconv:f32"
     # a 3x3 conv on a plain input keeps its class; int8 and im2col convs are not NCHWc ones
     assert _nchwc_conv_kernel(_conv_on(28, 28, 12, 64, 3)).cls == "conv:f32"
-    g = _conv_on(28, 28, 12, 64, 1)
     assert _nchwc_conv_kernel(g, _all_int8(g)).cls == "pwconv:q8s"
     assert _nchwc_conv_kernel(_conv_on(28, 28, 6, 64, 1)).cls == "pwconv:f32n"
     assert _nchwc_conv_kernel(_conv_on(28, 28, 18, 64, 1)).cls == "pwconv:f32p"
