@@ -16,7 +16,7 @@ from cost_models.analytic import (
     size_kb,
 )
 from cost_models.base import CostModel, Measurement
-from cost_models.baseline import compare_heldout, fit_flops_constant, total_macs
+from cost_models.baseline import compare_folds, compare_heldout, fit_flops_constant, total_macs
 from cost_models.builder import GraphBuilder
 from cost_models.energy import EnergyConstants, energy_mj, published_energy
 from cost_models.fidelity import fidelity, spearman
@@ -53,6 +53,7 @@ __all__ = [
     "LayerTypeCostModel",
     "Measurement",
     "Precision",
+    "compare_folds",
     "compare_heldout",
     "energy_mj",
     "fidelity",

@@ -16,7 +16,7 @@ from cost_models.base import Measurement
 from cost_models.errors import CalibrationError, UnsupportedLayerError
 from cost_models.fidelity import fidelity
 
-__all__ = ["compare_heldout", "fit_flops_constant", "total_macs"]
+__all__ = ["Fold", "compare_folds", "compare_heldout", "fit_flops_constant", "total_macs"]
 
 
 def total_macs(measurement: Measurement) -> int:
@@ -32,6 +32,11 @@ def fit_flops_constant(rows: Sequence[Measurement]) -> float:
     return sum(r) / sum(x * x for x in r)
 
 
+Fold = tuple[Sequence[Measurement], Sequence[Measurement], Callable[[Measurement], float]]
+"""One split of a cross-validation: fitting rows, held-out rows, and the prediction (in ms) of
+the constants fitted on the fitting rows."""
+
+
 def compare_heldout(
     train: Sequence[Measurement],
     test: Sequence[Measurement],
@@ -43,26 +48,44 @@ def compare_heldout(
     A held-out row with a layer class no fitting row had cannot be predicted
     (:class:`UnsupportedLayerError`): it is not scored, and counted in ``n_unpredictable``.
     """
-    scored = []
-    for m in test:
-        try:
-            scored.append((m, predict_ms(m)))
-        except UnsupportedLayerError:
-            continue
-    n_unpredictable = len(test) - len(scored)
-    test = [m for m, _ in scored]
-    if len(test) < 2:
+    return compare_folds([(train, test, predict_ms)])
+
+
+def compare_folds(folds: Sequence[Fold]) -> dict[str, Any]:
+    """:func:`compare_heldout` over the held-out rows of every fold together (in a k-fold
+    cross-validation, every row is predicted once, by constants that were not fitted on it),
+    the FLOPs baseline of each fold fitted on that fold's fitting rows; with more than one
+    fold, the baseline's ``ms_per_gmac`` is the folds' mean and ``folds`` lists each fold's
+    own ``n_heldout``, ``within_10pct`` and ``mdape``."""
+    pred, meas, base, per_fold, constants = [], [], [], [], []
+    n_unpredictable = 0
+    for train, test, predict_ms in folds:
+        scored = []
+        for m in test:
+            try:
+                scored.append((m, predict_ms(m)))
+            except UnsupportedLayerError:
+                n_unpredictable += 1
+        c = fit_flops_constant(train)
+        constants.append(c)
+        pred += [p for _, p in scored]
+        meas += [float(m[2]) for m, _ in scored]
+        base += [c * total_macs(m) for m, _ in scored]
+        if len(folds) > 1 and len(scored) >= 2:
+            f = fidelity([p for _, p in scored], [float(m[2]) for m, _ in scored])
+            per_fold.append({"n_heldout": len(scored), "within_10pct": f["within_10pct"],
+                             "mdape": f["mdape"]})
+    if len(meas) < 2:
         raise CalibrationError(
-            f"held-out fidelity needs >= 2 predictable held-out rows, got {len(test)} "
+            f"held-out fidelity needs >= 2 predictable held-out rows, got {len(meas)} "
             f"({n_unpredictable} have layer classes no fitting row has); give more measurements"
         )
-    meas = [float(m[2]) for m in test]
-    fid = fidelity([p for _, p in scored], meas)
-    c = fit_flops_constant(train)
-    base = fidelity([c * total_macs(m) for m in test], meas)
+    fid, flops = fidelity(pred, meas), fidelity(base, meas)
     return {
         "within_10pct": fid["within_10pct"], "spearman": fid["spearman"], "mdape": fid["mdape"],
-        "n_heldout": len(test), "n_unpredictable": n_unpredictable,
-        "flops_baseline": {"within_10pct": base["within_10pct"], "spearman": base["spearman"],
-                           "mdape": base["mdape"], "ms_per_gmac": c * 1e9},
+        "n_heldout": len(meas), "n_unpredictable": n_unpredictable,
+        "flops_baseline": {"within_10pct": flops["within_10pct"], "spearman": flops["spearman"],
+                           "mdape": flops["mdape"],
+                           "ms_per_gmac": sum(constants) / len(constants) * 1e9},
+        **({"folds": per_fold} if len(folds) > 1 else {}),
     }

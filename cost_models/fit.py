@@ -77,6 +77,7 @@ def fit_linear(
     are zero in every row get no coefficient (absent from the result).
     """
     import numpy as np
+    from threadpoolctl import threadpool_limits
 
     yv = np.asarray(y, dtype=float)
     if not np.all(np.isfinite(yv)) or (yv <= 0).any():
@@ -102,7 +103,10 @@ def fit_linear(
     if ridge > 0:
         lhs = np.vstack([lhs, np.sqrt(ridge) * np.eye(len(names))])
         rhs = np.concatenate([rhs, np.zeros(len(names))])
-    x = nnls(lhs, rhs) / scale
+    # one BLAS thread: the matrices are small, and OpenBLAS's threads waiting on cores that a
+    # study's trainings keep busy made a refit many times slower than on one thread
+    with threadpool_limits(limits=1, user_api="blas"):
+        x = nnls(lhs, rhs) / scale
     return dict(zip(names, x.tolist(), strict=True))
 
 

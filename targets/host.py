@@ -46,13 +46,14 @@ import json
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from cost_models.analytic import KernelConstants, KernelCostModel, latency_ms
 from cost_models.base import Measurement
-from cost_models.baseline import compare_heldout
+from cost_models.baseline import Fold, compare_folds
 from cost_models.energy import EnergyConstants, published_energy
 from cost_models.errors import CalibrationError
 from cost_models.fit import fit_kernel_constants
@@ -227,37 +228,55 @@ def measure_on_host(
     )
 
 
+FOLDS = 4
+
+
 def _fit_and_check(
-    rows: list[tuple[str, Measurement]],
+    rows: Sequence[tuple[str, Measurement]],
     *,
     nchwc_block: int = NCHWC_BLOCK,
-    holdout: float = 0.25,
+    folds: int = FOLDS,
     seed: int = 0,
 ) -> tuple[KernelConstants, dict[str, Any]]:
-    # Hold out whole suite specs (all precision schemes of one architecture), so fidelity is
-    # judged on architectures the fit has not seen.
-    specs = sorted({name.rsplit("_", 1)[0] for name, _ in rows})
-    rng = random.Random(seed)
-    rng.shuffle(specs)
-    held = set(specs[: max(1, round(len(specs) * holdout))])
-    train = [m for n, m in rows if n.rsplit("_", 1)[0] not in held]
-    test = [m for n, m in rows if n.rsplit("_", 1)[0] in held]
-    w_train = [_row_weight(n) for n, _ in rows if n.rsplit("_", 1)[0] not in held]
-    part = fit_kernel_constants(
-        train, energy_constants=host_energy(), nchwc_block=nchwc_block, row_weights=w_train,
-        ridge=RIDGE,
+    """The constants fitted on every row, and their held-out fidelity by a grouped k-fold
+    cross-validation: the suite's architectures (each with all its precision schemes) are dealt
+    into ``folds`` folds, and each fold is predicted by constants fitted on the others. Every
+    row is then judged on an architecture the fit has not seen, and the figures do not hang on
+    which architectures a single split happens to hold out."""
+    specs = sorted({_architecture(name) for name, _ in rows})
+    random.Random(seed).shuffle(specs)
+    fold_of = {spec: i % folds for i, spec in enumerate(specs)}
+    splits: list[Fold] = []
+    for k in range(folds):
+        train = [(n, m) for n, m in rows if fold_of[_architecture(n)] != k]
+        part = _fit(train, nchwc_block)
+
+        def predict(m: Measurement, part: KernelConstants = part) -> float:
+            return latency_ms(m[0], m[1], part)
+
+        test = [m for n, m in rows if fold_of[_architecture(n)] == k]
+        splits.append(([m for _, m in train], test, predict))
+    fid = compare_folds(splits)
+    fid["held_out"] = (
+        f"{folds}-fold cross-validation over the suite architectures (all their precision "
+        f"schemes): each row predicted by constants fitted on the other {folds - 1} folds"
     )
-    fid = compare_heldout(train, test, lambda m: latency_ms(m[0], m[1], part))
-    fid["held_out"] = "25% of suite architectures (all their precision schemes)"
-    fid["held_out_rows"] = ",".join(sorted(held))
-    constants = fit_kernel_constants(
+    return _fit(rows, nchwc_block), fid
+
+
+def _architecture(name: str) -> str:
+    """A suite row's architecture: its name without the precision scheme."""
+    return name.rsplit("_", 1)[0]
+
+
+def _fit(rows: Sequence[tuple[str, Measurement]], nchwc_block: int) -> KernelConstants:
+    return fit_kernel_constants(
         [m for _, m in rows],
         energy_constants=host_energy(),
         nchwc_block=nchwc_block,
         row_weights=[_row_weight(n) for n, _ in rows],
         ridge=RIDGE,
     )
-    return constants, fid
 
 
 CHAIN_WEIGHT = 3.0

@@ -12,6 +12,7 @@ from cost_models import (
     LayerTypeConstants,
     LayerTypeCostModel,
     Precision,
+    compare_folds,
     compare_heldout,
     fit_flops_constant,
     total_macs,
@@ -77,6 +78,21 @@ def test_flops_baseline_is_fitted_on_the_given_rows() -> None:
     assert f["flops_baseline"]["mdape"] == pytest.approx(100 / 3, rel=1e-6)
     with pytest.raises(CalibrationError, match="held-out"):
         compare_heldout(rows, test[:1], lambda m: m[2])
+
+
+def test_folds_are_judged_together_and_each_on_its_own() -> None:
+    rows: list[tuple[LayerGraph, Bits, float]] = [
+        (_net(w, 1)[0], {}, 1e-6 * total_macs((_net(w, 1)[0], {}, 0.0)))
+        for w in (4, 8, 16, 32)
+    ]
+    exact, off = rows[:2], rows[2:]
+    # fold 1 predicts its rows exactly, fold 2 predicts 20% high: half the rows within 10%
+    f = compare_folds([(off, exact, lambda m: m[2]), (exact, off, lambda m: 1.2 * m[2])])
+    assert f["n_heldout"] == 4 and f["within_10pct"] == 0.5
+    assert f["mdape"] == pytest.approx(10.0)  # the median of 0, 0, 20 and 20%
+    assert [(d["n_heldout"], d["within_10pct"]) for d in f["folds"]] == [(2, 1.0), (2, 0.0)]
+    assert f["flops_baseline"]["ms_per_gmac"] == pytest.approx(1e-6 * 1e9)
+    assert "folds" not in compare_heldout(off, exact, lambda m: m[2])
 
 
 def test_fit_recovers_per_class_constants_from_whole_networks() -> None:

@@ -8,6 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from cost_models import (
+    KernelCoefficients,
+    KernelConstants,
+    Layer,
+    LayerGraph,
+    Precision,
+    kernels,
+    latency_ms,
+)
+
 pytest.importorskip("onnxruntime")
 
 
@@ -71,3 +81,50 @@ def test_cpu_flags_are_read_from_the_flags_line() -> None:
     assert all(" " not in f for f in flags)
     if Path("/proc/cpuinfo").is_file() and "avx2" in Path("/proc/cpuinfo").read_text():
         assert "avx2" in flags
+
+
+def _net(c: int, hw: int, pool: bool) -> LayerGraph:
+    """A 3x3 conv (c -> 2c channels), a 2x2 max pool if ``pool``, global pooling, a classifier."""
+    conv = Layer("conv", "conv", (1, c, hw, hw), (1, 2 * c, hw, hw), macs=18 * c * c * hw * hw,
+                 params=18 * c * c + 2 * c, kernel=3, inputs=("",))
+    layers, last, side = [conv], "conv", hw
+    if pool:
+        side = hw // 2
+        layers.append(Layer("pool", "maxpool", conv.out_shape, (1, 2 * c, side, side),
+                            macs=2 * c * side * side * 4, kernel=2, stride=2, inputs=("conv",)))
+        last = "pool"
+    layers += [
+        Layer("gap", "gap", (1, 2 * c, side, side), (1, 2 * c, 1, 1), macs=2 * c * side * side,
+              inputs=(last,)),
+        Layer("fc", "linear", (1, 2 * c), (1, 10), macs=20 * c, params=20 * c + 10,
+              inputs=("gap",)),
+    ]
+    return LayerGraph(tuple(layers), (1, c, hw, hw))
+
+
+def test_host_fidelity_is_cross_validated_over_whole_architectures() -> None:
+    """Every row is held out once, with all the rows of its architecture: the one architecture
+    with a costly kernel class no other has is mispredicted by the fit without it, in both of
+    its schemes (had one been fitted on, the other would be exact), every other row is exact,
+    and the constants returned are fitted on every row."""
+    from targets.host import _fit_and_check
+
+    schemes = {"fp32": {}, "w8a16": {"fc": Precision(8, 16)}}
+    nets = {f"net{c}x{hw}": _net(c, hw, pool=False) for c in (4, 8, 12, 16, 24) for hw in
+            (7, 10, 14, 20, 28)} | {"pooled": _net(8, 14, pool=True)}
+    classes = sorted({k.cls for g in nets.values() for b in schemes.values()
+                      for k in kernels(g, b)})
+    truth = KernelConstants(0.01, 1.0, tuple(
+        KernelCoefficients(cls, 0.05 if cls.startswith("maxpool") else 0.001 * (i + 1),
+                           0.01 * (i + 1), 0.5) for i, cls in enumerate(classes)))
+    rows = [(f"{name}_{scheme}", (g, b, latency_ms(g, b, truth)))
+            for name, g in nets.items() for scheme, b in schemes.items()]
+
+    for seed in range(4):  # however the architectures are dealt into folds
+        constants, fid = _fit_and_check(rows, seed=seed)
+        assert fid["n_heldout"] == len(rows) and len(fid["folds"]) == 4
+        assert sum(f["n_heldout"] for f in fid["folds"]) == len(rows)
+        assert fid["within_10pct"] == pytest.approx((len(rows) - 2) / len(rows))
+        assert fid["mdape"] == pytest.approx(0.0, abs=1e-3)
+    g, b, t = rows[-1][1]
+    assert latency_ms(g, b, constants) == pytest.approx(t, rel=1e-4)
