@@ -11,6 +11,7 @@ __all__ = [
     "NCHWC_ACTS",
     "edge_columns",
     "gemm_padded_macs",
+    "im2col",
     "nchwc_calls",
     "nchwc_conv",
     "nchwc_layer",
@@ -115,6 +116,30 @@ def gemm_padded_macs(layer: Layer) -> int:
         return layer.macs * round_up(cout, 16) // cout
     k_dim = layer.macs // (pixels * cout)  # cin x kernel area
     return pixels * round_up(cout, 16) * round_up(k_dim, 4) if cin else layer.macs
+
+
+def im2col(layer: Layer) -> tuple[str, int] | None:
+    """The im2col kernel of a conv that runs outside NCHWc (float ``f32p`` or ``rt``), as its
+    class and ``elems``; None for other layers and a dense 1x1 stride-1 conv (its GEMM reads
+    the input as it is).
+
+    * A grouped conv runs one group at a time, an im2col and a one-row GEMM each:
+      ``im2col:f32``, priced by the rows it copies (groups x kernel area x output rows).
+    * A dense one copies its input into a (input channels x kernel area) x (output positions)
+      matrix that MLAS's GEMM packs again: ``im2col:dense``, priced by its elements. With few
+      output channels this costs more than the MACs: timed on 3x3 convs reading 24 channels
+      at 6x6..16x16 maps, 8 output channels took 71-82% of the time of 32.
+    """
+    if layer.kind not in ("conv", "dwconv"):
+        return None
+    cin, cout = layer.in_shape[1], layer.out_shape[1]
+    area = layer.macs // (layer.out_elems * (cin // layer.groups))
+    if layer.groups > 1:
+        return "im2col:f32", layer.groups * area * (
+            layer.out_shape[2] if len(layer.out_shape) > 2 else 1)
+    if area == 1 and layer.stride == 1:
+        return None
+    return "im2col:dense", layer.macs // cout
 
 
 def sym_conv(layer: Layer) -> bool:

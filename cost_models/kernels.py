@@ -72,7 +72,9 @@ of the host micro-benchmark suite on x86-64:
   ``im2col:f32``, whose ``elems`` are the im2col rows it copies (groups x kernel area x output
   rows; timed on 3x3/5x5 depthwise convs, 6..90 channels, 4x4..28x28 maps, this and the MACs
   explain the time within ~5%, the MACs alone within ~25%: a 90-channel 5x5 one on a 4x4
-  map takes ~90 us). A ``reorder`` kernel converts a tensor
+  map takes ~90 us). A dense one but a 1x1 stride-1 conv copies its input into an im2col
+  matrix that MLAS packs again: class ``im2col:dense``, ``elems`` its input channels x kernel
+  area x output positions (:func:`~cost_models.kernel_layout.im2col`). A ``reorder`` kernel converts a tensor
   into (for a conv with >= ``B`` input channels) or out of NCHWc. An fp32 add whose input is
   the sole output of an NCHWc conv is fused into it (``add:fused``), and so is a ReLU after
   that add (``relu:fused``); a ReLU after an fp32 add that no conv absorbs (its output is
@@ -149,6 +151,7 @@ from cost_models.graph import (
 )
 from cost_models.kernel_layout import (
     gemm_padded_macs,
+    im2col,
     nchwc_calls,
     nchwc_conv,
     nchwc_layer,
@@ -437,12 +440,9 @@ def kernels(graph: LayerGraph, bits: Bits, *, nchwc_block: int = NCHWC_BLOCK) ->
             Kernel(f"{kind}:{mode}", layer.name, macs=macs, elems=elems, pixels=pixels,
                    tail_macs=tail, calls=calls, edge_taps=edge)
         )
-        if layer.groups > 1 and mode in ("f32p", "rt"):
-            # MLAS runs a grouped conv outside NCHWc one group at a time: an im2col (priced by
-            # the rows it copies: groups x kernel area x output rows) and a one-row GEMM each
-            area = layer.macs // (layer.out_elems * (layer.in_shape[1] // layer.groups))
-            rows = layer.groups * area * (layer.out_shape[2] if len(layer.out_shape) > 2 else 1)
-            out.append(Kernel("im2col:f32", layer.name, elems=rows))
+        unfold = im2col(layer) if mode in ("f32p", "rt") else None
+        if unfold:  # the im2col a conv outside NCHWc runs before its GEMM
+            out.append(Kernel(unfold[0], layer.name, elems=unfold[1]))
         read_8 = bool(users[layer.name]) and all(
             prec[u.name].act_bits == 8 for u in users[layer.name])
         if layer.kind == "add" and layer.act == "relu" and mode == "f32" and not read_8:

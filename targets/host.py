@@ -4,13 +4,15 @@ onnxruntime CPU execution provider, batch 1, ``intra_op_num_threads=1``,
 ``inter_op_num_threads=1``, sequential execution, all graph optimizations.
 
 On first use the micro-benchmark suite (:mod:`targets.suite`) is measured with the agent
-(:mod:`targets.agent`), the kernel cost model's latency constants are fitted (NNLS), and fidelity
-is measured on about 25% of the suite held out from a fit on the other 75%; the shipped
-constants are then refitted on all rows. The result is cached as JSON in
-``$EDGETUNE_HOME/targets/host.json`` (default ``./.edgetune``), with the date, the machine
-(hostname, CPU model, onnxruntime version) and the fidelity, and reused while the machine, the
-onnxruntime version and the cost model's version match; otherwise it is recalibrated. The
-suite measurements are cached beside it (``host_measurements.json``) for :func:`refit_host`.
+(:mod:`targets.agent`), the kernel cost model's latency constants are fitted (NNLS) on every
+row, and fidelity is cross-validated over the suite's architectures (:func:`_fit_and_check`).
+The result is cached as JSON in ``$EDGETUNE_HOME/targets/host.json`` (default
+``./.edgetune``), with the date, the machine (hostname, CPU model, onnxruntime version) and the
+fidelity, and reused while the machine, the onnxruntime version and the cost model's version
+match. The suite measurements are cached beside it (``host_measurements.json``) for
+:func:`refit_host`, and so are the measured search candidates: when only the cost model's
+version changed (the same machine and suite), the host is refitted from them in seconds;
+otherwise it is measured again.
 A calibration measures the suite's 816 models for ``CALIBRATION_SECONDS``, plus the sessions'
 set-up.
 
@@ -78,7 +80,7 @@ __all__ = [
 
 DESCRIPTION = "this machine's CPU, onnxruntime CPU EP, batch 1, one thread"
 RUNTIME = "onnxruntime CPUExecutionProvider, intra_op=1, inter_op=1, sequential, ORT_ENABLE_ALL"
-MODEL_VERSION = "kernel-15"  # a 1x1 conv on a plain NCHW input: its own class (pwconv:f32n)
+MODEL_VERSION = "kernel-16"  # a dense conv outside NCHWc: its im2col (im2col:dense)
 POWER_W = 280.0 / 64
 POWER_SOURCE = (
     "one core's share of a server CPU's TDP: AMD EPYC 7763 default TDP 280 W / 64 cores = "
@@ -122,10 +124,16 @@ def _machine() -> dict[str, Any]:
 
 
 def _same_machine(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether a calibration applies here: the same host, CPU model and flags (a VM can move
-    to another CPU under the same name), onnxruntime version and cost model."""
-    keys = ("hostname", "cpu_model", "cpu_flags", "onnxruntime", "cost_model_version")
+    """Whether measurements taken on ``a`` hold on ``b``: the same host, CPU model and flags
+    (a VM can move to another CPU under the same name) and onnxruntime version. The cost model
+    may differ: its rows are refitted, not measured again."""
+    keys = ("hostname", "cpu_model", "cpu_flags", "onnxruntime")
     return all(a.get(k) == b.get(k) for k in keys)
+
+
+def _same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether a calibration applies here: the same machine and cost model."""
+    return _same_machine(a, b) and a.get("cost_model_version") == b.get("cost_model_version")
 
 
 def cached_host() -> Target | None:
@@ -137,7 +145,7 @@ def cached_host() -> Target | None:
         target = target_from_dict(json.loads(path.read_text()), where=str(path))
     except (json.JSONDecodeError, OSError, TargetError):
         return None
-    if not _same_machine(target.provenance.machine, _machine()):
+    if not _same_model(target.provenance.machine, _machine()):
         return None
     return replace(target, constants=replace(target.constants, energy_constants=host_energy()))
 
@@ -198,9 +206,13 @@ def nchwc_block_size() -> int:
 
 
 def host_target() -> Target:
-    """The calibrated host target: from the cache, or calibrated now (``CALIBRATION_SECONDS``
-    of measuring)."""
-    return cached_host() or calibrate_host(force=True)
+    """The calibrated host target: from the cache; refitted from the cached measurements if
+    only the cost model changed since (same machine, same suite); or calibrated now
+    (``CALIBRATION_SECONDS`` of measuring)."""
+    cached = cached_host()
+    if cached is not None:
+        return cached
+    return refit_host() if _cached_measurements() is not None else calibrate_host(force=True)
 
 
 def measure_on_host(
@@ -310,22 +322,12 @@ def calibrate_host(*, force: bool = True, seconds: float = CALIBRATION_SECONDS) 
         reference_every=4,
         reference=reference_model().SerializeToString(),
     )
-    # the kernel rules against onnxruntime's optimized graphs: a fact of this machine and the
-    # suite, checked once here and kept with the measurements (a refit does not redo it)
+    # the kernel rules against onnxruntime's optimized graphs: a fact of this machine, the
+    # suite and the cost model, kept with the measurements (a refit redoes it for a new model)
     rules = check_kernel_rules(models, nchwc_block_size())
-    path = cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (path.parent / "host_measurements.json").write_text(
-        json.dumps(
-            {
-                "machine": _machine(),
-                "noise_ceiling": noise_ceiling(results),
-                "kernel_rules": rules,
-                "measurements": results,
-            },
-            indent=1,
-        )
-    )
+    _measurements_path().parent.mkdir(parents=True, exist_ok=True)
+    _write_measurements({"machine": _machine(), "noise_ceiling": noise_ceiling(results),
+                         "kernel_rules": rules, "measurements": results})
     return _build(models, results, rules, t0)
 
 
@@ -352,25 +354,50 @@ def refit_host() -> Target:
     """Refit the host from the suite measurements cached by the last calibration and the
     measured search candidates kept since (no new measurements): for a changed cost model on
     the same machine, and during a study, as its candidates are measured."""
-    from targets.suite import suite
-
-    path = cache_path().parent / "host_measurements.json"
-    if not path.is_file():
-        raise CalibrationError(f"no cached measurements at {path}; run calibrate_host()")
-    data = json.loads(path.read_text())
-    models = suite()
-    missing = {r["name"] for r in data["measurements"]} - {n for n, _ in models}
-    if missing or not _same_machine(data.get("machine", {}), _machine()):
+    data = _cached_measurements()
+    if data is None:
         raise CalibrationError(
-            f"the cached measurements at {path} are from another machine or suite version "
-            f"({len(missing)} unknown models); run calibrate_host() to measure again"
+            f"no measurements of this machine's current suite at {_measurements_path()}; run "
+            f"calibrate_host() to measure"
         )
-    rules = data.get("kernel_rules")
-    if rules is None:  # measurements cached before the check was kept with them
+    models, cached = data
+    rules = cached.get("kernel_rules")
+    if rules is None or cached["machine"].get("cost_model_version") != MODEL_VERSION:
+        # the kernel rules changed with the cost model: check them again, once
         from targets.kernel_check import check_kernel_rules
 
         rules = check_kernel_rules(models, nchwc_block_size())
-    return _build(models, data["measurements"], rules, time.time())
+        _write_measurements({**cached, "machine": _machine(), "kernel_rules": rules})
+    return _build(models, cached["measurements"], rules, time.time())
+
+
+def _measurements_path() -> Path:
+    return cache_path().parent / "host_measurements.json"
+
+
+def _write_measurements(data: dict[str, Any]) -> None:
+    path = _measurements_path()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def _cached_measurements() -> tuple[list[tuple[str, Any]], dict[str, Any]] | None:
+    """The suite and the cached calibration measurements, if they were taken on this machine
+    of every model of the current suite; else None."""
+    from targets.suite import suite
+
+    path = _measurements_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    models = suite()
+    measured = {r.get("name") for r in data.get("measurements", [])}
+    if measured != {n for n, _ in models} or not _same_machine(data.get("machine", {}),
+                                                                 _machine()):
+        return None
+    return models, data
 
 
 def _build(

@@ -42,6 +42,7 @@ def _constants() -> KernelConstants:
             KernelCoefficients("gap:f32", fixed_ms=0.001, ns_per_elem=2.0),
             KernelCoefficients("linear:f32", fixed_ms=0.003, ns_per_mac=10.0),
             KernelCoefficients("conv:rt", fixed_ms=0.004, ns_per_mac=1.0),
+            KernelCoefficients("im2col:dense", ns_per_elem=5.0),
             KernelCoefficients("dqw8", ns_per_elem=100.0),
             KernelCoefficients("dqw4", ns_per_elem=200.0),
             KernelCoefficients("q8", fixed_ms=0.001, ns_per_elem=10.0),
@@ -79,6 +80,7 @@ def test_int8_conv_before_float_layer_runs_unfused_with_boundary_kernels() -> No
         "dq8",
         "dqw8",
         "conv:rt",
+        "im2col:dense",
         "gap:f32",
         "linear:f32",
     ]
@@ -92,6 +94,7 @@ def test_int8_conv_before_float_layer_runs_unfused_with_boundary_kernels() -> No
         # im2col + GEMM: 64 pixels x 4 channels padded to 16 x depth 9 padded to 12
         + 0.004
         + 1.0 * 64 * 16 * 12 * 1e-6
+        + 5.0 * 64 * 9 * 1e-6  # the im2col matrix: 1 channel x 9 taps x 64 pixels
         + 0.001
         + 2.0 * 260 * 1e-6
         + 0.003
@@ -126,6 +129,7 @@ def test_fused_chain_has_one_quantize_and_one_dequantize() -> None:
         "dq8",
         "dqw8",
         "conv:rt",
+        "im2col:dense",
         "conv:f32",
         "q8",
         "reorder",
@@ -241,7 +245,7 @@ def test_nchwc_block_decides_the_plain_input_and_the_padding() -> None:
     assert k8.macs == 64 * 24 * 8 * 9  # 20 outputs padded to 24
     assert k16.macs == 64 * 32 * 8 * 9  # to 32; 8 inputs < 16 are not padded
     # 10 input channels: im2col + GEMM with block 8, NCHWc with plain input with block 16
-    assert _classes(_one_conv(10, 16), {}, 8) == ["conv:f32p"]
+    assert _classes(_one_conv(10, 16), {}, 8) == ["conv:f32p", "im2col:dense"]
     assert _classes(_one_conv(10, 16), {}, 16) == ["conv:f32", "reorder"]
     # a depthwise conv always reads NCHWc, whatever the block
     for block in (8, 16):
@@ -261,7 +265,8 @@ def test_float_weight_conv_reading_a_quantized_tensor_runs_in_nchwc() -> None:
     assert _classes(_conv_then_float_gap(16), bits, 8) == [
         "q8", "dq8", "reorder", "conv:f32", "reorder", "gap:f32"
     ]
-    assert _classes(_conv_then_float_gap(14), bits, 8) == ["q8", "dq8", "conv:f32p", "gap:f32"]
+    assert _classes(_conv_then_float_gap(14), bits, 8) == [
+        "q8", "dq8", "conv:f32p", "im2col:dense", "gap:f32"]
     assert _classes(_conv_then_float_gap(14), bits, 16) == [
         "q8", "dq8", "conv:f32", "reorder", "gap:f32"
     ]

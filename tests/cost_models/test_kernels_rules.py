@@ -221,6 +221,34 @@ def test_a_1x1_conv_on_a_plain_nchw_input_runs_the_direct_kernel() -> None:
     assert _nchwc_conv_kernel(_conv_on(28, 28, 18, 64, 1)).cls == "pwconv:f32p"
 
 
+def _im2col(graph: LayerGraph, bits: dict[str, Precision]) -> list[tuple[str, int]]:
+    return [(k.cls, k.elems) for k in kernels(graph, bits, nchwc_block=16)
+            if k.cls.startswith("im2col")]
+
+
+def _runtime_weights(graph: LayerGraph) -> dict[str, Precision]:
+    return {la.name: Precision(8, 16) for la in graph.layers}
+
+
+def test_a_conv_outside_nchwc_copies_its_input_into_an_im2col_matrix() -> None:
+    # weights dequantized at run time: a plain conv, im2col + GEMM; the matrix it copies has
+    # input channels x kernel area rows of output positions
+    g = _conv_on(14, 14, 24, 8, 3)
+    assert _im2col(g, _runtime_weights(g)) == [("im2col:dense", 24 * 9 * 14 * 14)]
+    g2 = _conv_on(14, 14, 24, 8, 3, stride=2)
+    assert _im2col(g2, _runtime_weights(g2)) == [("im2col:dense", 24 * 9 * 7 * 7)]
+    # a 1x1 stride-1 conv multiplies its input as it is; at stride 2 it is copied too
+    g3 = _conv_on(14, 14, 24, 8, 1)
+    assert _im2col(g3, _runtime_weights(g3)) == []
+    g4 = _conv_on(14, 14, 24, 8, 1, stride=2)
+    assert _im2col(g4, _runtime_weights(g4)) == [("im2col:dense", 24 * 7 * 7)]
+    # a grouped conv is copied a group at a time (priced by rows); NCHWc and fused int8 convs
+    # are not copied
+    g5 = _conv_on(14, 14, 24, 24, 3, dw=True)
+    assert [c for c, _ in _im2col(g5, _runtime_weights(g5))] == ["im2col:f32"]
+    assert _im2col(g, {}) == [] and _im2col(g, _all_int8(g)) == []
+
+
 def test_calls_and_edge_taps_only_for_nchwc_float_convs() -> None:
     # a 1x1 conv reads no padding (its own pointwise kernel), a fused int8 conv runs other code
     assert _nchwc_conv_kernel(_conv_on(28, 28, 16, 16, 1)).edge_taps == 0

@@ -128,3 +128,42 @@ def test_host_fidelity_is_cross_validated_over_whole_architectures() -> None:
         assert fid["mdape"] == pytest.approx(0.0, abs=1e-3)
     g, b, t = rows[-1][1]
     assert latency_ms(g, b, constants) == pytest.approx(t, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_a_new_cost_model_is_refitted_from_the_cached_measurements(
+    edgetune_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same machine, same suite, another cost-model version: the host is refitted from the
+    cached measurements (not measured again), with the kernel rules checked again and the
+    measured candidates kept; measurements of another suite are not used."""
+    import shutil
+
+    from cost_models.errors import CalibrationError
+    from targets import host
+    from targets.suite import suite
+
+    host.host_target()  # the session's calibration, measured once
+    home = tmp_path / "home"
+    (home / "targets").mkdir(parents=True)
+    shutil.copy(edgetune_home / "targets" / "host_measurements.json", home / "targets")
+    monkeypatch.setenv("EDGETUNE_HOME", str(home))
+    cached = home / "targets" / "host_measurements.json"
+    before = json.loads(cached.read_text())
+    models = suite()
+    host.record_candidates([(models[5][1].SerializeToString(), 0.05)])
+
+    monkeypatch.setattr(host, "MODEL_VERSION", "next-model")
+    refitted = host.host_target()
+    after = json.loads(cached.read_text())
+    assert after["measurements"] == before["measurements"]  # not measured again
+    assert after["machine"]["cost_model_version"] == "next-model"
+    assert after["kernel_rules"]["models"] == len(models)
+    assert refitted.provenance.machine["cost_model_version"] == "next-model"
+    assert refitted.provenance.n_measurements == len(models) + 1  # and the candidate
+    cached_target = host.cached_host()
+    assert cached_target is not None and cached_target.constants == refitted.constants
+
+    cached.write_text(json.dumps({**after, "measurements": after["measurements"][1:]}))
+    with pytest.raises(CalibrationError, match="calibrate_host"):
+        host.refit_host()
