@@ -73,9 +73,9 @@ of the host micro-benchmark suite on x86-64:
   rows; timed on 3x3/5x5 depthwise convs, 6..90 channels, 4x4..28x28 maps, this and the MACs
   explain the time within ~5%, the MACs alone within ~25%: a 90-channel 5x5 one on a 4x4
   map takes ~90 us). A dense one but a 1x1 stride-1 conv copies its input into an im2col
-  matrix that MLAS packs again: class ``im2col:dense``, ``elems`` its input channels x kernel
-  area x output positions (:func:`~cost_models.kernel_layout.im2col`). A ``reorder`` kernel converts a tensor
-  into (for a conv with >= ``B`` input channels) or out of NCHWc. An fp32 add whose input is
+  matrix that MLAS packs again: ``im2col:dense``, ``elems`` its input channels x kernel area
+  x output positions (:func:`~cost_models.kernel_layout.im2col`). A ``reorder`` converts a
+  tensor into (for a conv with >= ``B`` input channels) or out of NCHWc. An fp32 add whose input is
   the sole output of an NCHWc conv is fused into it (``add:fused``), and so is a ReLU after
   that add (``relu:fused``); a ReLU after an fp32 add that no conv absorbs (its output is
   the add's ``act``) runs as a ``Relu`` of its own (``relu:f32``), unless only 8-bit layers
