@@ -212,7 +212,8 @@ def host_target() -> Target:
     cached = cached_host()
     if cached is not None:
         return cached
-    return refit_host() if _cached_measurements() is not None else calibrate_host(force=True)
+    measured = _cached_measurements()
+    return _refit(*measured) if measured is not None else calibrate_host(force=True)
 
 
 def measure_on_host(
@@ -325,9 +326,10 @@ def calibrate_host(*, force: bool = True, seconds: float = CALIBRATION_SECONDS) 
     # the kernel rules against onnxruntime's optimized graphs: a fact of this machine, the
     # suite and the cost model, kept with the measurements (a refit redoes it for a new model)
     rules = check_kernel_rules(models, nchwc_block_size())
-    _measurements_path().parent.mkdir(parents=True, exist_ok=True)
-    _write_measurements({"machine": _machine(), "noise_ceiling": noise_ceiling(results),
-                         "kernel_rules": rules, "measurements": results})
+    _write_json(_measurements_path(), {
+        "machine": _machine(), "noise_ceiling": noise_ceiling(results), "kernel_rules": rules,
+        "measurements": results,
+    })
     return _build(models, results, rules, t0)
 
 
@@ -354,20 +356,24 @@ def refit_host() -> Target:
     """Refit the host from the suite measurements cached by the last calibration and the
     measured search candidates kept since (no new measurements): for a changed cost model on
     the same machine, and during a study, as its candidates are measured."""
-    data = _cached_measurements()
-    if data is None:
+    measured = _cached_measurements()
+    if measured is None:
         raise CalibrationError(
             f"no measurements of this machine's current suite at {_measurements_path()}; run "
             f"calibrate_host() to measure"
         )
-    models, cached = data
+    return _refit(*measured)
+
+
+def _refit(models: list[tuple[str, Any]], cached: dict[str, Any]) -> Target:
+    """:func:`refit_host` from the suite and its cached measurements."""
     rules = cached.get("kernel_rules")
     if rules is None or cached["machine"].get("cost_model_version") != MODEL_VERSION:
         # the kernel rules changed with the cost model: check them again, once
         from targets.kernel_check import check_kernel_rules
 
         rules = check_kernel_rules(models, nchwc_block_size())
-        _write_measurements({**cached, "machine": _machine(), "kernel_rules": rules})
+        _write_json(_measurements_path(), {**cached, "machine": _machine(), "kernel_rules": rules})
     return _build(models, cached["measurements"], rules, time.time())
 
 
@@ -375,8 +381,9 @@ def _measurements_path() -> Path:
     return cache_path().parent / "host_measurements.json"
 
 
-def _write_measurements(data: dict[str, Any]) -> None:
-    path = _measurements_path()
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` whole or not at all (a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)
@@ -437,11 +444,7 @@ def _build(
             reference_ms=float(results[0]["reference_ms"]),
         ),
     )
-    path = cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(target_to_dict(target), indent=1))
-    tmp.replace(path)
+    _write_json(cache_path(), target_to_dict(target))
     from targets import registry
 
     registry.forget("host")
