@@ -15,6 +15,7 @@ and whether the budgets can be met at all.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -119,20 +120,27 @@ class Budgets:
         return all(v <= 0 for v in self.constraints(costs, accuracy).values())
 
     def screening(self, underestimates: Sequence[float], *, prior: float = 0.0,
-                  quantile: float = 0.75, most: float = 0.15) -> Budgets:
+                  miss: float = 0.2, most: float = 0.15) -> Budgets:
         """The budgets a study's proposals are screened against before they are measured: the
         latency share lowered by how much the cost model underestimated the measured latency
         ratio of the study's measured candidates (``underestimates``: measured ratio over
-        predicted ratio) at its ``quantile`` (from 3 measurements on), and by at least
-        ``prior`` (the target's held-out error, say: a proposal predicted at the share's edge
-        fails its measurement half the time through noise alone), by a factor of at most
-        ``1 + most``. These budgets as they are without a share."""
+        predicted ratio), from 3 measurements on, and by at least ``prior`` (the target's
+        held-out error, say: a proposal predicted at the share's edge fails its measurement
+        half the time through noise alone), by a factor of at most ``1 + most``. These budgets
+        as they are without a share.
+
+        Of n underestimates the factor is the k-th smallest, k = ceil((n + 1)(1 - miss)), or
+        the largest when k > n: a split-conformal bound, so a proposal at the lowered share's
+        edge measures over it with a probability of at most ``miss`` (about 1 / (n + 1) for
+        the largest) when the study's underestimates are alike. A sample quantile (the 75th
+        percentile of 8 is the 6th) would be exceeded by 1 in 3."""
         if not self.latency_share:
             return self
         factor = 1.0 + prior
         if len(underestimates) >= 3:
-            ordered = sorted(underestimates)
-            factor = max(factor, ordered[round(quantile * (len(ordered) - 1))])
+            n = len(underestimates)
+            k = min(math.ceil((n + 1) * (1.0 - miss) - 1e-9), n)  # 1e-9: 5 x 0.8 is 4, not 4+
+            factor = max(factor, sorted(underestimates)[k - 1])
         factor = min(factor, 1.0 + most)
         return replace(self, latency_share=self.latency_share / factor) if factor > 1 else self
 
