@@ -131,15 +131,17 @@ class Budgets:
 
         Of n underestimates the factor is the k-th smallest, k = ceil((n + 1)(1 - miss)), or
         the largest when k > n: a split-conformal bound, so a proposal at the lowered share's
-        edge measures over it with a probability of at most ``miss`` (about 1 / (n + 1) for
-        the largest) when the study's underestimates are alike. A sample quantile (the 75th
-        percentile of 8 is the 6th) would be exceeded by 1 in 3."""
+        edge measures over it with a probability of at most ``miss`` when the study's
+        underestimates are alike (1 / (n + 1) for the largest: 1 in 4 of 3, under ``miss``
+        from 4 on). A sample quantile (the 75th percentile of 8 is the 6th) would be exceeded
+        1 time in 3."""
         if not self.latency_share:
             return self
         factor = 1.0 + prior
         if len(underestimates) >= 3:
             n = len(underestimates)
-            k = min(math.ceil((n + 1) * (1.0 - miss) - 1e-9), n)  # 1e-9: 5 x 0.8 is 4, not 4+
+            # (n + 1)(1 - miss) a hair over a whole number in floats must not round up
+            k = min(math.ceil((n + 1) * (1.0 - miss) - 1e-9), n)
             factor = max(factor, sorted(underestimates)[k - 1])
         factor = min(factor, 1.0 + most)
         return replace(self, latency_share=self.latency_share / factor) if factor > 1 else self
